@@ -1,0 +1,47 @@
+# Two commands do all the set-up: `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.installed
+# Every tool comes from the venv; ansible.cfg of this checkout is read whatever the cwd.
+export PATH := $(BIN):/usr/sbin:$(PATH)
+export ANSIBLE_CONFIG := $(abspath ansible.cfg)
+ENV ?= local
+
+.PHONY: setup system-packages demo render test lint pytest molecule bench clean
+
+setup: $(STAMP) system-packages
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt -e .
+	@touch $@
+
+system-packages:
+	@scripts/ensure-debian-packages
+
+render: setup
+	ansible-playbook playbooks/render.yml -i inventories/$(ENV)
+
+demo: setup
+	ansible-playbook playbooks/render.yml -i inventories/local
+	$(BIN)/python -m tests.support.validate_build build/local
+
+lint: $(STAMP)
+	yamllint --strict .
+	ansible-lint --profile production --offline
+	ruff check .
+	ruff format --check .
+
+pytest: setup
+	pytest -q
+
+molecule: setup
+	molecule test --all
+
+test: setup lint pytest molecule
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: running playbooks, real servers on loopback, validation."""
