@@ -1,0 +1,51 @@
+"""Pure filters over the engine package (installed into the venv by the set-up)."""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleFilterError
+
+from mirrorramp.errors import MirrorRampError
+from mirrorramp.virtualservice import keep_live_mirror
+
+# The documentation of each filter is in <filter name>.yml beside this file (ansible-doc -t filter).
+
+
+def mirror_keep_live(rendered, live_resources):
+    """`rendered` is one manifest; `live_resources` the k8s_info `resources` list (0 or 1 item)."""
+    if not isinstance(rendered, dict):
+        raise AnsibleFilterError(f"mirror_keep_live: expected a manifest (dict), got {type(rendered).__name__}")
+    live = live_resources[0] if live_resources else None
+    try:
+        return keep_live_mirror(rendered, live)
+    except MirrorRampError as e:
+        raise AnsibleFilterError(f"mirror_keep_live: {e}") from e
+
+
+def mirror_service_workloads(service):
+    """{primary, mirror} workload names of one entry of mirror_services."""
+    try:
+        by_subset = {s["name"]: s["workload"] for s in service["subsets"]}
+        return {
+            "primary": by_subset[service["primary_subset"]],
+            "mirror": [by_subset[m["subset"]] for m in service["mirrors"]],
+        }
+    except (KeyError, TypeError) as e:
+        name = service.get("name", "?") if isinstance(service, dict) else service
+        raise AnsibleFilterError(f"mirror_service_workloads: service {name!r} lacks {e} (subsets, mirrors)") from e
+
+
+def mirror_prometheus_options(options):
+    """mirror_prometheus without null or empty values, which the mirror_ramp defaults then fill."""
+    if not isinstance(options, dict):
+        raise AnsibleFilterError(f"mirror_prometheus_options: expected a dict, got {type(options).__name__}")
+    cleaned = {key: value for key, value in options.items() if value is not None and value != ""}
+    return cleaned
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "mirror_keep_live": mirror_keep_live,
+            "mirror_service_workloads": mirror_service_workloads,
+            "mirror_prometheus_options": mirror_prometheus_options,
+        }

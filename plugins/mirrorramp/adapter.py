@@ -1,0 +1,282 @@
+"""From the arguments of the mirror_ramp task to a run of the engine, and back to a result.
+
+No Ansible import here: the action plugin hands over the validated arguments (the spec below is
+what ActionBase.validate_argument_spec checks) and gets back one JSON-safe dict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mirrorramp.drivers.base import Driver, TargetSnapshot
+from mirrorramp.durations import format_duration, parse_duration, prometheus_duration
+from mirrorramp.errors import ConfigError
+from mirrorramp.gates import parse_gates
+from mirrorramp.machine import Policy
+from mirrorramp.notify import Notifier
+from mirrorramp.plan import parse_steps
+from mirrorramp.prometheus import PrometheusClient
+from mirrorramp.runner import RampConfig, RunOutcome, Runner
+
+DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+
+ARGUMENT_SPEC: dict[str, Any] = {
+    "service": {"type": "str", "required": True},
+    "namespace": {"type": "str", "required": True},
+    "environment": {"type": "str", "required": True},
+    "driver": {"type": "str", "choices": ["istio", "nginx"], "default": "istio"},
+    "virtual_service": {"type": "str"},
+    "api_version": {"type": "str", "choices": ["v1", "v1beta1", "v1alpha3"], "default": "v1"},
+    "kubeconfig": {"type": "path"},
+    "context": {"type": "str"},
+    "host": {"type": "str"},
+    "api_key": {"type": "str", "no_log": True},
+    "validate_certs": {"type": "bool"},
+    "ca_cert": {"type": "path"},
+    "nginx": {
+        "type": "dict",
+        "options": {
+            "include_path": {"type": "path", "required": True},
+            "state_dir": {"type": "path", "required": True},
+            "config_url": {"type": "str", "required": True},
+            "nginx_binary": {"type": "path", "default": "/usr/sbin/nginx"},
+            "prefix": {"type": "path", "required": True},
+            "conf": {"type": "path", "required": True},
+        },
+    },
+    "steps": {"type": "list", "elements": "dict", "required": True},
+    "gates": {"type": "dict", "default": {}},
+    "min_requests": {"type": "int", "default": 100},
+    "window": {"type": "str", "default": "10m"},
+    "workloads": {
+        "type": "dict",
+        "required": True,
+        "options": {
+            "primary": {"type": "str", "required": True},
+            "mirror": {"type": "list", "elements": "str", "required": True},
+        },
+    },
+    "prometheus": {
+        "type": "dict",
+        "required": True,
+        "options": {
+            "url": {"type": "str", "required": True},
+            "token": {"type": "str", "no_log": True},
+            "ca_cert": {"type": "path"},
+            "validate_certs": {"type": "bool", "default": True},
+            "timeout": {"type": "str", "default": "10s"},
+            "retries": {"type": "int", "default": 3},
+        },
+    },
+    "mode": {"type": "str", "choices": ["scheduled", "watch"], "default": "scheduled"},
+    "poll_interval": {"type": "str", "default": "30s"},
+    "deadline": {"type": "str", "default": "1h"},
+    "inconclusive_budget": {"type": "int", "default": 10},
+    "inconclusive_action": {"type": "str", "choices": ["hold", "rollback"], "default": "hold"},
+    "notify": {"type": "list", "elements": "str", "default": [], "no_log": True},
+    "restart": {"type": "bool", "default": False},
+    "pause": {"type": "bool", "default": False},
+    "resume": {"type": "bool", "default": False},
+}
+
+
+def _check_name(argument: str, value: str) -> str:
+    import re
+
+    if not re.match(DNS1123_LABEL, value or ""):
+        raise ConfigError(
+            f"{argument}={value!r} is not a DNS-1123 label (lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit, at most 63 characters)"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class RampRequest:
+    """Everything one task asked for, parsed and checked; building it touches nothing."""
+
+    config: RampConfig
+    driver_name: str
+    driver_options: dict
+    prometheus: dict
+    notify: tuple[str, ...]
+    diff: bool
+
+    @classmethod
+    def from_arguments(cls, args: dict, *, check_mode: bool, diff: bool) -> RampRequest:
+        service = _check_name("service", args["service"])
+        namespace = _check_name("namespace", args["namespace"])
+        environment = _check_name("environment", args["environment"])
+        workloads = args["workloads"]
+        if not workloads["mirror"]:
+            raise ConfigError("workloads.mirror is empty: name at least one mirror workload")
+        for index, name in enumerate([workloads["primary"], *workloads["mirror"]]):
+            _check_name("workloads.primary" if index == 0 else f"workloads.mirror[{index - 1}]", name)
+        plan = parse_steps(args["steps"])
+        window = parse_duration(args["window"], name="window")
+        gates = parse_gates({**args["gates"], "min_requests": args["min_requests"]})
+        if args["inconclusive_budget"] < 0:
+            raise ConfigError(f"inconclusive_budget={args['inconclusive_budget']} must be 0 or more")
+        if args["pause"] and args["resume"]:
+            raise ConfigError("pause and resume are both true: ask for one")
+        prometheus = dict(args["prometheus"])
+        prometheus["timeout"] = parse_duration(prometheus["timeout"], name="prometheus.timeout")
+        if prometheus["retries"] < 0 or prometheus["retries"] > 10:
+            raise ConfigError(f"prometheus.retries={prometheus['retries']} is outside 0..10")
+        if not str(prometheus["url"]).startswith(("http://", "https://")):
+            raise ConfigError(f"prometheus.url={prometheus['url']!r} must start with http:// or https://")
+        for index, url in enumerate(args["notify"]):
+            if not str(url).startswith(("http://", "https://")):
+                raise ConfigError(f"notify[{index}] must be an http:// or https:// URL")
+        if args["driver"] == "nginx" and not args.get("nginx"):
+            raise ConfigError("driver=nginx needs the nginx options (include_path, state_dir, config_url, ...)")
+        config = RampConfig(
+            service=service,
+            namespace=namespace,
+            environment=environment,
+            plan=plan,
+            gates=gates,
+            query_context={
+                "service": service,
+                "namespace": namespace,
+                "environment": environment,
+                "primary_workload": workloads["primary"],
+                "mirror_workloads": list(workloads["mirror"]),
+            },
+            window_seconds=window,
+            policy=Policy(
+                inconclusive_budget=args["inconclusive_budget"],
+                inconclusive_action=args["inconclusive_action"],
+                restart=args["restart"],
+                pause=args["pause"],
+                resume=args["resume"],
+            ),
+            mode=args["mode"],
+            poll_interval=parse_duration(args["poll_interval"], name="poll_interval"),
+            deadline_seconds=parse_duration(args["deadline"], name="deadline"),
+            dry_run=check_mode,
+        )
+        driver_options = {
+            key: args.get(key)
+            for key in ("virtual_service", "api_version", "kubeconfig", "context", "host", "api_key")
+        } | {"validate_certs": args.get("validate_certs"), "ca_cert": args.get("ca_cert"), "nginx": args.get("nginx")}
+        return cls(
+            config=config,
+            driver_name=args["driver"],
+            driver_options=driver_options,
+            prometheus=prometheus,
+            notify=tuple(args["notify"]),
+            diff=diff,
+        )
+
+
+def build_driver(request: RampRequest) -> Driver:
+    options = request.driver_options
+    cfg = request.config
+    if request.driver_name == "istio":
+        from mirrorramp.drivers.istio import IstioDriver, KubeConnection, api_client
+
+        connection = KubeConnection(
+            kubeconfig=options["kubeconfig"],
+            context=options["context"],
+            host=options["host"],
+            api_key=options["api_key"],
+            validate_certs=options["validate_certs"],
+            ca_cert=options["ca_cert"],
+        )
+        return IstioDriver(
+            api_client(connection),
+            cfg.namespace,
+            options["virtual_service"] or cfg.service,
+            version=options["api_version"],
+        )
+    from mirrorramp.drivers.nginx import NginxDriver
+
+    return NginxDriver.from_options(cfg.service, options["nginx"])
+
+
+def build_prometheus(request: RampRequest) -> PrometheusClient:
+    p = request.prometheus
+    return PrometheusClient(
+        p["url"],
+        token=p.get("token") or None,
+        ca_cert=p.get("ca_cert") or None,
+        validate_certs=p["validate_certs"],
+        timeout=p["timeout"],
+        retries=p["retries"],
+    )
+
+
+def execute(
+    request: RampRequest,
+    *,
+    progress: Callable[[str], None] = lambda _m: None,
+    debug: Callable[[str], None] = lambda _m: None,
+    driver: Driver | None = None,
+    prometheus: PrometheusClient | None = None,
+) -> dict:
+    """Run the ramp once (or watch it) and return the task result."""
+    driver = driver or build_driver(request)
+    prometheus = prometheus or build_prometheus(request)
+    debug(f"mirror_ramp: {request.config.service} on {driver.description}, mode {request.config.mode}")
+    runner = Runner(
+        request.config,
+        driver,
+        prometheus,
+        Notifier(urls=request.notify),
+        progress=progress if request.config.mode == "watch" else debug,
+    )
+    outcome = runner.run()
+    return result_of(request, outcome)
+
+
+def _settings(snapshot: TargetSnapshot) -> dict:
+    return {"percent": snapshot.percent, "state": snapshot.state.status, "mirror": snapshot.mirror_settings}
+
+
+def result_of(request: RampRequest, outcome: RunOutcome) -> dict:
+    cfg = request.config
+    state = outcome.after.state
+    decision = outcome.last
+    step_index = state.step_index
+    result: dict[str, Any] = {
+        "changed": outcome.changed,
+        "service": cfg.service,
+        "namespace": cfg.namespace,
+        "environment": cfg.environment,
+        "state": state.status,
+        "step": (step_index + 1) if step_index is not None else 0,
+        "steps": len(cfg.plan),
+        "percent": outcome.after.percent,
+        "previous_percent": outcome.before.percent,
+        "action": str(decision.action) if decision else "none",
+        "gates": [g.as_dict() for g in outcome.gates],
+        "conflicts": outcome.conflicts,
+        "passes": outcome.passes,
+        "rollback": state.rollback,
+        "seconds_left": decision.seconds_left if decision else None,
+        "window": prometheus_duration(cfg.window_seconds),
+        "msg": _summary(cfg.service, outcome, request.config.dry_run),
+        "warnings": list(outcome.warnings),
+    }
+    if request.diff and outcome.changed:
+        result["diff"] = {
+            "before_header": f"{cfg.service} mirror (before)",
+            "after_header": f"{cfg.service} mirror (after)",
+            "before": _settings(outcome.before),
+            "after": _settings(outcome.after),
+        }
+    return result
+
+
+def _summary(service: str, outcome: RunOutcome, dry_run: bool) -> str:
+    decision = outcome.last
+    reason = decision.reason if decision else "nothing decided"
+    prefix = "(check mode, nothing written) " if dry_run and outcome.changed else ""
+    held = ""
+    if decision is not None and decision.seconds_left:
+        held = f" (next step possible in {format_duration(decision.seconds_left)})"
+    conflict = f"; {outcome.conflicts} conflict(s) with another run" if outcome.conflicts else ""
+    return f"{prefix}{service}: {reason}{held}{conflict}"

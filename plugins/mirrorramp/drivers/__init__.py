@@ -1,0 +1,1 @@
+"""Where the mirror percentage is set: an Istio VirtualService or an nginx host."""

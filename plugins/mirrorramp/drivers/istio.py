@@ -1,0 +1,199 @@
+"""The istio driver: the mirror lives in a VirtualService, the ramp state in its annotation.
+
+Every write is one JSON patch that also sets metadata.resourceVersion to the value read: the
+API server refuses it with 409 when another writer came first, so two runs never both advance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mirrorramp.drivers.base import TargetSnapshot
+from mirrorramp.errors import ConfigError, ConflictError, DriverError
+from mirrorramp.state import RampState
+from mirrorramp.virtualservice import (
+    MIRROR_FIELDS,
+    STATE_ANNOTATION,
+    mirror_route_index,
+    read_mirror_percent,
+    with_mirror_percent,
+)
+
+GROUP = "networking.istio.io"
+PLURAL = "virtualservices"
+
+
+@dataclass(frozen=True)
+class KubeConnection:
+    """The connection options of kubernetes.core; None falls back to K8S_AUTH_* and kubeconfig."""
+
+    kubeconfig: str | None = None
+    context: str | None = None
+    host: str | None = None
+    api_key: str | None = None
+    validate_certs: bool | None = None
+    ca_cert: str | None = None
+    timeout: float = 30.0
+
+    def __repr__(self) -> str:  # never show the token
+        return f"KubeConnection(host={self.host!r}, context={self.context!r}, kubeconfig={self.kubeconfig!r})"
+
+    def with_environment(self) -> KubeConnection:
+        """Fill unset options from the K8S_AUTH_* variables, as kubernetes.core does."""
+
+        def env(name: str) -> str | None:
+            return os.environ.get(f"K8S_AUTH_{name}") or None
+
+        verify = self.validate_certs
+        if verify is None and env("VERIFY_SSL") is not None:
+            verify = env("VERIFY_SSL").lower() in ("1", "true", "yes", "on")
+        return KubeConnection(
+            kubeconfig=self.kubeconfig or env("KUBECONFIG"),
+            context=self.context or env("CONTEXT"),
+            host=self.host or env("HOST"),
+            api_key=self.api_key or env("API_KEY"),
+            validate_certs=verify,
+            ca_cert=self.ca_cert or env("SSL_CA_CERT"),
+            timeout=self.timeout,
+        )
+
+
+def api_client(conn: KubeConnection):
+    """A kubernetes ApiClient for `conn` (host + token, a kubeconfig, or in-cluster)."""
+    from kubernetes import client, config  # imported here: only the istio driver needs it
+
+    conn = conn.with_environment()
+    default_kubeconfig = Path(os.environ.get("KUBECONFIG", "~/.kube/config").split(os.pathsep)[0]).expanduser()
+    try:
+        if conn.kubeconfig or (not conn.host and default_kubeconfig.exists()):
+            configuration = client.Configuration()
+            config.load_kube_config(
+                config_file=str(conn.kubeconfig or default_kubeconfig),
+                context=conn.context,
+                client_configuration=configuration,
+                persist_config=False,
+            )
+        elif conn.host:
+            configuration = client.Configuration()
+            configuration.host = conn.host
+        else:
+            configuration = client.Configuration()
+            config.load_incluster_config(client_configuration=configuration)
+    except (config.ConfigException, OSError, ValueError) as e:
+        raise ConfigError(f"cannot load the Kubernetes connection ({conn!r}): {e}") from e
+    if conn.host:
+        configuration.host = conn.host
+    if conn.api_key:
+        configuration.api_key = {"authorization": f"Bearer {conn.api_key}"}
+    if conn.validate_certs is not None:
+        configuration.verify_ssl = conn.validate_certs
+    if conn.ca_cert:
+        configuration.ssl_ca_cert = conn.ca_cert
+    return client.ApiClient(configuration)
+
+
+def _mirror_settings(vs: dict) -> dict[str, Any]:
+    """The mirror fields of the mirror route, for --diff and the result."""
+    route = vs["spec"]["http"][mirror_route_index(vs)]
+    return {field: route[field] for field in MIRROR_FIELDS if field in route}
+
+
+class IstioDriver:
+    """Reads and patches one VirtualService through the Kubernetes API."""
+
+    def __init__(self, api_client, namespace: str, name: str, version: str = "v1", timeout: float = 30.0) -> None:
+        from kubernetes import client
+
+        self._api = client.CustomObjectsApi(api_client)
+        self._namespace = namespace
+        self._name = name
+        self._version = version
+        self._timeout = timeout
+        self._last: dict | None = None
+        self.description = f"VirtualService {namespace}/{name}"
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return fn(*args, _request_timeout=self._timeout, **kwargs)
+        except ApiException as e:
+            if e.status == 409:
+                raise ConflictError(f"{self.description} changed while this run worked on it (409 Conflict)") from e
+            reason = _status_message(e)
+            raise DriverError(f"{what} {self.description} failed: HTTP {e.status} {reason}") from e
+        except (HTTPError, OSError) as e:
+            raise DriverError(f"{what} {self.description} failed: {type(e).__name__}: {e}") from e
+
+    def read(self) -> TargetSnapshot:
+        vs = self._call(
+            "reading",
+            self._api.get_namespaced_custom_object,
+            GROUP,
+            self._version,
+            self._namespace,
+            PLURAL,
+            self._name,
+        )
+        self._last = vs
+        annotations = (vs.get("metadata") or {}).get("annotations") or {}
+        raw = annotations.get(STATE_ANNOTATION)
+        state = RampState.from_json(raw) if raw else RampState.initial()
+        return TargetSnapshot(
+            state=state,
+            percent=read_mirror_percent(vs),
+            version=str(vs["metadata"].get("resourceVersion", "")),
+            mirror_settings=_mirror_settings(vs),
+        )
+
+    def write(self, current: TargetSnapshot, state: RampState, percent: float, *, dry_run: bool) -> TargetSnapshot:
+        if self._last is None or str(self._last["metadata"].get("resourceVersion", "")) != current.version:
+            raise DriverError(f"{self.description}: write without a matching read")
+        vs = self._last
+        index = mirror_route_index(vs)
+        new_route = with_mirror_percent(vs, percent)["spec"]["http"][index]
+        patch: list[dict[str, Any]] = [
+            # Guards: the route we computed from is still where it was; the object is unchanged.
+            {"op": "test", "path": f"/spec/http/{index}/name", "value": new_route["name"]},
+            {"op": "replace", "path": "/metadata/resourceVersion", "value": current.version},
+            {"op": "replace", "path": f"/spec/http/{index}", "value": new_route},
+        ]
+        state_json = state.to_json()
+        if (vs.get("metadata") or {}).get("annotations") is None:
+            patch.append({"op": "add", "path": "/metadata/annotations", "value": {STATE_ANNOTATION: state_json}})
+        else:
+            key = STATE_ANNOTATION.replace("~", "~0").replace("/", "~1")
+            patch.append({"op": "add", "path": f"/metadata/annotations/{key}", "value": state_json})
+        kwargs = {"dry_run": "All"} if dry_run else {}
+        result = self._call(
+            "patching",
+            self._api.patch_namespaced_custom_object,
+            GROUP,
+            self._version,
+            self._namespace,
+            PLURAL,
+            self._name,
+            patch,
+            **kwargs,
+        )
+        if not dry_run:
+            self._last = result
+        return TargetSnapshot(
+            state=state,
+            percent=read_mirror_percent(result),
+            version=str(result["metadata"].get("resourceVersion", "")),
+            mirror_settings=_mirror_settings(result),
+        )
+
+
+def _status_message(e) -> str:
+    """The `message` of a Kubernetes Status body, else the HTTP reason."""
+    try:
+        return json.loads(e.body).get("message") or e.reason
+    except (TypeError, ValueError, AttributeError):
+        return str(e.reason)

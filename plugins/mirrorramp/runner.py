@@ -1,0 +1,230 @@
+"""One ramp run: read the target, ask Prometheus, decide, write, verify, notify.
+
+`scheduled` mode does one pass; `watch` repeats the pass every poll interval until the ramp
+is completed, rolled back or stopped, or the deadline passes. The decisions themselves are the
+pure state machine in machine.py; this module only sequences the I/O around it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from mirrorramp.drivers.base import Driver, TargetSnapshot
+from mirrorramp.durations import format_duration
+from mirrorramp.errors import ConflictError, DriverError, PrometheusError
+from mirrorramp.gates import GateSet, check_queries, evaluate
+from mirrorramp.machine import Action, Decision, Policy, decide
+from mirrorramp.model import GateResult, Step, Verdict
+from mirrorramp.notify import Notifier
+from mirrorramp.prometheus import PrometheusClient
+from mirrorramp.state import RampState
+
+# States in which the mirror may be on, so the gates are evaluated.
+WATCHED_STATUSES = ("ramping", "paused", "completed")
+TERMINAL_STATUSES = ("completed", "rolled_back", "stopped")
+CONFLICT_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class RampConfig:
+    service: str
+    namespace: str
+    environment: str
+    plan: tuple[Step, ...]
+    gates: GateSet
+    query_context: dict
+    window_seconds: float
+    policy: Policy
+    mode: str = "scheduled"
+    poll_interval: float = 60.0
+    deadline_seconds: float = 3600.0
+    dry_run: bool = False
+
+
+@dataclass
+class RunOutcome:
+    """What the action plugin turns into its result."""
+
+    before: TargetSnapshot
+    after: TargetSnapshot
+    decisions: list[Decision] = field(default_factory=list)
+    gates: list[GateResult] = field(default_factory=list)
+    changed: bool = False
+    conflicts: int = 0
+    warnings: list[str] = field(default_factory=list)
+    passes: int = 0
+
+    @property
+    def last(self) -> Decision | None:
+        return self.decisions[-1] if self.decisions else None
+
+
+class Runner:
+    def __init__(
+        self,
+        config: RampConfig,
+        driver: Driver,
+        prometheus: PrometheusClient,
+        notifier: Notifier | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        progress: Callable[[str], None] = lambda _msg: None,
+    ) -> None:
+        self.config = config
+        self.driver = driver
+        self.prometheus = prometheus
+        self.notifier = notifier or Notifier()
+        self.clock = clock
+        self.sleep = sleep
+        self.progress = progress
+
+    # -- gates ---------------------------------------------------------------------------
+    def _evaluate(self, state: RampState, now: float) -> list[GateResult] | None:
+        """Gate results for `state`, or None when the mirror is off (nothing to look at).
+
+        The recent window catches a breach now; once the hold has elapsed a second look over the
+        whole step (since it started) must pass too, so an alert that fired and resolved between
+        two scheduled runs still fails the step.
+        """
+        if state.status not in WATCHED_STATUSES:
+            return None
+        cfg = self.config
+        results = evaluate(cfg.gates, self.prometheus, cfg.query_context, cfg.window_seconds)
+        step = cfg.plan[state.step_index] if state.step_index is not None else None
+        if (
+            state.status == "ramping"
+            and step is not None
+            and state.step_started_at is not None
+            and now - state.step_started_at >= step.hold_seconds
+            and all(r.verdict is not Verdict.FAIL for r in results)
+        ):
+            whole_step = max(now - state.step_started_at, cfg.window_seconds)
+            results = results + [
+                replace(r, name=f"{r.name} (whole step)")
+                for r in evaluate(cfg.gates, self.prometheus, cfg.query_context, whole_step)
+            ]
+        return results
+
+    # -- one pass ------------------------------------------------------------------------
+    def run_once(self, outcome: RunOutcome | None = None) -> RunOutcome:
+        snapshot = self.driver.read()
+        outcome = outcome or RunOutcome(before=snapshot, after=snapshot)
+        outcome.passes += 1
+        for attempt in range(CONFLICT_RETRIES + 1):
+            now = self.clock()
+            if snapshot.state.status == "pending" or self.config.policy.restart:
+                # The first change of a ramp: every query must parse before the mirror goes on.
+                try:
+                    check_queries(self.config.gates, self.prometheus, self.config.query_context)
+                except PrometheusError as e:
+                    gates = [
+                        GateResult(
+                            name="prometheus",
+                            kind="availability",
+                            query="",
+                            verdict=Verdict.INCONCLUSIVE,
+                            reason=f"cannot check the gate queries: {e}",
+                        )
+                    ]
+                    decision = decide(snapshot.state, self.config.plan, gates, now, self.config.policy)
+                    decision = _never_start(decision, snapshot, gates)
+                    outcome.gates = gates
+                    outcome.decisions.append(decision)
+                    outcome.after = snapshot
+                    return outcome
+            gates = self._evaluate(snapshot.state, now)
+            decision = decide(snapshot.state, self.config.plan, gates, now, self.config.policy)
+            outcome.gates = list(gates or [])
+            if not decision.changed and not decision.state_dirty:
+                outcome.decisions.append(decision)
+                outcome.after = snapshot
+                return outcome
+            target = decision.target_percent if decision.target_percent is not None else snapshot.percent
+            try:
+                written = self.driver.write(snapshot, decision.state, target, dry_run=self.config.dry_run)
+            except ConflictError as e:
+                outcome.conflicts += 1
+                outcome.warnings.append(f"{e}; re-read and decided again (attempt {attempt + 1})")
+                snapshot = self.driver.read()
+                continue
+            if not self.config.dry_run:
+                self._verify(target)
+            outcome.decisions.append(decision)
+            outcome.after = written
+            outcome.changed = outcome.changed or decision.changed
+            if decision.changed:
+                outcome.warnings.extend(self._announce(decision, snapshot, written))
+            return outcome
+        raise ConflictError(
+            f"{self.driver.description} kept changing under this run ({CONFLICT_RETRIES + 1} conflicts); nothing changed"
+        )
+
+    def _verify(self, percent: float) -> None:
+        """Read the target back: the write is done only when the live percent is the one set."""
+        live = self.driver.read()
+        if abs(live.percent - percent) > 1e-9:
+            raise DriverError(
+                f"{self.driver.description}: wrote mirror {percent:g}% but read back {live.percent:g}%"
+            )
+
+    def _announce(self, decision: Decision, before: TargetSnapshot, after: TargetSnapshot) -> list[str]:
+        """Print the event and post it to the webhooks; returns their warnings."""
+        cfg = self.config
+        event = {
+            "event": str(decision.action),
+            "service": cfg.service,
+            "namespace": cfg.namespace,
+            "environment": cfg.environment,
+            "state": after.state.status,
+            "step": after.state.step_index,
+            "percent_before": before.percent,
+            "percent": after.percent,
+            "summary": f"{cfg.environment}/{cfg.service}: {decision.reason}",
+            "dry_run": cfg.dry_run,
+        }
+        if decision.breach is not None:
+            event["gate"] = decision.breach.as_dict()
+        self.progress(event["summary"])
+        if cfg.dry_run:
+            return []
+        return self.notifier.post(event)
+
+    # -- modes ---------------------------------------------------------------------------
+    def run(self) -> RunOutcome:
+        outcome = self.run_once()
+        if self.config.mode != "watch" or self.config.dry_run:
+            return outcome
+        deadline = time.monotonic() + self.config.deadline_seconds
+        while outcome.after.state.status not in TERMINAL_STATUSES:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                outcome.warnings.append(
+                    f"watch deadline of {format_duration(self.config.deadline_seconds)} reached; "
+                    "the ramp goes on at the next run"
+                )
+                break
+            last = outcome.last
+            if last is not None:
+                self.progress(f"{self.config.service}: {last.reason}")
+            self.sleep(min(self.config.poll_interval, remaining))
+            self.run_once(outcome)
+        return outcome
+
+
+def _never_start(decision: Decision, snapshot: TargetSnapshot, gates: list[GateResult]) -> Decision:
+    """Without a successful query check nothing may change: keep the target as it is."""
+    if decision.changed:
+        reason = f"not started: {gates[0].reason}"
+        return replace(
+            decision,
+            action=Action.HOLD,
+            state=snapshot.state,
+            target_percent=snapshot.percent,
+            changed=False,
+            state_dirty=False,
+            reason=reason,
+        )
+    return decision

@@ -1,0 +1,256 @@
+#!/usr/bin/python
+# The documentation of the mirror_ramp action plugin (plugins/action/mirror_ramp.py); the
+# action plugin runs on the controller, this module file is never executed.
+
+DOCUMENTATION = r"""
+module: mirror_ramp
+short_description: Ramp the share of traffic mirrored to a candidate, gated by Prometheus
+version_added: "0.1.0"
+description:
+  - Ramps the mirrored share step by step (for example 1%, 5%, 10%, 20% with a one-day hold
+    each), checks Prometheus gates on every run, and removes the mirror at once when a gate
+    fails. The removal is verified by reading the target back.
+  - The ramp state lives with the target (the C(mirror-ramp.io/state) annotation of the
+    VirtualService, or a state file on nginx hosts) and is written with optimistic concurrency,
+    so two runs at once never both advance and a killed run leaves a state the next run
+    continues from.
+  - Missing evidence (no data, NaN, +Inf, too few requests, Prometheus unreachable, slow or
+    answering an error) is inconclusive, never a pass - the step holds.
+  - In C(scheduled) mode one run checks the gates, rolls back on a breach, and advances at most
+    one step, and only once the current step has been held for its whole duration with every gate
+    passing over that duration. In C(watch) mode the same pass repeats every O(poll_interval)
+    until the ramp is completed, rolled back or stopped, or O(deadline) passes.
+  - Runs on the controller. Check mode writes nothing (a server-side dry run for istio) and says
+    what would happen; C(--diff) shows the mirror settings before and after.
+options:
+  service:
+    description: Name of the service (DNS-1123 label); also the VirtualService name unless O(virtual_service) is set.
+    type: str
+    required: true
+  namespace:
+    description: Namespace of the service and its VirtualService (DNS-1123 label).
+    type: str
+    required: true
+  environment:
+    description: Environment name (local, dev, staging, prod ...), for results and notifications.
+    type: str
+    required: true
+  driver:
+    description: Where the mirror percentage is set.
+    type: str
+    choices: [istio, nginx]
+    default: istio
+  virtual_service:
+    description: Name of the VirtualService when it differs from O(service). Its mirrored http route must be named C(mirror).
+    type: str
+  api_version:
+    description: Version of networking.istio.io to talk to.
+    type: str
+    choices: [v1, v1beta1, v1alpha3]
+    default: v1
+  kubeconfig:
+    description: Path of a kubeconfig file (istio driver); default C(K8S_AUTH_KUBECONFIG), then C(~/.kube/config).
+    type: path
+  context:
+    description: Context of the kubeconfig; default C(K8S_AUTH_CONTEXT).
+    type: str
+  host:
+    description: URL of the Kubernetes API server; default C(K8S_AUTH_HOST).
+    type: str
+  api_key:
+    description: Bearer token for the API server; default C(K8S_AUTH_API_KEY). Never shown in results or logs.
+    type: str
+  validate_certs:
+    description: Verify the API server's certificate; default C(K8S_AUTH_VERIFY_SSL), then the kubeconfig.
+    type: bool
+  ca_cert:
+    description: CA bundle of the API server; default C(K8S_AUTH_SSL_CA_CERT).
+    type: path
+  nginx:
+    description: Options of the nginx driver (the local sandbox or nginx hosts).
+    type: dict
+    suboptions:
+      include_path: {description: The mirror include that nginx loads (split_clients percentage)., type: path, required: true}
+      state_dir: {description: Directory of the per-service state files., type: path, required: true}
+      config_url: {description: URL of the config-version endpoint answering JSON with version and percent., type: str, required: true}
+      nginx_binary: {description: The nginx executable., type: path, default: /usr/sbin/nginx}
+      prefix: {description: nginx prefix (-p)., type: path, required: true}
+      conf: {description: nginx main configuration file (-c)., type: path, required: true}
+  steps:
+    description:
+      - The ramp plan, a list of C({percent, hold}). O(steps[].percent) may be fractional,
+        0 < percent <= 100, strictly increasing. O(steps[].hold) is a duration such as C(30s),
+        C(10m), C(12h), C(1d).
+    type: list
+    elements: dict
+    required: true
+  gates:
+    description:
+      - The checks made on every run. Query templates use C(${name}) placeholders, not Jinja
+        (Ansible would template Jinja first) - C(${service}), C(${namespace}),
+        C(${environment}), C(${primary_workload}), C(${mirror_workload}) (a regex alternation
+        of the mirror workloads, for C(=~)), C(${window}). Values are quoted for PromQL.
+      - C(thresholds) - list of C({name, query, operator, value, severity}); the gate passes while
+        C(result <operator> value), operator one of C(<), C(<=), C(>), C(>=).
+      - C(alerts) - list of C({name, alertname} or {name, matchers}); fails when the alert was
+        firing at any time in the window (C(max_over_time(ALERTS{...}[window]))), also if it has
+        resolved since; inconclusive when no such alert rule is loaded.
+      - C(comparisons) - list of C({name, metric, max_delta | max_ratio}), mirror against primary -
+        C(error_ratio) (mirror minus primary 5xx share) or C(p99_latency) (mirror p99 / primary p99).
+      - Every query is sent once before the first change; a syntax error fails the task naming the gate.
+    type: dict
+    default: {}
+  min_requests:
+    description: Requests the mirror workload must have served in the window; fewer makes the check inconclusive.
+    type: int
+    default: 100
+  window:
+    description: Look-back window of the gate queries while a step holds. Once the hold has elapsed, the gates are checked over the whole step too.
+    type: str
+    default: 10m
+  workloads:
+    description: The workloads as Istio's metrics name them (C(destination_workload)).
+    type: dict
+    required: true
+    suboptions:
+      primary: {description: The primary workload., type: str, required: true}
+      mirror: {description: The mirror workloads., type: list, elements: str, required: true}
+  prometheus:
+    description: The Prometheus the gates query.
+    type: dict
+    required: true
+    suboptions:
+      url: {description: Base URL of Prometheus (http or https)., type: str, required: true}
+      token: {description: Bearer token; never shown in results or logs., type: str}
+      ca_cert: {description: CA bundle of Prometheus., type: path}
+      validate_certs: {description: Verify Prometheus' certificate., type: bool, default: true}
+      timeout: {description: Timeout of one query (a duration)., type: str, default: 10s}
+      retries: {description: Retries of a query after a connection error, a timeout or a 5xx (0..10), with backoff., type: int, default: 3}
+  mode:
+    description: C(scheduled) does one pass; C(watch) repeats it until done or O(deadline).
+    type: str
+    choices: [scheduled, watch]
+    default: scheduled
+  poll_interval:
+    description: Time between two passes in C(watch) mode; a breach is rolled back within one interval of Prometheus seeing it.
+    type: str
+    default: 30s
+  deadline:
+    description: Longest time a C(watch) run lasts; the ramp goes on at the next run.
+    type: str
+    default: 1h
+  inconclusive_budget:
+    description: Consecutive inconclusive checks tolerated before O(inconclusive_action) applies.
+    type: int
+    default: 10
+  inconclusive_action:
+    description: What happens once the budget is exhausted - keep holding, or roll back.
+    type: str
+    choices: [hold, rollback]
+    default: hold
+  notify:
+    description: Webhook URLs that receive a JSON event on start, advance, completion and rollback. A failing receiver never blocks a rollback. URLs are treated as secrets.
+    type: list
+    elements: str
+    default: []
+  restart:
+    description: Start a rolled-back or stopped ramp again from its first step.
+    type: bool
+    default: false
+  pause:
+    description: Pause the ramp at its current percent (gates are still checked; a breach still rolls back).
+    type: bool
+    default: false
+  resume:
+    description: Resume a paused ramp; the hold of the current step starts again.
+    type: bool
+    default: false
+attributes:
+  check_mode: {support: full}
+  diff_mode: {support: full}
+author: mirror-ramp
+"""
+
+EXAMPLES = r"""
+- name: Ramp the mirror of user-service, one step a day at most
+  mirror_ramp:
+    service: user-service
+    namespace: shop
+    environment: prod
+    driver: istio
+    workloads: {primary: user-service-v1, mirror: [user-service-v2]}
+    steps:
+      - {percent: 1, hold: 1d}
+      - {percent: 5, hold: 1d}
+      - {percent: 10, hold: 1d}
+      - {percent: 20, hold: 1d}
+    gates:
+      thresholds:
+        - name: mirror-5xx-ratio
+          query: >-
+            sum(rate(istio_requests_total{reporter="destination",destination_workload_namespace="${namespace}",
+            destination_workload=~"${mirror_workload}",response_code=~"5.."}[${window}]))
+            / sum(rate(istio_requests_total{reporter="destination",destination_workload_namespace="${namespace}",
+            destination_workload=~"${mirror_workload}"}[${window}]))
+          operator: "<="
+          value: 0.05
+      alerts:
+        - {name: no-critical-alert, matchers: {alertname: MirrorErrorRatioHigh, severity: critical, service: user-service}}
+    prometheus: {url: "http://prometheus.monitoring.svc:9090", token: "{{ vault_prometheus_token }}"}
+"""
+
+RETURN = r"""
+state:
+  description: The ramp state after the run - pending, ramping, paused, completed, rolled_back or stopped.
+  type: str
+  returned: always
+step:
+  description: The current step, 1-based (0 before the first step).
+  type: int
+  returned: always
+steps:
+  description: Number of steps in the plan.
+  type: int
+  returned: always
+percent:
+  description: The live mirrored percent after the run (0 = no mirror fields at all).
+  type: float
+  returned: always
+previous_percent:
+  description: The mirrored percent before the run.
+  type: float
+  returned: always
+action:
+  description: What the run did - start, advance, hold, rollback, complete, stay, pause, resume, restart.
+  type: str
+  returned: always
+gates:
+  description: Per gate - name, kind, the rendered query, value, threshold, operator, verdict (pass, fail, inconclusive) and reason.
+  type: list
+  elements: dict
+  returned: always
+rollback:
+  description: Why the mirror was removed - reason, gate, value, threshold, at; null if it was not.
+  type: dict
+  returned: always
+seconds_left:
+  description: Seconds until the current step may advance, when holding.
+  type: float
+  returned: always
+conflicts:
+  description: How often another run changed the target first (the run re-read and decided again).
+  type: int
+  returned: always
+passes:
+  description: Passes made (1 in scheduled mode).
+  type: int
+  returned: always
+window:
+  description: The look-back window of the gate queries, as PromQL.
+  type: str
+  returned: always
+msg:
+  description: One line for humans - what happened and why.
+  type: str
+  returned: always
+"""
