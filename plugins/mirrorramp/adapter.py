@@ -131,7 +131,9 @@ class RampRequest:
             if not str(url).startswith(("http://", "https://")):
                 raise ConfigError(f"notify[{index}] must be an http:// or https:// URL")
         if args["driver"] == "nginx" and not args.get("nginx"):
-            raise ConfigError("driver=nginx needs the nginx options (include_path, state_dir, config_url, ...)")
+            raise ConfigError(
+                "driver=nginx needs the nginx options (include_path, state_dir, config_url, ...)"
+            )
         config = RampConfig(
             service=service,
             namespace=namespace,
@@ -161,7 +163,11 @@ class RampRequest:
         driver_options = {
             key: args.get(key)
             for key in ("virtual_service", "api_version", "kubeconfig", "context", "host", "api_key")
-        } | {"validate_certs": args.get("validate_certs"), "ca_cert": args.get("ca_cert"), "nginx": args.get("nginx")}
+        } | {
+            "validate_certs": args.get("validate_certs"),
+            "ca_cert": args.get("ca_cert"),
+            "nginx": args.get("nginx"),
+        }
         return cls(
             config=config,
             driver_name=args["driver"],

@@ -1,0 +1,128 @@
+"""The mirror fields of a VirtualService: read, set, remove and keep across a re-apply."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mirrorramp.errors import DriverError
+from mirrorramp.virtualservice import (
+    STATE_ANNOTATION,
+    TARGETS_ANNOTATION,
+    keep_live_mirror,
+    read_mirror_percent,
+    with_mirror_percent,
+)
+
+
+def virtual_service(targets: list[dict], route_extra: dict | None = None, state: str | None = None) -> dict:
+    annotations = {TARGETS_ANNOTATION: json.dumps(targets)}
+    if state is not None:
+        annotations[STATE_ANNOTATION] = state
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "user-service", "namespace": "shop", "annotations": annotations},
+        "spec": {
+            "hosts": ["user-service"],
+            "http": [
+                {
+                    "name": "mirror",
+                    "match": [{"method": {"regex": "GET|HEAD"}}],
+                    "route": [{"destination": {"host": "user-service", "subset": "stable"}}],
+                    **(route_extra or {}),
+                },
+                {"name": "primary", "route": [{"destination": {"host": "user-service", "subset": "stable"}}]},
+            ],
+        },
+    }
+
+
+ONE = [{"host": "user-service", "subset": "candidate"}]
+TWO = [
+    {"host": "user-service", "subset": "candidate"},
+    {"host": "user-service", "subset": "perf", "port": 8080},
+]
+
+
+@pytest.mark.parametrize(
+    ("targets", "percent", "expected_route_keys"),
+    [
+        pytest.param(ONE, 0.5, {"mirror", "mirrorPercentage"}, id="one-target-fractional"),
+        pytest.param(ONE, 20, {"mirror", "mirrorPercentage"}, id="one-target"),
+        pytest.param(TWO, 5, {"mirrors"}, id="two-targets-use-mirrors"),
+        pytest.param(ONE, 0, set(), id="zero-removes-everything"),
+    ],
+)
+def test_with_mirror_percent_sets_only_the_fields_istio_accepts(targets, percent, expected_route_keys):
+    vs = with_mirror_percent(virtual_service(targets), percent)
+    route = vs["spec"]["http"][0]
+    assert {k for k in route if k.startswith("mirror")} == expected_route_keys
+    assert read_mirror_percent(vs) == pytest.approx(float(percent))
+    # The catch-all route never carries a mirror.
+    assert not {k for k in vs["spec"]["http"][1] if k.startswith("mirror")}
+
+
+def test_two_targets_each_get_the_percent_and_their_port():
+    vs = with_mirror_percent(virtual_service(TWO), 10)
+    mirrors = vs["spec"]["http"][0]["mirrors"]
+    assert [m["percentage"]["value"] for m in mirrors] == [10.0, 10.0]
+    assert mirrors[1]["destination"] == {"host": "user-service", "subset": "perf", "port": {"number": 8080}}
+
+
+def test_removal_drops_a_mirror_left_by_hand_too():
+    vs = virtual_service(ONE, {"mirror": {"host": "x"}, "mirrors": [{"destination": {"host": "y"}}]})
+    route = with_mirror_percent(vs, 0)["spec"]["http"][0]
+    assert not {"mirror", "mirrorPercentage", "mirrors"} & set(route)
+
+
+def test_bare_mirror_without_percentage_means_all_traffic():
+    assert read_mirror_percent(virtual_service(ONE, {"mirror": {"host": "user-service"}})) == 100.0
+
+
+def test_input_is_not_modified():
+    vs = virtual_service(ONE)
+    before = json.dumps(vs, sort_keys=True)
+    with_mirror_percent(vs, 5)
+    assert json.dumps(vs, sort_keys=True) == before
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        pytest.param(
+            {"spec": {"http": [{"name": "primary"}]}, "metadata": {"name": "x"}}, id="no-mirror-route"
+        ),
+        pytest.param(
+            {"spec": {"http": [{"name": "mirror"}]}, "metadata": {"name": "x", "annotations": {}}},
+            id="no-targets",
+        ),
+        pytest.param(
+            {
+                "spec": {"http": [{"name": "mirror"}]},
+                "metadata": {"name": "x", "annotations": {TARGETS_ANNOTATION: "{"}},
+            },
+            id="corrupt-targets",
+        ),
+    ],
+)
+def test_a_virtual_service_not_rendered_by_us_is_refused_with_a_reason(broken):
+    with pytest.raises(DriverError):
+        with_mirror_percent(broken, 5)
+
+
+def test_keep_live_takes_the_ramps_mirror_once_the_ramp_owns_it():
+    rendered = with_mirror_percent(virtual_service(ONE), 1)
+    live = with_mirror_percent(virtual_service(ONE, state="{}"), 10)
+    kept = keep_live_mirror(rendered, [live][0])
+    assert read_mirror_percent(kept) == 10.0
+    rolled_back = with_mirror_percent(virtual_service(ONE, state="{}"), 0)
+    assert read_mirror_percent(keep_live_mirror(rendered, rolled_back)) == 0.0
+
+
+def test_keep_live_leaves_the_rendered_mirror_before_the_ramp_ran():
+    rendered = with_mirror_percent(virtual_service(ONE), 1)
+    live = with_mirror_percent(virtual_service(ONE), 30)
+    assert read_mirror_percent(keep_live_mirror(rendered, live)) == 1.0
+    assert keep_live_mirror(rendered, None) is rendered
