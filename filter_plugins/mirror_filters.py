@@ -13,9 +13,7 @@ from mirrorramp.virtualservice import keep_live_mirror
 def mirror_keep_live(rendered, live_resources):
     """`rendered` is one manifest; `live_resources` the k8s_info `resources` list (0 or 1 item)."""
     if not isinstance(rendered, dict):
-        raise AnsibleFilterError(
-            f"mirror_keep_live: expected a manifest (dict), got {type(rendered).__name__}"
-        )
+        raise AnsibleFilterError(f"mirror_keep_live: expected a manifest (dict), got {type(rendered).__name__}")
     live = live_resources[0] if live_resources else None
     try:
         return keep_live_mirror(rendered, live)
@@ -33,9 +31,7 @@ def mirror_service_workloads(service):
         }
     except (KeyError, TypeError) as e:
         name = service.get("name", "?") if isinstance(service, dict) else service
-        raise AnsibleFilterError(
-            f"mirror_service_workloads: service {name!r} lacks {e} (subsets, mirrors)"
-        ) from e
+        raise AnsibleFilterError(f"mirror_service_workloads: service {name!r} lacks {e} (subsets, mirrors)") from e
 
 
 def mirror_prometheus_options(options):

@@ -38,9 +38,7 @@ class ActionModule(ActionBase):
         except ConfigError as e:
             raise AnsibleActionFail(f"mirror_ramp: {e}") from e
         except MirrorRampError as e:
-            raise AnsibleActionFail(
-                f"mirror_ramp: {e}", result={"service": new_module_args.get("service")}
-            ) from e
+            raise AnsibleActionFail(f"mirror_ramp: {e}", result={"service": new_module_args.get("service")}) from e
         for warning in outcome.pop("warnings", []):
             display.warning(warning)
         result.update(outcome)

@@ -18,7 +18,7 @@ from mirrorramp.machine import Policy
 from mirrorramp.notify import Notifier
 from mirrorramp.plan import parse_steps
 from mirrorramp.prometheus import PrometheusClient
-from mirrorramp.runner import RampConfig, RunOutcome, Runner
+from mirrorramp.runner import RampConfig, Runner, RunOutcome
 
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 
@@ -131,9 +131,7 @@ class RampRequest:
             if not str(url).startswith(("http://", "https://")):
                 raise ConfigError(f"notify[{index}] must be an http:// or https:// URL")
         if args["driver"] == "nginx" and not args.get("nginx"):
-            raise ConfigError(
-                "driver=nginx needs the nginx options (include_path, state_dir, config_url, ...)"
-            )
+            raise ConfigError("driver=nginx needs the nginx options (include_path, state_dir, config_url, ...)")
         config = RampConfig(
             service=service,
             namespace=namespace,
@@ -161,8 +159,7 @@ class RampRequest:
             dry_run=check_mode,
         )
         driver_options = {
-            key: args.get(key)
-            for key in ("virtual_service", "api_version", "kubeconfig", "context", "host", "api_key")
+            key: args.get(key) for key in ("virtual_service", "api_version", "kubeconfig", "context", "host", "api_key")
         } | {
             "validate_certs": args.get("validate_certs"),
             "ca_cert": args.get("ca_cert"),

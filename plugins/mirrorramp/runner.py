@@ -166,9 +166,7 @@ class Runner:
         """Read the target back: the write is done only when the live percent is the one set."""
         live = self.driver.read()
         if abs(live.percent - percent) > 1e-9:
-            raise DriverError(
-                f"{self.driver.description}: wrote mirror {percent:g}% but read back {live.percent:g}%"
-            )
+            raise DriverError(f"{self.driver.description}: wrote mirror {percent:g}% but read back {live.percent:g}%")
 
     def _announce(self, decision: Decision, before: TargetSnapshot, after: TargetSnapshot) -> list[str]:
         """Print the event and post it to the webhooks; returns their warnings."""

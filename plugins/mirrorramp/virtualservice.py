@@ -61,24 +61,18 @@ def mirror_targets(vs: dict) -> list[MirrorTarget]:
     raw = annotations.get(TARGETS_ANNOTATION)
     if not raw:
         name = (vs.get("metadata") or {}).get("name", "?")
-        raise DriverError(
-            f"VirtualService {name} has no annotation {TARGETS_ANNOTATION}: render it with mirror_istio"
-        )
+        raise DriverError(f"VirtualService {name} has no annotation {TARGETS_ANNOTATION}: render it with mirror_istio")
     try:
         entries = json.loads(raw)
         return [MirrorTarget(e["host"], e.get("subset"), e.get("port")) for e in entries]
     except (ValueError, TypeError, KeyError) as e:
-        raise DriverError(
-            f"annotation {TARGETS_ANNOTATION} is not a JSON list of {{host, subset, port}}: {e}"
-        ) from e
+        raise DriverError(f"annotation {TARGETS_ANNOTATION} is not a JSON list of {{host, subset, port}}: {e}") from e
 
 
 def route_mirror_percent(route: dict) -> float:
     """The mirrored percent of one route: 0 without mirror fields, 100 for a bare `mirror`."""
     if "mirrors" in route:
-        values = {
-            float((m.get("percentage") or {"value": 100.0}).get("value", 0.0)) for m in route["mirrors"]
-        }
+        values = {float((m.get("percentage") or {"value": 100.0}).get("value", 0.0)) for m in route["mirrors"]}
         # The ramp always sets every target to the same percent; anything else is not ours.
         return max(values) if values else 0.0
     if "mirror" in route:
@@ -98,11 +92,7 @@ def mirror_fields(percent: float, targets: list[MirrorTarget]) -> dict[str, Any]
         raise DriverError("no mirror targets to mirror to")
     if len(targets) == 1:
         return {"mirror": targets[0].destination(), "mirrorPercentage": {"value": float(percent)}}
-    return {
-        "mirrors": [
-            {"destination": t.destination(), "percentage": {"value": float(percent)}} for t in targets
-        ]
-    }
+    return {"mirrors": [{"destination": t.destination(), "percentage": {"value": float(percent)}} for t in targets]}
 
 
 def with_mirror_percent(vs: dict, percent: float) -> dict:

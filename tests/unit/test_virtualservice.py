@@ -91,9 +91,7 @@ def test_input_is_not_modified():
 @pytest.mark.parametrize(
     "broken",
     [
-        pytest.param(
-            {"spec": {"http": [{"name": "primary"}]}, "metadata": {"name": "x"}}, id="no-mirror-route"
-        ),
+        pytest.param({"spec": {"http": [{"name": "primary"}]}, "metadata": {"name": "x"}}, id="no-mirror-route"),
         pytest.param(
             {"spec": {"http": [{"name": "mirror"}]}, "metadata": {"name": "x", "annotations": {}}},
             id="no-targets",

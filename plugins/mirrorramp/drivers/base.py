@@ -31,9 +31,7 @@ class Driver(Protocol):
         """Read the state and the live mirror percent (DriverError when unreadable)."""
         ...
 
-    def write(
-        self, current: TargetSnapshot, state: RampState, percent: float, *, dry_run: bool
-    ) -> TargetSnapshot:
+    def write(self, current: TargetSnapshot, state: RampState, percent: float, *, dry_run: bool) -> TargetSnapshot:
         """Set the mirror to `percent` (0 removes it) and store `state`, atomically.
 
         ConflictError when `current.version` is stale. With dry_run nothing persists, and the

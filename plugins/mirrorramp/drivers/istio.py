@@ -67,9 +67,7 @@ def api_client(conn: KubeConnection):
     from kubernetes import client, config  # imported here: only the istio driver needs it
 
     conn = conn.with_environment()
-    default_kubeconfig = Path(
-        os.environ.get("KUBECONFIG", "~/.kube/config").split(os.pathsep)[0]
-    ).expanduser()
+    default_kubeconfig = Path(os.environ.get("KUBECONFIG", "~/.kube/config").split(os.pathsep)[0]).expanduser()
     try:
         if conn.kubeconfig or (not conn.host and default_kubeconfig.exists()):
             configuration = client.Configuration()
@@ -107,9 +105,7 @@ def _mirror_settings(vs: dict) -> dict[str, Any]:
 class IstioDriver:
     """Reads and patches one VirtualService through the Kubernetes API."""
 
-    def __init__(
-        self, api_client, namespace: str, name: str, version: str = "v1", timeout: float = 30.0
-    ) -> None:
+    def __init__(self, api_client, namespace: str, name: str, version: str = "v1", timeout: float = 30.0) -> None:
         from kubernetes import client
 
         self._api = client.CustomObjectsApi(api_client)
@@ -128,9 +124,7 @@ class IstioDriver:
             return fn(*args, _request_timeout=self._timeout, **kwargs)
         except ApiException as e:
             if e.status == 409:
-                raise ConflictError(
-                    f"{self.description} changed while this run worked on it (409 Conflict)"
-                ) from e
+                raise ConflictError(f"{self.description} changed while this run worked on it (409 Conflict)") from e
             reason = _status_message(e)
             raise DriverError(f"{what} {self.description} failed: HTTP {e.status} {reason}") from e
         except (HTTPError, OSError) as e:
@@ -157,9 +151,7 @@ class IstioDriver:
             mirror_settings=_mirror_settings(vs),
         )
 
-    def write(
-        self, current: TargetSnapshot, state: RampState, percent: float, *, dry_run: bool
-    ) -> TargetSnapshot:
+    def write(self, current: TargetSnapshot, state: RampState, percent: float, *, dry_run: bool) -> TargetSnapshot:
         if self._last is None or str(self._last["metadata"].get("resourceVersion", "")) != current.version:
             raise DriverError(f"{self.description}: write without a matching read")
         vs = self._last
@@ -173,9 +165,7 @@ class IstioDriver:
         ]
         state_json = state.to_json()
         if (vs.get("metadata") or {}).get("annotations") is None:
-            patch.append(
-                {"op": "add", "path": "/metadata/annotations", "value": {STATE_ANNOTATION: state_json}}
-            )
+            patch.append({"op": "add", "path": "/metadata/annotations", "value": {STATE_ANNOTATION: state_json}})
         else:
             key = STATE_ANNOTATION.replace("~", "~0").replace("/", "~1")
             patch.append({"op": "add", "path": f"/metadata/annotations/{key}", "value": state_json})
