@@ -1,0 +1,249 @@
+"""A small Prometheus HTTP API client: instant queries, the loaded alert rules, readiness.
+
+Every call has a timeout; retries are bounded, with exponential backoff and jitter, under one
+overall deadline on time.monotonic(). Connection errors, timeouts, 5xx and 429 are retried;
+a rejected query (400 bad_data, 422 execution) is not. The bearer token goes in the
+Authorization header only: it is never part of a message, a repr or a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+
+import requests
+
+from mirrorramp.errors import PrometheusError, QueryError
+
+log = logging.getLogger(__name__)
+
+# Statuses that say "try again later"; anything else that is not 2xx is final.
+_RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+# Prometheus answers a query it cannot run with these (bad_data, execution).
+_QUERY_REJECTED_STATUS = frozenset({400, 422})
+_BACKOFF_CAP = 5.0
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """An instant query's answer: result_type is vector, scalar, matrix or string.
+
+    samples holds one (labels, value) per series; a scalar is one sample with no labels; for
+    a matrix each series' last value; a string has no samples. Values are floats, so "NaN"
+    and "+Inf" are float("nan") and float("inf").
+    """
+
+    result_type: str
+    samples: list[tuple[dict[str, str], float]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _safe_url(url: str) -> str:
+    """`url` without user:password@ and without a query string (either may carry a secret)."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _float(text: object) -> float:
+    """A Prometheus sample value ("1.5", "NaN", "+Inf", "-Inf") as a float."""
+    if not isinstance(text, str):
+        raise ValueError(f"sample value {text!r} is not a string")
+    return float(text)
+
+
+class PrometheusClient:
+    """Talks to one Prometheus (or anything serving its HTTP API: Thanos, Mimir, a proxy)."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        ca_cert: str | None = None,
+        validate_certs: bool = True,
+        timeout: float = 10.0,
+        retries: int = 3,
+        *,
+        backoff: float = 0.5,
+        session: requests.Session | None = None,
+    ) -> None:
+        parts = urllib.parse.urlsplit(url or "")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise PrometheusError(f"Prometheus URL {_safe_url(url or '')!r} is not an http(s) URL")
+        if not (isinstance(timeout, int | float) and timeout > 0):
+            raise PrometheusError(f"Prometheus timeout must be > 0 seconds, got {timeout!r}")
+        if not (isinstance(retries, int) and retries >= 0):
+            raise PrometheusError(f"Prometheus retries must be an integer >= 0, got {retries!r}")
+        self.url = url.rstrip("/")
+        self.safe_url = _safe_url(self.url)
+        self.timeout = float(timeout)
+        self.retries = retries
+        self.backoff = backoff
+        # The secrets a message must never show: the token and a password in the URL.
+        self._secrets = tuple(s for s in (token, parts.password) if s)
+        self._session = session or requests.Session()
+        self._session.verify = ca_cert if ca_cert else validate_certs
+        if token:
+            self._session.headers["Authorization"] = f"Bearer {token}"
+
+    def __repr__(self) -> str:
+        has_token = "Authorization" in self._session.headers
+        return f"PrometheusClient(url={self.safe_url!r}, token={'<set>' if has_token else None})"
+
+    def close(self) -> None:
+        self._session.close()
+
+    # -- the API ---------------------------------------------------------------------------
+
+    def query(self, promql: str, at: float | None = None) -> QueryResult:
+        """Run an instant query (at `at`, seconds since the epoch; default: now)."""
+        params: dict[str, str] = {"query": promql}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        data = self._get_json("/api/v1/query", params)
+        try:
+            return _parse_query_data(data)
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise PrometheusError(f"{self.safe_url}/api/v1/query: unexpected answer: {e}") from e
+
+    def alert_rule_names(self) -> set[str]:
+        """The names of the alerting rules Prometheus has loaded."""
+        data = self._get_json("/api/v1/rules", {"type": "alert"})
+        try:
+            return {
+                rule["name"]
+                for group in data["groups"]
+                for rule in group.get("rules") or []
+                if rule.get("type", "alerting") == "alerting"
+            }
+        except (KeyError, TypeError, AttributeError) as e:
+            raise PrometheusError(f"{self.safe_url}/api/v1/rules: unexpected answer: {e}") from e
+
+    def ready(self) -> bool:
+        """True if /-/ready answers 200 now (one attempt, no retry)."""
+        try:
+            response = self._session.get(f"{self.url}/-/ready", timeout=self.timeout)
+        except requests.RequestException:
+            return False
+        return response.status_code == 200
+
+    # -- HTTP with bounded retries ---------------------------------------------------------
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "<redacted>")
+        return text
+
+    def _get_json(self, path: str, params: dict[str, str]) -> dict:
+        """GET `path` and return the `data` of a success answer, retrying what may pass."""
+        endpoint = f"{self.safe_url}{path}"
+        attempts = self.retries + 1
+        # One deadline for everything: each attempt's timeout plus the backoff between them.
+        deadline = time.monotonic() + attempts * self.timeout + self.retries * _BACKOFF_CAP
+        last_error = "no attempt made"
+        for attempt in range(attempts):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            retry_after: float | None = None
+            try:
+                response = self._session.get(f"{self.url}{path}", params=params, timeout=min(self.timeout, remaining))
+            except requests.Timeout as e:
+                last_error = f"timed out after {min(self.timeout, remaining):g}s ({type(e).__name__})"
+            except requests.ConnectionError as e:
+                last_error = f"connection failed: {self._redact(_root_cause(e))}"
+            except requests.RequestException as e:
+                raise PrometheusError(f"{endpoint}: request failed: {self._redact(str(e))}") from e
+            else:
+                status = response.status_code
+                if 200 <= status < 300:
+                    return self._success_data(endpoint, response)
+                error = self._error_text(response)
+                if status in _QUERY_REJECTED_STATUS:
+                    raise QueryError(f"{endpoint}: Prometheus rejected the query (HTTP {status}): {error}")
+                if status not in _RETRYABLE_STATUS:
+                    raise PrometheusError(f"{endpoint}: HTTP {status}: {error}")
+                last_error = f"HTTP {status}: {error}"
+                retry_after = _retry_after(response)
+            if attempt + 1 < attempts:
+                delay = retry_after if retry_after is not None else self._backoff_delay(attempt)
+                delay = min(delay, _BACKOFF_CAP, max(0.0, deadline - time.monotonic()))
+                log.debug(
+                    "mirror_ramp: %s attempt %d/%d failed (%s); retrying in %.2fs",
+                    endpoint,
+                    attempt + 1,
+                    attempts,
+                    last_error,
+                    delay,
+                )
+                time.sleep(delay)
+        raise PrometheusError(f"{endpoint}: no answer after {attempts} attempt(s); last error: {last_error}")
+
+    def _backoff_delay(self, attempt: int) -> float:
+        # Exponential with "equal jitter": between half and all of backoff * 2**attempt.
+        base = min(_BACKOFF_CAP, self.backoff * 2**attempt)
+        return base / 2 + random.uniform(0, base / 2)
+
+    def _success_data(self, endpoint: str, response: requests.Response) -> dict:
+        try:
+            body = response.json()
+        except ValueError as e:
+            raise PrometheusError(f"{endpoint}: the answer is not JSON (HTTP {response.status_code})") from e
+        if not isinstance(body, dict) or body.get("status") != "success" or not isinstance(body.get("data"), dict):
+            raise PrometheusError(f"{endpoint}: unexpected answer: {self._redact(str(body))[:300]}")
+        data = body["data"]
+        if body.get("warnings"):
+            data = {**data, "warnings": list(body["warnings"])}
+        return data
+
+    def _error_text(self, response: requests.Response) -> str:
+        """Prometheus' own error text ("bad_data: parse error ..."), else the start of the body."""
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and body.get("error"):
+            text = f"{body.get('errorType', 'error')}: {body['error']}"
+        else:
+            text = " ".join(response.text.split())[:200] or response.reason or "no body"
+        return self._redact(text)
+
+
+def _root_cause(error: requests.RequestException) -> str:
+    """The useful part of a requests error: urllib3's reason, without the pool's retry story."""
+    inner = error.args[0] if error.args else None
+    reason = getattr(inner, "reason", None)
+    return str(reason if reason is not None else error)
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After", "")
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _parse_query_data(data: dict) -> QueryResult:
+    result_type = data["resultType"]
+    result = data["result"]
+    warnings = [str(w) for w in data.get("warnings", [])]
+    if result_type == "vector":
+        samples = [(dict(s["metric"]), _float(s["value"][1])) for s in result]
+    elif result_type == "scalar":
+        samples = [({}, _float(result[1]))]
+    elif result_type == "matrix":
+        samples = [(dict(s["metric"]), _float(s["values"][-1][1])) for s in result if s.get("values")]
+    elif result_type == "string":
+        samples = []
+    else:
+        raise ValueError(f"unknown resultType {result_type!r}")
+    return QueryResult(result_type, samples, warnings)

@@ -1,0 +1,223 @@
+"""PrometheusClient against a loopback server that answers with recorded Prometheus answers."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import traceback
+
+import pytest
+
+from mirrorramp.errors import PrometheusError, QueryError
+from mirrorramp.prometheus import PrometheusClient
+from tests.support.prometheus_server import Reply, ScriptedPrometheus, fixture, free_port
+
+TOKEN = "s3cr3t-bearer-token-0123"
+PASSWORD = "hunter2-url-password"
+
+
+@pytest.fixture
+def server():
+    scripted = ScriptedPrometheus().start()
+    yield scripted
+    scripted.stop()
+
+
+def client_for(url: str, **kwargs) -> PrometheusClient:
+    kwargs.setdefault("timeout", 2.0)
+    kwargs.setdefault("retries", 0)
+    kwargs.setdefault("backoff", 0.01)
+    return PrometheusClient(url, **kwargs)
+
+
+def same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+@pytest.mark.parametrize(
+    ("name", "result_type", "values"),
+    [
+        ("vector", "vector", [24.976]),
+        ("empty", "vector", []),
+        ("nan", "vector", [math.nan]),
+        ("inf", "vector", [math.inf]),
+        ("scalar", "scalar", [42.0]),
+        ("multi_series", "vector", None),
+        ("matrix", "matrix", None),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_query_parses_recorded_answers(server, name, result_type, values):
+    server.default = fixture(name)
+    result = client_for(server.url).query("q")
+    assert result.result_type == result_type
+    if values is not None:
+        got = [value for _, value in result.samples]
+        assert len(got) == len(values) and all(same(a, b) for a, b in zip(got, values, strict=True))
+    if name == "multi_series":
+        assert len(result.samples) == 2
+        assert {labels["destination_workload"] for labels, _ in result.samples} == {
+            "user-service-v1",
+            "user-service-v2",
+        }
+
+
+def test_query_sends_the_query_and_the_time(server):
+    server.default = fixture("vector")
+    client_for(server.url).query('up{job="x"}', at=1700000000.5)
+    request = server.requests[-1]
+    assert request.path == "/api/v1/query"
+    assert request.params == {"query": 'up{job="x"}', "time": "1700000000.500"}
+
+
+@pytest.mark.parametrize(
+    ("name", "error_text"),
+    [
+        ("bad_data_400", 'bad_data: invalid parameter "query": 1:75: parse error: unclosed left parenthesis'),
+        ("execution_422", "execution: found duplicate series for the match group"),
+    ],
+    ids=["400-bad-data", "422-execution"],
+)
+def test_rejected_query_is_not_retried(server, name, error_text):
+    server.default = fixture(name)
+    client = client_for(server.url, retries=3)
+    with pytest.raises(QueryError) as caught:
+        client.query("q")
+    assert error_text in str(caught.value)
+    assert server.url in str(caught.value)
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        Reply(500, {"status": "error", "errorType": "internal", "error": "boom"}),
+        Reply(502, "<html>bad gateway</html>"),
+        Reply(503, "Service Unavailable"),
+        Reply(429, "slow down", headers={"Retry-After": "0"}),
+    ],
+    ids=["500", "502", "503", "429"],
+)
+def test_transient_failure_then_success(server, failure):
+    server.queue(failure, fixture("vector"))
+    result = client_for(server.url, retries=2).query("q")
+    assert result.samples[0][1] == 24.976
+    assert len(server.requests) == 2
+
+
+def test_retries_are_bounded_and_the_last_error_is_named(server):
+    server.queue(Reply(500, "first"), Reply(503, "second"), Reply(502, "last one"))
+    with pytest.raises(PrometheusError) as caught:
+        client_for(server.url, retries=2).query("q")
+    message = str(caught.value)
+    assert f"{server.url}/api/v1/query" in message
+    assert "3 attempt(s)" in message
+    assert "HTTP 502: last one" in message
+    assert len(server.requests) == 3
+
+
+@pytest.mark.parametrize("status", [401, 403, 404], ids=["401", "403", "404"])
+def test_other_client_errors_are_final(server, status):
+    server.queue(Reply(status, "nope"))
+    with pytest.raises(PrometheusError, match=f"HTTP {status}: nope") as caught:
+        client_for(server.url, retries=3).query("q")
+    assert not isinstance(caught.value, QueryError)
+    assert len(server.requests) == 1
+
+
+def test_timeout_is_retried_then_reported(server):
+    server.queue(Reply(200, fixture("vector").body, delay=1.0), Reply(200, fixture("vector").body, delay=1.0))
+    started = time.monotonic()
+    with pytest.raises(PrometheusError, match=r"2 attempt\(s\); last error: timed out after 0.2s"):
+        client_for(server.url, timeout=0.2, retries=1).query("q")
+    assert time.monotonic() - started < 1.5
+    assert len(server.requests) == 2
+
+
+def test_timeout_then_success(server):
+    server.queue(Reply(200, fixture("vector").body, delay=1.0), fixture("vector"))
+    result = client_for(server.url, timeout=0.3, retries=1).query("q")
+    assert result.samples[0][1] == 24.976
+
+
+def test_connection_refused():
+    url = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with pytest.raises(PrometheusError) as caught:
+        client_for(url, retries=2).query("q")
+    message = str(caught.value)
+    assert f"{url}/api/v1/query: no answer after 3 attempt(s)" in message
+    assert "Connection refused" in message
+    assert time.monotonic() - started < 2
+
+
+def test_backoff_grows_with_jitter_and_is_capped():
+    client = client_for("http://127.0.0.1:1", backoff=0.5)
+    for attempt, (low, high) in enumerate([(0.25, 0.5), (0.5, 1.0), (1.0, 2.0), (2.0, 4.0), (2.5, 5.0), (2.5, 5.0)]):
+        delays = {client._backoff_delay(attempt) for _ in range(20)}
+        assert all(low <= d <= high for d in delays)
+        assert len(delays) > 1  # jitter
+
+
+def test_not_json_success_is_an_error(server):
+    server.queue(Reply(200, "<html>login page</html>"))
+    with pytest.raises(PrometheusError, match="the answer is not JSON"):
+        client_for(server.url).query("q")
+
+
+def test_alert_rule_names_from_recorded_rules(server):
+    server.queue(fixture("rules"))
+    assert client_for(server.url).alert_rule_names() == {"MirrorErrorRatioCritical"}
+    assert server.requests[-1].path == "/api/v1/rules"
+    assert server.requests[-1].params == {"type": "alert"}
+
+
+def test_ready(server):
+    assert client_for(server.url).ready() is True
+    assert client_for(f"http://127.0.0.1:{free_port()}").ready() is False
+
+
+@pytest.mark.parametrize(
+    "url", ["", "ftp://prometheus", "prometheus:9090", "http://"], ids=["empty", "ftp", "no-scheme", "no-host"]
+)
+def test_refuses_a_url_that_is_not_http(url):
+    with pytest.raises(PrometheusError, match="is not an http"):
+        PrometheusClient(url)
+
+
+def test_token_is_sent_as_a_bearer_header(server):
+    server.default = fixture("vector")
+    client_for(server.url, token=TOKEN).query("q")
+    assert server.requests[-1].headers["Authorization"] == f"Bearer {TOKEN}"
+
+
+def _failures(server: ScriptedPrometheus):
+    refused = f"http://user:{PASSWORD}@127.0.0.1:{free_port()}"
+    scripted = server.url.replace("http://", f"http://user:{PASSWORD}@")
+    yield "refused", refused, []
+    yield "400", scripted, [Reply(400, {"status": "error", "errorType": "bad_data", "error": f"bad {TOKEN}"})]
+    yield "401", scripted, [Reply(401, f"token {TOKEN} is not valid")]
+    yield "500-exhausted", scripted, [Reply(500, "x"), Reply(500, f"echo Bearer {TOKEN}")]
+    yield "timeout", scripted, [Reply(200, "{}", delay=1.0), Reply(200, "{}", delay=1.0)]
+    yield "not-json", scripted, [Reply(200, f"Authorization: Bearer {TOKEN}")]
+
+
+def test_token_and_password_never_in_messages_reprs_or_logs(server, caplog):
+    caplog.set_level(logging.DEBUG)
+    for name, url, replies in _failures(server):
+        server.queue(*replies)
+        client = client_for(url, token=TOKEN, timeout=0.3, retries=1)
+        for text in (repr(client), str(client)):
+            assert TOKEN not in text and PASSWORD not in text, name
+        assert "token=<set>" in repr(client)
+        with pytest.raises(PrometheusError) as caught:
+            client.query("q")
+        seen = [str(caught.value), repr(caught.value), "".join(traceback.format_exception(caught.value))]
+        for text in seen:
+            assert TOKEN not in text, name
+            assert PASSWORD not in text, name
+        assert "127.0.0.1" in str(caught.value), name
+        assert "user:" not in str(caught.value), name
+    assert TOKEN not in caplog.text and PASSWORD not in caplog.text
+    assert "retrying" in caplog.text  # the retries were logged, without the secrets
