@@ -156,7 +156,7 @@ class PrometheusClient:
             try:
                 response = self._session.get(f"{self.url}{path}", params=params, timeout=min(self.timeout, remaining))
             except requests.Timeout as e:
-                last_error = f"timed out after {min(self.timeout, remaining):g}s ({type(e).__name__})"
+                last_error = f"timed out after {min(self.timeout, remaining):.3g}s ({type(e).__name__})"
             except requests.ConnectionError as e:
                 last_error = f"connection failed: {self._redact(_root_cause(e))}"
             except requests.RequestException as e:

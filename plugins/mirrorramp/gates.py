@@ -1,0 +1,516 @@
+"""The ramp's gates: parse them, check their queries up front, and evaluate them.
+
+A gate is PASS only on evidence. No data, NaN, +Inf, several series where one is expected,
+too few requests, or Prometheus not answering is INCONCLUSIVE, never PASS.
+
+The `gates` argument:
+
+    min_requests: 100              # requests the mirror must serve in the window (default 100)
+    request_query: "<promql>"      # optional; default promql.REQUEST_COUNT
+    thresholds:                    # PASS when <value of query> <operator> <value>
+      - {name: error-ratio, query: "<promql with ${placeholders}>", operator: "<", value: 0.05}
+      - {name: p99, metric: p99_latency, operator: "<", value: 1000, severity: warning}
+    alerts:                        # FAIL if the alert fired at any time in the window
+      - {name: no-critical-alert, alertname: MirrorErrorRatioCritical}
+      - {name: any-critical, matchers: {severity: critical, destination_workload: "${mirror_workload}"}}
+    comparisons:                   # the mirror against the primary
+      - {name: error-delta, metric: error_ratio, max_delta: 0.01}
+      - {name: latency-ratio, metric: p99_latency, max_ratio: 1.5}
+"""
+
+from __future__ import annotations
+
+import math
+import operator as op
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from mirrorramp import promql
+from mirrorramp.errors import ConfigError, PrometheusError, QueryError
+from mirrorramp.model import GateResult, Verdict
+from mirrorramp.prometheus import PrometheusClient, QueryResult
+from mirrorramp.promql import QueryContext
+
+# The PASS condition of a threshold gate: passes when `value <operator> threshold`.
+OPERATORS: dict[str, Callable[[float, float], bool]] = {"<": op.lt, "<=": op.le, ">": op.gt, ">=": op.ge}
+DEFAULT_MIN_REQUESTS = 100
+DEFAULT_SEVERITY = "critical"
+TRAFFIC_GATE = "traffic"
+# comparison metric -> (the limit's key, what the value is)
+COMPARISON_LIMITS: dict[str, tuple[str, str]] = {
+    "error_ratio": ("max_delta", "mirror minus primary 5xx ratio"),
+    "p99_latency": ("max_ratio", "mirror p99 / primary p99"),
+}
+
+
+@dataclass(frozen=True)
+class ThresholdGate:
+    name: str
+    query: str
+    operator: str
+    value: float
+    severity: str = DEFAULT_SEVERITY
+
+
+@dataclass(frozen=True)
+class AlertGate:
+    name: str
+    # label -> exact value; may use ${placeholders}; "alertname" among them if given.
+    matchers: dict[str, str]
+    severity: str = DEFAULT_SEVERITY
+
+    @property
+    def alertname(self) -> str | None:
+        return self.matchers.get("alertname")
+
+
+@dataclass(frozen=True)
+class ComparisonGate:
+    name: str
+    metric: str
+    limit: float
+    severity: str = DEFAULT_SEVERITY
+    operator: str = "<="
+
+    @property
+    def query(self) -> str:
+        return promql.COMPARISON_QUERIES[self.metric]
+
+
+@dataclass(frozen=True)
+class GateSet:
+    thresholds: tuple[ThresholdGate, ...] = ()
+    alerts: tuple[AlertGate, ...] = ()
+    comparisons: tuple[ComparisonGate, ...] = ()
+    min_requests: int = DEFAULT_MIN_REQUESTS
+    request_query: str = promql.REQUEST_COUNT
+
+
+# -- parsing ---------------------------------------------------------------------------------
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _text(entry: Mapping, key: str, where: str, *, required: bool = True) -> str | None:
+    value = entry.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}.{key}: got {value!r}, expected a non-empty string")
+    return value
+
+
+def _entries(raw: Mapping, key: str) -> list[Mapping]:
+    entries = raw.get(key)
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        raise ConfigError(f"gates.{key}: got {type(entries).__name__}, expected a list of gates")
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"gates.{key}[{i}]: got {entry!r}, expected a mapping")
+    return entries
+
+
+def _no_unknown_keys(entry: Mapping, allowed: tuple[str, ...], where: str) -> None:
+    unknown = sorted(str(k) for k in entry if k not in allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}")
+
+
+def _severity(entry: Mapping, where: str) -> str:
+    return _text(entry, "severity", where, required=False) or DEFAULT_SEVERITY
+
+
+def _parse_threshold(entry: Mapping, where: str) -> ThresholdGate:
+    _no_unknown_keys(entry, ("name", "query", "metric", "operator", "value", "severity"), where)
+    name = _text(entry, "name", where)
+    if ("query" in entry) == ("metric" in entry):
+        raise ConfigError(f"{where}: give either query (PromQL) or metric ({', '.join(promql.DEFAULT_QUERIES)})")
+    if "metric" in entry:
+        metric = entry["metric"]
+        if metric not in promql.DEFAULT_QUERIES:
+            raise ConfigError(f"{where}.metric: got {metric!r}, expected one of {', '.join(promql.DEFAULT_QUERIES)}")
+        query = promql.DEFAULT_QUERIES[metric]
+    else:
+        query = _text(entry, "query", where)
+        promql.check_template(query, name)
+    operator = entry.get("operator")
+    if operator not in OPERATORS:
+        raise ConfigError(
+            f"{where}.operator: got {operator!r}, expected one of {', '.join(OPERATORS)} "
+            "(the condition under which the gate passes)"
+        )
+    value = entry.get("value")
+    if not _is_number(value):
+        raise ConfigError(f"{where}.value: got {value!r}, expected a finite number")
+    return ThresholdGate(name, query, operator, float(value), _severity(entry, where))
+
+
+def _parse_alert(entry: Mapping, where: str) -> AlertGate:
+    _no_unknown_keys(entry, ("name", "alertname", "matchers", "severity"), where)
+    name = _text(entry, "name", where)
+    matchers_raw = entry.get("matchers") or {}
+    if not isinstance(matchers_raw, Mapping):
+        raise ConfigError(f"{where}.matchers: got {matchers_raw!r}, expected a mapping of label: value")
+    matchers: dict[str, str] = {}
+    for label, value in matchers_raw.items():
+        if not isinstance(label, str) or not promql.is_label_name(label):
+            raise ConfigError(f"{where}.matchers: label {label!r} is not a valid Prometheus label name")
+        if label == "alertstate":
+            raise ConfigError(f"{where}.matchers.alertstate: not allowed, the gate matches firing alerts itself")
+        if not isinstance(value, str | int | float) or isinstance(value, bool) or value == "":
+            raise ConfigError(f"{where}.matchers.{label}: got {value!r}, expected a non-empty string")
+        promql.check_template(str(value), name)
+        matchers[label] = str(value)
+    alertname = _text(entry, "alertname", where, required=False)
+    if alertname is not None:
+        if matchers.get("alertname", alertname) != alertname:
+            raise ConfigError(f"{where}: alertname {alertname!r} and matchers.alertname disagree")
+        matchers = {"alertname": alertname, **matchers}
+    if not matchers:
+        raise ConfigError(f"{where}: give alertname or matchers (a mapping of label: value)")
+    return AlertGate(name, matchers, _severity(entry, where))
+
+
+def _parse_comparison(entry: Mapping, where: str) -> ComparisonGate:
+    _no_unknown_keys(entry, ("name", "metric", "max_delta", "max_ratio", "severity"), where)
+    name = _text(entry, "name", where)
+    metric = entry.get("metric")
+    if metric not in COMPARISON_LIMITS:
+        raise ConfigError(f"{where}.metric: got {metric!r}, expected one of {', '.join(COMPARISON_LIMITS)}")
+    limit_key, _ = COMPARISON_LIMITS[metric]
+    other_key = next(k for k, _ in COMPARISON_LIMITS.values() if k != limit_key)
+    if other_key in entry:
+        raise ConfigError(f"{where}.{other_key}: not used with metric {metric}; give {limit_key}")
+    limit = entry.get(limit_key)
+    if not _is_number(limit):
+        raise ConfigError(f"{where}.{limit_key}: got {limit!r}, expected a finite number")
+    if metric == "error_ratio" and not 0 <= limit <= 1:
+        raise ConfigError(f"{where}.max_delta: got {limit!r}, expected 0 <= max_delta <= 1 (a ratio difference)")
+    if metric == "p99_latency" and limit <= 0:
+        raise ConfigError(f"{where}.max_ratio: got {limit!r}, expected a ratio > 0 (1.5: 50% slower)")
+    return ComparisonGate(name, metric, float(limit), _severity(entry, where))
+
+
+def parse_gates(raw: Mapping | None) -> GateSet:
+    """The action plugin's `gates` argument as a GateSet; ConfigError names the bad entry."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"gates: got {type(raw).__name__}, expected a mapping")
+    _no_unknown_keys(raw, ("min_requests", "request_query", "thresholds", "alerts", "comparisons"), "gates")
+    min_requests = raw.get("min_requests", DEFAULT_MIN_REQUESTS)
+    if not isinstance(min_requests, int) or isinstance(min_requests, bool) or min_requests < 0:
+        raise ConfigError(f"gates.min_requests: got {min_requests!r}, expected an integer >= 0")
+    request_query = raw.get("request_query", promql.REQUEST_COUNT)
+    if not isinstance(request_query, str) or not request_query.strip():
+        raise ConfigError(f"gates.request_query: got {request_query!r}, expected a PromQL string")
+    promql.check_template(request_query, TRAFFIC_GATE)
+
+    thresholds = tuple(_parse_threshold(e, f"gates.thresholds[{i}]") for i, e in enumerate(_entries(raw, "thresholds")))
+    alerts = tuple(_parse_alert(e, f"gates.alerts[{i}]") for i, e in enumerate(_entries(raw, "alerts")))
+    comparisons = tuple(
+        _parse_comparison(e, f"gates.comparisons[{i}]") for i, e in enumerate(_entries(raw, "comparisons"))
+    )
+    seen: set[str] = {TRAFFIC_GATE}
+    for kind, gates in (("thresholds", thresholds), ("alerts", alerts), ("comparisons", comparisons)):
+        for i, gate in enumerate(gates):
+            if gate.name in seen:
+                raise ConfigError(
+                    f"gates.{kind}[{i}].name: {gate.name!r} is used twice (or is the reserved name "
+                    f"{TRAFFIC_GATE!r}); gate names must be unique"
+                )
+            seen.add(gate.name)
+    return GateSet(thresholds, alerts, comparisons, min_requests, request_query)
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+
+def alert_query(gate: AlertGate, context: QueryContext) -> str:
+    """max_over_time over the window: an alert that fired and resolved since the last run
+    still counts, not only one firing now."""
+    matchers = {label: promql.render(value, context, gate.name, raw=True) for label, value in gate.matchers.items()}
+    selector = promql.label_matchers({"alertstate": "firing", **matchers})
+    return f"max_over_time(ALERTS{selector}[{context.window}])"
+
+
+def _rendered_queries(gateset: GateSet, context: QueryContext) -> dict[str, str]:
+    """gate name -> its query, rendered; a bad template raises ConfigError before any call."""
+    queries = {TRAFFIC_GATE: promql.render(gateset.request_query, context, TRAFFIC_GATE)}
+    for gate in (*gateset.thresholds, *gateset.comparisons):
+        queries[gate.name] = promql.render(gate.query, context, gate.name)
+    for gate in gateset.alerts:
+        queries[gate.name] = alert_query(gate, context)
+    return queries
+
+
+def check_queries(gateset: GateSet, client: PrometheusClient, context: QueryContext | Mapping) -> list[str]:
+    """Send every gate's query once, before anything is changed.
+
+    A query Prometheus rejects (syntax, 400 bad_data; 422 execution) or one that does not
+    give an instant value raises ConfigError naming the gate. An unreachable Prometheus raises
+    PrometheusError. Returns warnings: alert gates whose alert rule is not loaded (yet).
+    """
+    queries = _rendered_queries(gateset, QueryContext.of(context))
+    for name, query in queries.items():
+        try:
+            result = client.query(query)
+        except QueryError as e:
+            raise ConfigError(f"gate {name!r}: Prometheus rejected its query: {e}; the query: {query}") from e
+        if result.result_type not in ("vector", "scalar"):
+            raise ConfigError(
+                f"gate {name!r}: the query returns a {result.result_type}, a gate needs an instant vector "
+                f"or a scalar (aggregate a range with e.g. sum(rate(...[${{window}}]))); the query: {query}"
+            )
+    warnings = []
+    wanted = [gate for gate in gateset.alerts if gate.alertname]
+    if wanted:
+        loaded = client.alert_rule_names()
+        warnings = [
+            f"gate {gate.name!r}: no alert rule {gate.alertname!r} loaded in Prometheus"
+            for gate in wanted
+            if gate.alertname not in loaded
+        ]
+    return warnings
+
+
+# -- evaluation ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Answer:
+    """One query's outcome: a single finite value, or why there is none."""
+
+    value: float | None = None
+    reason: str = ""
+    extra: dict = field(default_factory=dict)
+    unreachable: bool = False
+    empty: bool = False
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.6g}"
+
+
+def _single_value(client: PrometheusClient, query: str, at: float | None) -> _Answer:
+    try:
+        result = client.query(query, at=at)
+    except QueryError as e:
+        return _Answer(reason=f"query rejected: {e}")
+    except PrometheusError as e:
+        return _Answer(reason=f"Prometheus unreachable: {e}", unreachable=True)
+    return _value_of(result)
+
+
+def _value_of(result: QueryResult) -> _Answer:
+    if result.result_type not in ("vector", "scalar"):
+        return _Answer(reason=f"the query returns a {result.result_type}, a gate needs an instant value")
+    if not result.samples:
+        return _Answer(reason="no data: the query returned an empty vector", empty=True)
+    if len(result.samples) > 1:
+        series = [labels for labels, _ in result.samples[:5]]
+        return _Answer(
+            reason=f"the query returned {len(result.samples)} series, a gate needs one "
+            "(aggregate with sum(), max() ...)",
+            extra={"series": series},
+        )
+    value = result.samples[0][1]
+    if math.isnan(value):
+        return _Answer(reason="no data: the value is NaN (nothing to divide: no requests in the window?)")
+    if math.isinf(value):
+        return _Answer(reason=f"the value is {'+' if value > 0 else '-'}Inf (a division by zero?)")
+    return _Answer(value=value)
+
+
+def _traffic(gateset: GateSet, client: PrometheusClient, query: str, at: float | None) -> tuple[GateResult, bool]:
+    """The traffic check, and whether Prometheus was unreachable."""
+    base = {"name": TRAFFIC_GATE, "kind": "traffic", "query": query, "operator": ">="}
+    threshold = float(gateset.min_requests)
+    answer = _single_value(client, query, at)
+    if answer.empty:
+        answer = _Answer(value=0.0, extra={"note": "no series: the mirror workload served nothing in the window"})
+    if answer.value is None:
+        result = GateResult(
+            **base,
+            verdict=Verdict.INCONCLUSIVE,
+            threshold=threshold,
+            reason=f"request count: {answer.reason}",
+        )
+        return result, answer.unreachable
+    if answer.value >= threshold:
+        verdict, reason = Verdict.PASS, f"{_fmt(answer.value)} requests >= {gateset.min_requests}"
+    else:
+        verdict, reason = (
+            Verdict.INCONCLUSIVE,
+            f"too few requests: {_fmt(answer.value)} < {gateset.min_requests}",
+        )
+    return GateResult(
+        **base, verdict=verdict, value=answer.value, threshold=threshold, reason=reason, extra=answer.extra
+    ), False
+
+
+def _compare(
+    name: str,
+    kind: str,
+    query: str,
+    answer: _Answer,
+    operator: str,
+    threshold: float,
+    severity: str,
+    what: str,
+) -> GateResult:
+    common = {
+        "name": name,
+        "kind": kind,
+        "query": query,
+        "threshold": threshold,
+        "operator": operator,
+        "severity": severity,
+    }
+    if answer.value is None:
+        return GateResult(**common, verdict=Verdict.INCONCLUSIVE, reason=answer.reason, extra=answer.extra)
+    passed = OPERATORS[operator](answer.value, threshold)
+    relation = operator if passed else f"is not {operator}"
+    return GateResult(
+        **common,
+        verdict=Verdict.PASS if passed else Verdict.FAIL,
+        value=answer.value,
+        reason=f"{what} {_fmt(answer.value)} {relation} {_fmt(threshold)}",
+    )
+
+
+def _alert_result(gate: AlertGate, query: str, verdict: Verdict, reason: str, **more) -> GateResult:
+    # An alert gate passes when nothing fired: value 0 <= 0; a firing alert is value 1.
+    return GateResult(
+        name=gate.name,
+        kind="alert",
+        query=query,
+        verdict=verdict,
+        threshold=0.0,
+        operator="<=",
+        severity=gate.severity,
+        reason=reason,
+        **more,
+    )
+
+
+def _alert(
+    gate: AlertGate,
+    client: PrometheusClient,
+    query: str,
+    at: float | None,
+    loaded: set[str] | None,
+    rules_error: str,
+    window: str,
+) -> GateResult:
+    if gate.alertname is not None:
+        if loaded is None:
+            return _alert_result(gate, query, Verdict.INCONCLUSIVE, rules_error)
+        if gate.alertname not in loaded:
+            return _alert_result(gate, query, Verdict.INCONCLUSIVE, f"no alert rule {gate.alertname} loaded")
+    try:
+        result = client.query(query, at=at)
+    except QueryError as e:
+        return _alert_result(gate, query, Verdict.INCONCLUSIVE, f"query rejected: {e}")
+    except PrometheusError as e:
+        return _alert_result(gate, query, Verdict.INCONCLUSIVE, f"Prometheus unreachable: {e}")
+    if result.result_type != "vector":
+        return _alert_result(gate, query, Verdict.INCONCLUSIVE, f"the query returns a {result.result_type}")
+    if not result.samples:
+        return _alert_result(gate, query, Verdict.PASS, f"not firing in the last {window}", value=0.0)
+    alerts = [labels for labels, _ in result.samples]
+    names = sorted({labels.get("alertname", "?") for labels in alerts})
+    return _alert_result(
+        gate,
+        query,
+        Verdict.FAIL,
+        f"{', '.join(names)} fired in the last {window} ({len(alerts)} alert series)",
+        value=1.0,
+        extra={"alerts": alerts},
+    )
+
+
+def evaluate(
+    gateset: GateSet,
+    client: PrometheusClient,
+    context: QueryContext | Mapping,
+    window_seconds: float,
+    at: float | None = None,
+) -> list[GateResult]:
+    """Check every gate over the last `window_seconds` (before `at`, default now).
+
+    The traffic check comes first; with too few requests (or no answer) the threshold and
+    comparison gates are INCONCLUSIVE without a query. Alert gates are checked whatever the
+    traffic: a fired alert fails the step. One query per gate, the rule list once.
+    """
+    context = QueryContext.of(context).with_window(window_seconds)
+    window = context.window
+    queries = _rendered_queries(gateset, context)
+
+    traffic, unreachable = _traffic(gateset, client, queries[TRAFFIC_GATE], at)
+    results = [traffic]
+    for gate in gateset.thresholds:
+        answer = _Answer(reason=f"not checked: {traffic.reason}")
+        if traffic.verdict is Verdict.PASS:
+            answer = _single_value(client, queries[gate.name], at)
+        results.append(
+            _compare(
+                gate.name,
+                "threshold",
+                queries[gate.name],
+                answer,
+                gate.operator,
+                gate.value,
+                gate.severity,
+                "value",
+            )
+        )
+    for gate in gateset.comparisons:
+        answer = _Answer(reason=f"not checked: {traffic.reason}")
+        if traffic.verdict is Verdict.PASS:
+            answer = _single_value(client, queries[gate.name], at)
+        what = COMPARISON_LIMITS[gate.metric][1]
+        results.append(
+            _compare(
+                gate.name,
+                "comparison",
+                queries[gate.name],
+                answer,
+                gate.operator,
+                gate.limit,
+                gate.severity,
+                what,
+            )
+        )
+
+    if gateset.alerts and unreachable:
+        for gate in gateset.alerts:
+            results.append(
+                _alert_result(gate, queries[gate.name], Verdict.INCONCLUSIVE, f"not checked: {traffic.reason}")
+            )
+    elif gateset.alerts:
+        loaded: set[str] | None = None
+        rules_error = ""
+        if any(gate.alertname for gate in gateset.alerts):
+            try:
+                loaded = client.alert_rule_names()
+            except PrometheusError as e:
+                rules_error = f"could not list the alert rules: {e}"
+        for gate in gateset.alerts:
+            results.append(_alert(gate, client, queries[gate.name], at, loaded, rules_error, window))
+    return results
+
+
+def default_gates(error_ratio_max: float, p99_latency_ms_max: float, min_requests: int = DEFAULT_MIN_REQUESTS) -> dict:
+    """The `gates` argument built from the inventory's critical thresholds (mirror_thresholds)."""
+    return {
+        "min_requests": min_requests,
+        "thresholds": [
+            {"name": "error-ratio", "metric": "error_ratio", "operator": "<", "value": error_ratio_max},
+            {"name": "p99-latency-ms", "metric": "p99_latency", "operator": "<", "value": p99_latency_ms_max},
+        ],
+    }

@@ -1,0 +1,508 @@
+"""gates: parsing the `gates` argument, checking queries up front, and verdicts from real answers."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from mirrorramp import gates, promql
+from mirrorramp.errors import ConfigError, PrometheusError
+from mirrorramp.gates import check_queries, evaluate, parse_gates
+from mirrorramp.model import Verdict
+from mirrorramp.prometheus import PrometheusClient
+from mirrorramp.promql import QueryContext
+from tests.support.prometheus_server import Reply, ScriptedPrometheus, fixture, free_port, vector_reply
+
+CONTEXT = QueryContext("user-service", "shop", "prod", "user-service-v1", ("user-service-v2",))
+WINDOW = 600
+ERROR_GATE = {"name": "error-ratio", "metric": "error_ratio", "operator": "<", "value": 0.05}
+ALERT_GATE = {"name": "no-critical", "alertname": "MirrorErrorRatioCritical"}
+
+
+def rendered(template: str) -> str:
+    return promql.render(template, CONTEXT.with_window(WINDOW), "test")
+
+
+TRAFFIC_QUERY = rendered(promql.REQUEST_COUNT)
+ERROR_QUERY = rendered(promql.ERROR_RATIO)
+ALERT_QUERY = 'max_over_time(ALERTS{alertstate="firing",alertname="MirrorErrorRatioCritical"}[600s])'
+
+
+@pytest.fixture
+def server():
+    scripted = ScriptedPrometheus().start()
+    yield scripted
+    scripted.stop()
+
+
+def client_for(url: str, retries: int = 0) -> PrometheusClient:
+    return PrometheusClient(url, timeout=0.5, retries=retries, backoff=0.01)
+
+
+def by_name(results):
+    return {r.name: r for r in results}
+
+
+# -- parsing ---------------------------------------------------------------------------------
+
+
+def test_parse_a_full_gate_set():
+    gateset = parse_gates(
+        {
+            "min_requests": 50,
+            "thresholds": [
+                ERROR_GATE,
+                {"name": "p99", "query": promql.P99_LATENCY_MS, "operator": "<=", "value": 800, "severity": "warning"},
+            ],
+            "alerts": [
+                ALERT_GATE,
+                {
+                    "name": "any-critical",
+                    "matchers": {"severity": "critical", "destination_workload": "${mirror_workload}"},
+                },
+            ],
+            "comparisons": [
+                {"name": "error-delta", "metric": "error_ratio", "max_delta": 0.01},
+                {"name": "latency-ratio", "metric": "p99_latency", "max_ratio": 1.5},
+            ],
+        }
+    )
+    assert gateset.min_requests == 50
+    assert [g.name for g in gateset.thresholds] == ["error-ratio", "p99"]
+    assert gateset.thresholds[0].query == promql.ERROR_RATIO
+    assert gateset.thresholds[1].severity == "warning"
+    assert gateset.thresholds[0].severity == "critical"
+    assert gateset.alerts[0].matchers == {"alertname": "MirrorErrorRatioCritical"}
+    assert gateset.alerts[1].alertname is None
+    assert [(g.metric, g.limit) for g in gateset.comparisons] == [("error_ratio", 0.01), ("p99_latency", 1.5)]
+
+
+def test_parse_nothing_gives_only_the_traffic_check():
+    assert parse_gates(None) == parse_gates({}) == gates.GateSet()
+    assert parse_gates({}).min_requests == 100
+
+
+def test_default_gates_parse():
+    gateset = parse_gates(gates.default_gates(0.05, 1000, min_requests=20))
+    assert [(g.name, g.operator, g.value) for g in gateset.thresholds] == [
+        ("error-ratio", "<", 0.05),
+        ("p99-latency-ms", "<", 1000.0),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ([], r"gates: got list, expected a mapping"),
+        ({"treshold": []}, r"gates: unknown key 'treshold'; allowed: min_requests, request_query, thresholds"),
+        ({"min_requests": -1}, r"gates.min_requests: got -1, expected an integer >= 0"),
+        ({"min_requests": "100"}, r"gates.min_requests: got '100', expected an integer >= 0"),
+        ({"min_requests": True}, r"gates.min_requests: got True"),
+        ({"thresholds": {"name": "x"}}, r"gates.thresholds: got dict, expected a list"),
+        ({"thresholds": ["x"]}, r"gates.thresholds\[0\]: got 'x', expected a mapping"),
+        (
+            {"thresholds": [{**ERROR_GATE, "operator": "=<"}]},
+            r"gates.thresholds\[0\].operator: got '=<', expected one of <, <=, >, >=",
+        ),
+        ({"thresholds": [{**ERROR_GATE, "operator": "=="}]}, r"gates.thresholds\[0\].operator: got '=='"),
+        ({"thresholds": [{**ERROR_GATE, "value": "5%"}]}, r"gates.thresholds\[0\].value: got '5%', expected a finite"),
+        ({"thresholds": [{**ERROR_GATE, "value": float("nan")}]}, r"gates.thresholds\[0\].value: got nan"),
+        ({"thresholds": [{**ERROR_GATE, "value": True}]}, r"gates.thresholds\[0\].value: got True"),
+        ({"thresholds": [{**ERROR_GATE, "name": ""}]}, r"gates.thresholds\[0\].name: got '', expected a non-empty"),
+        ({"thresholds": [{**ERROR_GATE, "metric": "errors"}]}, r"gates.thresholds\[0\].metric: got 'errors'"),
+        (
+            {"thresholds": [{**ERROR_GATE, "query": "up"}]},
+            r"gates.thresholds\[0\]: give either query \(PromQL\) or metric",
+        ),
+        (
+            {"thresholds": [{"name": "x", "query": 'up{a="${svc}"}', "operator": "<", "value": 1}]},
+            r"gate 'x': unknown placeholder \$\{svc\}",
+        ),
+        ({"thresholds": [{**ERROR_GATE, "treshold": 1}]}, r"gates.thresholds\[0\]: unknown key 'treshold'"),
+        ({"thresholds": [ERROR_GATE, ERROR_GATE]}, r"gates.thresholds\[1\].name: 'error-ratio' is used twice"),
+        ({"thresholds": [{**ERROR_GATE, "name": "traffic"}]}, r"gates.thresholds\[0\].name: 'traffic' is used twice"),
+        ({"alerts": [{"name": "a"}]}, r"gates.alerts\[0\]: give alertname or matchers"),
+        (
+            {"alerts": [{"name": "a", "matchers": ["x"]}]},
+            r"gates.alerts\[0\].matchers: got \['x'\], expected a mapping",
+        ),
+        ({"alerts": [{"name": "a", "matchers": {"bad-label": "x"}}]}, r"gates.alerts\[0\].matchers: label 'bad-label'"),
+        (
+            {"alerts": [{"name": "a", "matchers": {"alertstate": "pending"}}]},
+            r"gates.alerts\[0\].matchers.alertstate: not allowed",
+        ),
+        (
+            {"alerts": [{"name": "a", "alertname": "X", "matchers": {"alertname": "Y"}}]},
+            r"gates.alerts\[0\]: alertname 'X' and matchers.alertname disagree",
+        ),
+        ({"alerts": [{"name": "a", "alertname": ""}]}, r"gates.alerts\[0\].alertname: got ''"),
+        (
+            {"comparisons": [{"name": "c", "metric": "latency", "max_ratio": 2}]},
+            r"gates.comparisons\[0\].metric: got 'latency', expected one of error_ratio, p99_latency",
+        ),
+        (
+            {"comparisons": [{"name": "c", "metric": "p99_latency", "max_delta": 2}]},
+            r"gates.comparisons\[0\].max_delta: not used with metric p99_latency; give max_ratio",
+        ),
+        (
+            {"comparisons": [{"name": "c", "metric": "error_ratio"}]},
+            r"gates.comparisons\[0\].max_delta: got None, expected a finite number",
+        ),
+        (
+            {"comparisons": [{"name": "c", "metric": "error_ratio", "max_delta": 5}]},
+            r"gates.comparisons\[0\].max_delta: got 5, expected 0 <= max_delta <= 1",
+        ),
+        (
+            {"comparisons": [{"name": "c", "metric": "p99_latency", "max_ratio": 0}]},
+            r"gates.comparisons\[0\].max_ratio: got 0, expected a ratio > 0",
+        ),
+        ({"request_query": ""}, r"gates.request_query: got '', expected a PromQL string"),
+    ],
+    ids=[
+        "not-a-mapping",
+        "unknown-top-key",
+        "negative-min-requests",
+        "string-min-requests",
+        "bool-min-requests",
+        "thresholds-not-a-list",
+        "threshold-not-a-mapping",
+        "operator-reversed",
+        "operator-equals",
+        "value-percent-string",
+        "value-nan",
+        "value-bool",
+        "empty-name",
+        "unknown-metric",
+        "query-and-metric",
+        "unknown-placeholder",
+        "unknown-threshold-key",
+        "duplicate-name",
+        "reserved-name",
+        "alert-without-target",
+        "alert-matchers-list",
+        "alert-bad-label",
+        "alert-alertstate",
+        "alertname-disagrees",
+        "alertname-empty",
+        "comparison-unknown-metric",
+        "comparison-wrong-limit",
+        "comparison-no-limit",
+        "comparison-delta-out-of-range",
+        "comparison-ratio-zero",
+        "empty-request-query",
+    ],
+)
+def test_bad_gate_config_names_the_entry(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_gates(raw)
+
+
+@pytest.mark.parametrize(
+    ("operator", "value", "threshold", "verdict"),
+    [
+        ("<", 0.01, 0.05, Verdict.PASS),
+        ("<", 0.05, 0.05, Verdict.FAIL),
+        ("<", 0.12, 0.05, Verdict.FAIL),
+        ("<=", 0.05, 0.05, Verdict.PASS),
+        ("<=", 0.0501, 0.05, Verdict.FAIL),
+        (">", 0.99, 0.95, Verdict.PASS),
+        (">", 0.95, 0.95, Verdict.FAIL),
+        (">=", 0.95, 0.95, Verdict.PASS),
+        (">=", 0.5, 0.95, Verdict.FAIL),
+        ("<", -1.0, 0.0, Verdict.PASS),
+    ],
+    ids=[
+        "lt-below",
+        "lt-equal",
+        "lt-above",
+        "le-equal",
+        "le-above",
+        "gt-above",
+        "gt-equal",
+        "ge-equal",
+        "ge-below",
+        "lt-negative",
+    ],
+)
+def test_operators(server, operator, value, threshold, verdict):
+    gateset = parse_gates(
+        {"min_requests": 10, "thresholds": [{**ERROR_GATE, "operator": operator, "value": threshold}]}
+    )
+    server.answers = {TRAFFIC_QUERY: vector_reply("500"), ERROR_QUERY: vector_reply(repr(value))}
+    result = by_name(evaluate(gateset, client_for(server.url), CONTEXT, WINDOW))["error-ratio"]
+    assert result.verdict is verdict
+    assert (result.value, result.threshold, result.operator) == (value, threshold, operator)
+    assert result.query == ERROR_QUERY
+    if verdict is Verdict.FAIL:
+        assert result.reason == f"value {value:g} is not {operator} {threshold:g}"
+
+
+# -- evaluation ------------------------------------------------------------------------------
+
+
+def test_healthy_traffic_passes_with_one_query_per_gate(server):
+    gateset = parse_gates(
+        {
+            "min_requests": 100,
+            "thresholds": [ERROR_GATE],
+            "alerts": [ALERT_GATE, {"name": "second", "alertname": "MirrorErrorRatioCritical"}],
+            "comparisons": [{"name": "delta", "metric": "error_ratio", "max_delta": 0.01}],
+        }
+    )
+    server.rule_names = ["MirrorErrorRatioCritical"]
+    server.answers = {
+        TRAFFIC_QUERY: vector_reply("1200"),
+        ERROR_QUERY: vector_reply("0.001"),
+        rendered(promql.ERROR_RATIO_DELTA): vector_reply("-0.002"),
+    }
+    results = evaluate(gateset, client_for(server.url), CONTEXT, WINDOW, at=1795637000.0)
+    assert [(r.name, r.kind, r.verdict) for r in results] == [
+        ("traffic", "traffic", Verdict.PASS),
+        ("error-ratio", "threshold", Verdict.PASS),
+        ("delta", "comparison", Verdict.PASS),
+        ("no-critical", "alert", Verdict.PASS),
+        ("second", "alert", Verdict.PASS),
+    ]
+    assert results[0].reason == "1200 requests >= 100"
+    assert results[2].reason == "mirror minus primary 5xx ratio -0.002 <= 0.01"
+    assert results[3].reason == "not firing in the last 600s"
+    paths = [r.path for r in server.requests]
+    assert paths.count("/api/v1/rules") == 1
+    assert paths.count("/api/v1/query") == 5
+    assert {r.params.get("time") for r in server.requests if r.path == "/api/v1/query"} == {"1795637000.000"}
+    assert server.queries()[-1] == ALERT_QUERY
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        (fixture("empty"), "no data: the query returned an empty vector"),
+        (fixture("nan"), "no data: the value is NaN"),
+        (fixture("inf"), r"the value is \+Inf"),
+        (vector_reply("-Inf"), "the value is -Inf"),
+        (fixture("multi_series"), "the query returned 2 series, a gate needs one"),
+        (fixture("matrix"), "the query returns a matrix"),
+        (fixture("bad_data_400"), "query rejected: .*HTTP 400.*bad_data: invalid parameter"),
+        (fixture("execution_422"), "query rejected: .*HTTP 422.*execution: found duplicate series"),
+        (Reply(500, "internal"), "Prometheus unreachable: .*HTTP 500: internal"),
+        (Reply(200, fixture("vector").body, delay=1.5), "Prometheus unreachable: .*timed out after 0.5s"),
+    ],
+    ids=["empty", "nan", "plus-inf", "minus-inf", "multi-series", "matrix", "400", "422", "500", "timeout"],
+)
+def test_no_evidence_is_inconclusive_never_pass(server, reply, reason):
+    gateset = parse_gates({"min_requests": 10, "thresholds": [ERROR_GATE]})
+    server.answers = {TRAFFIC_QUERY: vector_reply("500"), ERROR_QUERY: reply}
+    result = by_name(evaluate(gateset, client_for(server.url), CONTEXT, WINDOW))["error-ratio"]
+    assert result.verdict is Verdict.INCONCLUSIVE
+    assert result.value is None
+    assert result.query == ERROR_QUERY
+    assert result.threshold == 0.05 and result.operator == "<"
+    assert re.search(reason, result.reason), result.reason
+
+
+def test_a_500_then_success_is_retried_to_a_verdict(server):
+    gateset = parse_gates({"min_requests": 10, "thresholds": [ERROR_GATE]})
+    server.answers = {TRAFFIC_QUERY: vector_reply("500"), ERROR_QUERY: vector_reply("0.2")}
+    server.queue(Reply(500, "starting"), vector_reply("500"))
+    results = by_name(evaluate(gateset, client_for(server.url, retries=2), CONTEXT, WINDOW))
+    assert results["traffic"].verdict is Verdict.PASS
+    assert results["error-ratio"].verdict is Verdict.FAIL
+
+
+@pytest.mark.parametrize(
+    ("reply", "value", "reason"),
+    [
+        (vector_reply("12"), 12.0, "too few requests: 12 < 100"),
+        (vector_reply("99.6"), 99.6, "too few requests: 99.6 < 100"),
+        (fixture("empty"), 0.0, "too few requests: 0 < 100"),
+    ],
+    ids=["twelve", "just-under", "no-series"],
+)
+def test_too_few_requests_makes_every_metric_gate_inconclusive_without_querying(server, reply, value, reason):
+    gateset = parse_gates(
+        {
+            "thresholds": [ERROR_GATE],
+            "comparisons": [{"name": "latency-ratio", "metric": "p99_latency", "max_ratio": 1.5}],
+        }
+    )
+    server.answers = {TRAFFIC_QUERY: reply}
+    results = by_name(evaluate(gateset, client_for(server.url), CONTEXT, WINDOW))
+    traffic = results["traffic"]
+    assert (traffic.verdict, traffic.value, traffic.threshold, traffic.reason) == (
+        Verdict.INCONCLUSIVE,
+        value,
+        100.0,
+        reason,
+    )
+    for name in ("error-ratio", "latency-ratio"):
+        assert results[name].verdict is Verdict.INCONCLUSIVE
+        assert results[name].reason == f"not checked: {reason}"
+    assert server.queries() == [TRAFFIC_QUERY]
+
+
+def test_traffic_nan_is_inconclusive(server):
+    server.answers = {TRAFFIC_QUERY: fixture("nan")}
+    (traffic,) = evaluate(parse_gates({}), client_for(server.url), CONTEXT, WINDOW)
+    assert traffic.verdict is Verdict.INCONCLUSIVE
+    assert traffic.reason.startswith("request count: no data: the value is NaN")
+
+
+def test_min_requests_zero_accepts_no_series(server):
+    (traffic,) = evaluate(parse_gates({"min_requests": 0}), client_for(server.url), CONTEXT, WINDOW)
+    assert traffic.verdict is Verdict.PASS
+
+
+def test_prometheus_unreachable_makes_every_gate_inconclusive_after_one_try():
+    gateset = parse_gates({"thresholds": [ERROR_GATE], "alerts": [ALERT_GATE]})
+    client = client_for(f"http://127.0.0.1:{free_port()}", retries=1)
+    results = evaluate(gateset, client, CONTEXT, WINDOW)
+    assert [r.verdict for r in results] == [Verdict.INCONCLUSIVE] * 3
+    assert "Connection refused" in results[0].reason
+    assert results[2].reason.startswith("not checked: request count: Prometheus unreachable")
+
+
+def test_alert_gate_without_a_loaded_rule_is_inconclusive(server):
+    server.rule_names = ["SomethingElse"]
+    server.answers = {TRAFFIC_QUERY: vector_reply("500")}
+    gateset = parse_gates({"alerts": [ALERT_GATE]})
+    result = by_name(evaluate(gateset, client_for(server.url), CONTEXT, WINDOW))["no-critical"]
+    assert result.verdict is Verdict.INCONCLUSIVE
+    assert result.reason == "no alert rule MirrorErrorRatioCritical loaded"
+    assert ALERT_QUERY not in server.queries()
+
+
+def test_alert_that_fired_in_the_window_fails_with_its_labels(server):
+    server.rule_names = ["MirrorErrorRatioCritical"]
+    server.answers = {TRAFFIC_QUERY: fixture("empty"), ALERT_QUERY: fixture("alerts_firing")}
+    gateset = parse_gates({"thresholds": [ERROR_GATE], "alerts": [ALERT_GATE]})
+    results = by_name(evaluate(gateset, client_for(server.url), CONTEXT, WINDOW))
+    # Too little traffic for the metric gates, but a fired alert fails whatever the traffic.
+    assert results["error-ratio"].verdict is Verdict.INCONCLUSIVE
+    alert = results["no-critical"]
+    assert (alert.verdict, alert.value, alert.query) == (Verdict.FAIL, 1.0, ALERT_QUERY)
+    assert alert.reason == "MirrorErrorRatioCritical fired in the last 600s (1 alert series)"
+    assert alert.extra["alerts"] == [
+        {
+            "alertname": "MirrorErrorRatioCritical",
+            "alertstate": "firing",
+            "destination_workload": "user-service-v2",
+            "severity": "critical",
+        }
+    ]
+
+
+def test_alert_matchers_render_placeholders_exactly(server):
+    gateset = parse_gates(
+        {"alerts": [{"name": "a", "matchers": {"severity": "critical", "destination_workload": "${mirror_workload}"}}]}
+    )
+    assert gates.alert_query(gateset.alerts[0], CONTEXT.with_window(60)) == (
+        'max_over_time(ALERTS{alertstate="firing",severity="critical",destination_workload="user-service-v2"}[60s])'
+    )
+    server.answers = {TRAFFIC_QUERY: vector_reply("500")}
+    evaluate(gateset, client_for(server.url), CONTEXT, WINDOW)
+    # No alertname: nothing to look up in the rule list.
+    assert "/api/v1/rules" not in [r.path for r in server.requests]
+
+
+def test_rule_list_failure_makes_named_alert_gates_inconclusive(server):
+    server.answers = {TRAFFIC_QUERY: vector_reply("500")}
+    server.queue(vector_reply("500"), Reply(503, "rules unavailable"))
+    result = by_name(evaluate(parse_gates({"alerts": [ALERT_GATE]}), client_for(server.url), CONTEXT, WINDOW))
+    assert result["no-critical"].verdict is Verdict.INCONCLUSIVE
+    assert "could not list the alert rules" in result["no-critical"].reason
+
+
+@pytest.mark.parametrize(
+    ("metric", "limit_key", "limit", "value", "verdict"),
+    [
+        ("error_ratio", "max_delta", 0.01, "0.005", Verdict.PASS),
+        ("error_ratio", "max_delta", 0.01, "0.03", Verdict.FAIL),
+        ("p99_latency", "max_ratio", 1.5, "1.2", Verdict.PASS),
+        ("p99_latency", "max_ratio", 1.5, "2.5", Verdict.FAIL),
+        ("p99_latency", "max_ratio", 1.5, "+Inf", Verdict.INCONCLUSIVE),
+        ("p99_latency", "max_ratio", 1.5, "NaN", Verdict.INCONCLUSIVE),
+    ],
+    ids=["delta-pass", "delta-fail", "ratio-pass", "ratio-fail", "primary-p99-zero", "no-latency-data"],
+)
+def test_comparisons(server, metric, limit_key, limit, value, verdict):
+    gateset = parse_gates({"comparisons": [{"name": "cmp", "metric": metric, limit_key: limit}]})
+    query = rendered(promql.COMPARISON_QUERIES[metric])
+    server.answers = {TRAFFIC_QUERY: vector_reply("500"), query: vector_reply(value)}
+    result = by_name(evaluate(gateset, client_for(server.url), CONTEXT, WINDOW))["cmp"]
+    assert (result.verdict, result.kind, result.operator, result.threshold, result.query) == (
+        verdict,
+        "comparison",
+        "<=",
+        limit,
+        query,
+    )
+
+
+def test_evaluate_accepts_a_context_mapping(server):
+    context = {
+        "service": "user-service",
+        "namespace": "shop",
+        "environment": "prod",
+        "primary_workload": "user-service-v1",
+        "mirror_workloads": ["user-service-v2"],
+    }
+    server.answers = {TRAFFIC_QUERY: vector_reply("500")}
+    (traffic,) = evaluate(parse_gates({}), client_for(server.url), context, WINDOW)
+    assert traffic.verdict is Verdict.PASS and traffic.query == TRAFFIC_QUERY
+
+
+def test_result_is_json_safe(server):
+    server.answers = {TRAFFIC_QUERY: vector_reply("500"), ERROR_QUERY: fixture("nan")}
+    results = evaluate(parse_gates({"thresholds": [ERROR_GATE]}), client_for(server.url), CONTEXT, WINDOW)
+    json.dumps([r.as_dict() for r in results], allow_nan=False)
+
+
+# -- checking the queries before any change --------------------------------------------------
+
+
+def test_check_queries_sends_each_query_once(server):
+    gateset = parse_gates({"thresholds": [ERROR_GATE], "alerts": [ALERT_GATE]})
+    server.rule_names = ["MirrorErrorRatioCritical"]
+    assert check_queries(gateset, client_for(server.url), CONTEXT) == []
+    assert len(server.queries()) == 3
+
+
+def test_check_queries_syntax_error_is_a_config_error_naming_the_gate(server):
+    broken = {"name": "broken", "query": "sum(rate(x[${window}])", "operator": "<", "value": 1}
+    gateset = parse_gates({"thresholds": [ERROR_GATE, broken]})
+    server.answers = {rendered("sum(rate(x[${window}])").replace("600s", "300s"): fixture("bad_data_400")}
+    with pytest.raises(ConfigError, match=r"gate 'broken': Prometheus rejected its query: .*parse error") as caught:
+        check_queries(gateset, client_for(server.url, retries=3), CONTEXT)
+    assert "sum(rate(x[300s])" in str(caught.value)
+    assert len(server.queries()) == 3  # no retry of a rejected query
+
+
+def test_check_queries_refuses_a_range_vector(server):
+    gateset = parse_gates({"thresholds": [{"name": "raw", "query": "x[${window}]", "operator": "<", "value": 1}]})
+    server.answers = {"x[300s]": fixture("matrix")}
+    with pytest.raises(ConfigError, match="gate 'raw': the query returns a matrix"):
+        check_queries(gateset, client_for(server.url), CONTEXT)
+
+
+def test_check_queries_bad_template_fails_before_any_request(server):
+    gateset = parse_gates(
+        {"thresholds": [{"name": "one", "query": 'x{w="${mirror_workload_exact}"}', "operator": "<", "value": 1}]}
+    )
+    two = QueryContext("s", "n", "e", "p", ("m1", "m2"))
+    with pytest.raises(ConfigError, match=r"gate 'one'.*exactly one mirror workload"):
+        check_queries(gateset, client_for(server.url), two)
+    assert server.requests == []
+
+
+def test_check_queries_warns_about_an_alert_rule_not_loaded(server):
+    warnings = check_queries(parse_gates({"alerts": [ALERT_GATE]}), client_for(server.url), CONTEXT)
+    assert warnings == ["gate 'no-critical': no alert rule 'MirrorErrorRatioCritical' loaded in Prometheus"]
+
+
+def test_check_queries_unreachable_raises_prometheus_error():
+    client = client_for(f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(PrometheusError, match="Connection refused") as caught:
+        check_queries(parse_gates({}), client, CONTEXT)
+    assert not isinstance(caught.value, ConfigError)
