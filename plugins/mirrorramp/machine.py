@@ -1,0 +1,626 @@
+"""The ramp's state machine, as pure functions: (state, plan, gate results, now, policy) -> Decision.
+
+    pending -> ramping(step i) -> completed
+                     |  \\-> paused (manual)      -> ramping
+                     |-> rolled_back (gate breach, mirror removed)
+                     \\-> stopped (emergency stop; stays until an explicit restart)
+
+No I/O and no clock: the runner reads the target and asks Prometheus, passes what it saw, and
+writes what the Decision says. Being pure is what makes every transition testable with a table,
+and what makes a re-run with the same inputs a no-op.
+
+Choices worth knowing (each one is the cautious reading of DESIGN.md):
+- A failing gate wins over everything: it rolls back from ramping, paused and completed, and
+  keeps a pending or restarted ramp from starting. Missing evidence never passes a step.
+- Inconclusive checks are counted while the mirror is on (ramping, paused, completed). Once the
+  streak exceeds `inconclusive_budget`, `inconclusive_action` applies: "hold" keeps holding
+  (and says so), "rollback" removes the mirror, from any of those three statuses.
+- The hold clock of a step keeps running through inconclusive checks: once the gates pass again
+  after the hold, the step advances (the runner then also looks over the whole step).
+- RESTART is a single decision: a rolled-back or stopped ramp goes back to pending and starts
+  step 1 at once, so one write puts the mirror back; `history` keeps the earlier events.
+  `restart` only acts on rolled_back and stopped: a flag left on in a scheduled job must not
+  reset a ramp that is progressing or completed.
+- RESUME restarts the hold of the current step: a pause usually means someone doubted the
+  step, so it is watched for its full hold again before advancing.
+- `pause` only acts on a ramping ramp (a pending ramp is simply not started while it is set).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from mirrorramp.durations import format_duration
+from mirrorramp.errors import ConfigError
+from mirrorramp.model import GateResult, Step, Verdict
+from mirrorramp.state import STATUSES, RampState, StateError
+
+INCONCLUSIVE_ACTIONS = ("hold", "rollback")
+
+
+class Action(enum.StrEnum):
+    """What a decision does; the value is what the task result shows as `action`."""
+
+    START = "start"  # pending -> ramping at step 1
+    ADVANCE = "advance"  # step i held and passed -> step i+1
+    HOLD = "hold"  # stay at the current step (time left, or no evidence, or not started)
+    ROLLBACK = "rollback"  # remove the mirror (gate breach, or inconclusive budget with rollback)
+    COMPLETE = "complete"  # the last step held and passed
+    STAY = "stay"  # nothing to do: completed and healthy, paused, rolled back, stopped
+    PAUSE = "pause"  # ramping -> paused, the mirror stays at its percent
+    RESUME = "resume"  # paused -> ramping, the hold starts again
+    RESTART = "restart"  # rolled_back/stopped -> pending -> ramping at step 1, in one decision
+    STOP = "stop"  # emergency stop: mirror removed, stays removed until a restart
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The operator's choices for one run.
+
+    inconclusive_budget: consecutive inconclusive checks tolerated; the next one applies
+    inconclusive_action ("hold": keep holding and say so; "rollback": remove the mirror).
+    restart/pause/resume: the explicit requests of the task (see the module docstring).
+    """
+
+    inconclusive_budget: int = 10
+    inconclusive_action: str = "hold"
+    restart: bool = False
+    pause: bool = False
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        budget = self.inconclusive_budget
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
+            raise ConfigError(f"inconclusive_budget: got {budget!r}, expected an integer >= 0")
+        if self.inconclusive_action not in INCONCLUSIVE_ACTIONS:
+            raise ConfigError(
+                f"inconclusive_action: got {self.inconclusive_action!r}, expected one of "
+                f"{', '.join(INCONCLUSIVE_ACTIONS)}"
+            )
+        if self.pause and self.resume:
+            raise ConfigError("pause and resume are both true: ask for one")
+        if self.pause and self.restart:
+            raise ConfigError("pause and restart are both true: ask for one")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do now, and the state to store.
+
+    target_percent: the mirror percent the driver must set (0 removes every mirror field), or
+    None when this decision does not move the mirror (leave it as it is).
+
+    changed: the ramp moved: a new target percent or a new status/step (START, ADVANCE,
+    COMPLETE, ROLLBACK, PAUSE, RESUME, RESTART, STOP). This is what Ansible reports as
+    `changed`. HOLD and STAY are never changed.
+
+    state_dirty: the returned state differs from the input and should be written. True whenever
+    `changed` is, and also for bookkeeping only: the inconclusive streak, the verdicts of
+    `last_gates`, a "budget exhausted" event. Bookkeeping is not `changed` (the mirror and the
+    ramp's position did not move). A change of gate values alone with the same verdicts is not
+    dirty (a write on every scheduled run would churn the object for nothing); when
+    `state_dirty` is False, `state` is the input state itself.
+
+    seconds_left: until the current step may advance (HOLD, and after START/ADVANCE/RESUME/
+    RESTART the new step's hold); 0 when the hold is over but the gates do not allow advancing.
+    breach: the (first) failing gate, when one failed.
+    """
+
+    action: Action
+    state: RampState
+    target_percent: float | None
+    changed: bool
+    reason: str
+    seconds_left: float | None = None
+    breach: GateResult | None = None
+    state_dirty: bool = False
+
+
+# -- helpers used by more than one transition -------------------------------------------------
+
+
+def summarize(gates: Sequence[GateResult] | None) -> Verdict:
+    """Fold gate verdicts: FAIL beats INCONCLUSIVE beats PASS; no gates at all is INCONCLUSIVE.
+
+    No gates is no evidence, and no evidence must never let a step advance.
+    """
+    if not gates:
+        return Verdict.INCONCLUSIVE
+    verdicts = {gate.verdict for gate in gates}
+    if Verdict.FAIL in verdicts:
+        return Verdict.FAIL
+    if Verdict.INCONCLUSIVE in verdicts:
+        return Verdict.INCONCLUSIVE
+    return Verdict.PASS
+
+
+def when(at: float | None) -> str:
+    """Epoch seconds as UTC ISO 8601 for messages ("2025-01-31T12:00:00Z")."""
+    if isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at):
+        return "an unknown time"
+    return datetime.fromtimestamp(at, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _num(value: float | None) -> str:
+    """A gate value as Prometheus writes it: NaN and +Inf stay recognisable."""
+    if value is None:
+        return "none"
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return f"{value:g}"
+
+
+def describe_gate(gate: GateResult) -> str:
+    """One gate for a message: "error-ratio = 0.07 (must be <= 0.05): 5xx from the mirror"."""
+    text = gate.name
+    if gate.value is not None:
+        text += f" = {_num(gate.value)}"
+    if gate.threshold is not None:
+        text += (
+            f" (must be {gate.operator} {_num(gate.threshold)})"
+            if gate.operator
+            else f" (threshold {_num(gate.threshold)})"
+        )
+    if gate.reason:
+        text += f": {gate.reason}"
+    return text
+
+
+def _describe_first(gates: Sequence[GateResult], verdict: Verdict) -> str:
+    matching = [gate for gate in gates if gate.verdict is verdict]
+    if not matching:
+        return "no gate results"
+    more = f" (and {len(matching) - 1} more: {', '.join(g.name for g in matching[1:])})" if len(matching) > 1 else ""
+    return describe_gate(matching[0]) + more
+
+
+def _step_label(index: int | None, percent: float) -> str:
+    """Steps are 1-based in everything a human reads; step_index stays 0-based."""
+    return f"step {index + 1} ({percent:g}%)" if index is not None else f"{percent:g}%"
+
+
+def _where(state: RampState) -> str:
+    """Where the ramp is, for rollback and stop messages: "step 2 (5%)", "step 4 (20%), completed"."""
+    label = _step_label(state.step_index, state.percent)
+    return label if state.status == "ramping" else f"{label}, {state.status}"
+
+
+def _verdict_signature(gates: Sequence[dict]) -> list[tuple[object, object]]:
+    return [(gate.get("name"), gate.get("verdict")) for gate in gates]
+
+
+def _bookkeeping(state: RampState, gates: Sequence[GateResult] | None, streak: int) -> RampState:
+    """`state` with this check recorded: the streak, and the gate results when there were any."""
+    last_gates = [gate.as_dict() for gate in gates] if gates is not None else state.last_gates
+    return state.evolve(inconclusive_streak=streak, last_gates=last_gates)
+
+
+def _settle(old: RampState, new: RampState, now: float) -> tuple[RampState, bool]:
+    """(state to return, dirty) for a decision that does not move the ramp.
+
+    Dirty only when something worth a write changed; then `updated_at` is stamped. Otherwise
+    the input state comes back untouched, so a re-run with the same inputs is a no-op.
+    """
+    dirty = (
+        new.inconclusive_streak != old.inconclusive_streak
+        or _verdict_signature(new.last_gates) != _verdict_signature(old.last_gates)
+        or len(new.history) != len(old.history)
+        or new.history[-1:] != old.history[-1:]
+    )
+    if not dirty:
+        return old, False
+    return new.evolve(updated_at=now), True
+
+
+def _check_inputs(state: RampState, plan: Sequence[Step], now: float, policy: Policy) -> None:
+    if not isinstance(state, RampState):
+        raise TypeError(f"state must be a RampState, got {type(state).__name__}")
+    if not isinstance(policy, Policy):
+        raise TypeError(f"policy must be a Policy, got {type(policy).__name__}")
+    if not plan or not all(isinstance(step, Step) for step in plan):
+        raise ConfigError("steps: the plan is empty or not made of Steps (parse it with plan.parse_steps)")
+    if isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now):
+        raise ConfigError(f"now: got {now!r}, expected epoch seconds")
+    if state.status not in STATUSES:
+        raise StateError(f"ramp state: status is {state.status!r}, expected one of {', '.join(STATUSES)}")
+    if state.status in ("ramping", "paused") and state.step_started_at is None:
+        raise StateError(f"ramp state: status {state.status} needs step_started_at")
+    if state.status in ("ramping", "paused", "completed") and state.step_index is None:
+        raise StateError(f"ramp state: status {state.status} needs a step_index")
+    if state.status in ("ramping", "paused") and state.step_index is not None and state.step_index >= len(plan):
+        raise ConfigError(
+            f"the stored state is at step {state.step_index + 1} but the plan has {len(plan)} step(s): "
+            "restore the plan, or stop the ramp and restart it"
+        )
+
+
+# -- transitions ------------------------------------------------------------------------------
+
+
+def _rollback(
+    state: RampState,
+    now: float,
+    gates: Sequence[GateResult] | None,
+    streak: int,
+    *,
+    reason: str,
+    gate: GateResult | None,
+    breach: GateResult | None,
+) -> Decision:
+    record = {
+        "reason": reason,
+        "gate": gate.name if gate else None,
+        "value": gate.value if gate else None,
+        "threshold": gate.threshold if gate else None,
+        "at": now,
+    }
+    new = _bookkeeping(state, gates, streak).with_event(
+        now,
+        "rollback",
+        reason,
+        status="rolled_back",
+        percent=0.0,
+        rollback=record,
+        updated_at=now,
+    )
+    where = _where(state)
+    return Decision(
+        action=Action.ROLLBACK,
+        state=new,
+        target_percent=0.0,
+        changed=True,
+        reason=f"rolled back from {where}: {reason}; mirror removed",
+        breach=breach,
+        state_dirty=True,
+    )
+
+
+def _start(
+    state: RampState,
+    plan: Sequence[Step],
+    gates: Sequence[GateResult] | None,
+    now: float,
+    *,
+    restart: bool,
+) -> Decision:
+    first = plan[0]
+    fresh = state
+    was = ""
+    if restart:
+        if state.status == "rolled_back":
+            was = f"the rollback of {when((state.rollback or {}).get('at'))}"
+        else:
+            was = f"the stop of {when((state.stop or {}).get('at'))}"
+        fresh = state.with_event(now, "restart", f"restart after {was}", status="pending", step_index=None, percent=0.0)
+    detail = f"step 1 of {len(plan)}: mirroring {first.percent:g}%"
+    new = fresh.with_event(
+        now,
+        "start",
+        detail,
+        status="ramping",
+        step_index=0,
+        percent=first.percent,
+        step_started_at=now,
+        updated_at=now,
+        inconclusive_streak=0,
+        last_gates=[gate.as_dict() for gate in gates] if gates is not None else [],
+        rollback=None,
+        stop=None,
+    )
+    hold = f", holding {format_duration(first.hold_seconds)}"
+    return Decision(
+        action=Action.RESTART if restart else Action.START,
+        state=new,
+        target_percent=first.percent,
+        changed=True,
+        reason=(f"restarted after {was}: " if restart else "started: ") + detail + hold,
+        seconds_left=first.hold_seconds,
+        state_dirty=True,
+    )
+
+
+def _not_started(state: RampState, fail: GateResult, gates: Sequence[GateResult], restart: bool) -> Decision:
+    verb = "not restarted" if restart else "not started"
+    return Decision(
+        action=Action.HOLD,
+        state=state,
+        target_percent=None,
+        changed=False,
+        reason=f"{verb}: gate failed: {_describe_first(gates, Verdict.FAIL)}",
+        breach=fail,
+    )
+
+
+def _pending(
+    state: RampState,
+    plan: Sequence[Step],
+    gates: Sequence[GateResult] | None,
+    fail: GateResult | None,
+    now: float,
+    policy: Policy,
+) -> Decision:
+    # Nothing is stored for a ramp that has not started: its first write is the START.
+    if policy.pause:
+        return Decision(Action.STAY, state, None, False, "pending; pause=true: the ramp is not started")
+    if fail is not None:
+        return _not_started(state, fail, gates or (), restart=False)
+    return _start(state, plan, gates, now, restart=False)
+
+
+def _blocked(
+    state: RampState,
+    plan: Sequence[Step],
+    gates: Sequence[GateResult] | None,
+    fail: GateResult | None,
+    now: float,
+    policy: Policy,
+) -> Decision:
+    """rolled_back or stopped: the mirror stays off until an explicit restart."""
+    if policy.restart:
+        if fail is not None:
+            return _not_started(state, fail, gates or (), restart=True)
+        return _start(state, plan, gates, now, restart=True)
+    if state.status == "rolled_back":
+        record = state.rollback or {}
+        why = f"rolled back at {when(record.get('at'))} ({record.get('reason', 'no reason recorded')})"
+    else:
+        record = state.stop or {}
+        why = (
+            f"stopped at {when(record.get('at'))} by {record.get('by') or 'unknown'} "
+            f"({record.get('reason') or 'no reason recorded'})"
+        )
+    return Decision(Action.STAY, state, None, False, f"{why}; restart with restart=true")
+
+
+def _ignored(state: RampState, policy: Policy) -> str:
+    """Say so when a request has no effect in this status, so nobody waits for it."""
+    notes = []
+    if policy.restart and state.status not in ("rolled_back", "stopped"):
+        notes.append(f"restart=true ignored: the ramp is {state.status}, not rolled back or stopped")
+    if policy.resume and state.status != "paused":
+        notes.append(f"resume=true ignored: the ramp is {state.status}, not paused")
+    if policy.pause and state.status == "completed":
+        notes.append("pause=true ignored: the ramp is completed")
+    return "".join(f" ({note})" for note in notes)
+
+
+@dataclass(frozen=True)
+class _Check:
+    """This run's look at the gates while the mirror is on, shared by the three statuses."""
+
+    checked: RampState  # the input state with the streak and gate results recorded
+    blind: str  # why the evidence is inconclusive, "" when the gates pass
+    notes: str  # requests that have no effect in this status
+    label: str  # "step 2 (5%)"
+
+
+def _mirror_on(
+    state: RampState,
+    plan: Sequence[Step],
+    gates: Sequence[GateResult] | None,
+    fail: GateResult | None,
+    now: float,
+    policy: Policy,
+) -> Decision:
+    """ramping, paused, completed: the mirror is on, so the gates guard it."""
+    results = tuple(gates or ())
+    verdict = summarize(results)
+    streak = state.inconclusive_streak + 1 if verdict is Verdict.INCONCLUSIVE else 0
+    if fail is not None:
+        return _rollback(
+            state,
+            now,
+            gates,
+            streak,
+            reason=f"gate failed: {_describe_first(results, Verdict.FAIL)}",
+            gate=fail,
+            breach=fail,
+        )
+    budget = policy.inconclusive_budget
+    exhausted = streak > budget
+    evidence = _describe_first(results, Verdict.INCONCLUSIVE)
+    if exhausted and policy.inconclusive_action == "rollback":
+        return _rollback(
+            state,
+            now,
+            gates,
+            streak,
+            reason=f"inconclusive for {streak} consecutive checks (budget {budget}): {evidence}",
+            gate=next((g for g in results if g.verdict is Verdict.INCONCLUSIVE), None),
+            breach=None,
+        )
+    checked = _bookkeeping(state, gates, streak)
+    if exhausted and streak == budget + 1:
+        # Once per blind spell, not on every further check: the history is for events.
+        checked = checked.with_event(now, "inconclusive_budget_exhausted", evidence)
+    blind = ""
+    if verdict is Verdict.INCONCLUSIVE:
+        blind = (
+            f"inconclusive budget exhausted ({streak} consecutive checks, budget {budget}), holding: {evidence}"
+            if exhausted
+            else f"gates inconclusive ({streak} of {budget} tolerated): {evidence}"
+        )
+    check = _Check(checked, blind, _ignored(state, policy), _step_label(state.step_index, state.percent))
+    if state.status == "completed":
+        new, dirty = _settle(state, checked, now)
+        return Decision(
+            action=Action.STAY,
+            state=new,
+            target_percent=None,
+            changed=False,
+            reason=f"completed at {state.percent:g}%: {blind or 'gates pass'}{check.notes}",
+            state_dirty=dirty,
+        )
+    if state.status == "paused":
+        return _paused(state, plan, check, now, policy)
+    return _ramping(state, plan, check, now, policy)
+
+
+def _paused(state: RampState, plan: Sequence[Step], check: _Check, now: float, policy: Policy) -> Decision:
+    step = plan[state.step_index or 0]
+    blind = f"; {check.blind}" if check.blind else ""
+    if policy.resume:
+        new = check.checked.with_event(
+            now,
+            "resume",
+            f"{check.label}: the hold starts again",
+            status="ramping",
+            step_started_at=now,
+            updated_at=now,
+        )
+        left = format_duration(step.hold_seconds)
+        return Decision(
+            action=Action.RESUME,
+            state=new,
+            target_percent=state.percent,
+            changed=True,
+            reason=f"resumed {check.label}: the hold starts again, {left} left{blind}{check.notes}",
+            seconds_left=step.hold_seconds,
+            state_dirty=True,
+        )
+    new, dirty = _settle(state, check.checked, now)
+    return Decision(
+        action=Action.STAY,
+        state=new,
+        target_percent=None,
+        changed=False,
+        reason=f"paused at {check.label}; resume with resume=true{blind}{check.notes}",
+        state_dirty=dirty,
+    )
+
+
+def _ramping(state: RampState, plan: Sequence[Step], check: _Check, now: float, policy: Policy) -> Decision:
+    step_index = state.step_index or 0
+    step = plan[step_index]
+    if policy.pause:
+        new = check.checked.with_event(now, "pause", check.label, status="paused", updated_at=now)
+        blind = f"; {check.blind}" if check.blind else ""
+        return Decision(
+            action=Action.PAUSE,
+            state=new,
+            target_percent=state.percent,
+            changed=True,
+            reason=(
+                f"paused at {check.label}: the mirror stays at {state.percent:g}%; "
+                f"resume with resume=true{blind}{check.notes}"
+            ),
+            state_dirty=True,
+        )
+    started = state.step_started_at if state.step_started_at is not None else now
+    elapsed = now - started
+    skew = ""
+    if elapsed < 0:
+        # This run's clock is behind the one that started the step: never count that as held.
+        skew = (
+            f" (clock skew: the step started {format_duration(-elapsed)} ahead of this clock; counted as just started)"
+        )
+        elapsed = 0.0
+    left = max(0.0, step.hold_seconds - elapsed)
+    if check.blind or left > 0:
+        if check.blind:
+            timing = f"; {format_duration(left)} left" if left > 0 else "; hold done, waiting for passing gates"
+            reason = f"holding {check.label}: {check.blind}{timing}"
+        else:
+            reason = f"holding {check.label}: {format_duration(left)} left"
+        new, dirty = _settle(state, check.checked, now)
+        return Decision(
+            action=Action.HOLD,
+            state=new,
+            target_percent=None,
+            changed=False,
+            reason=f"{reason}{skew}{check.notes}",
+            seconds_left=left,
+            state_dirty=dirty,
+        )
+    held = f"{check.label} held {format_duration(step.hold_seconds)} with passing gates"
+    if step_index + 1 < len(plan):
+        index = step_index + 1
+        following = plan[index]
+        detail = f"{held}: now step {index + 1} of {len(plan)} ({following.percent:g}%)"
+        new = check.checked.with_event(
+            now, "advance", detail, step_index=index, percent=following.percent, step_started_at=now, updated_at=now
+        )
+        return Decision(
+            action=Action.ADVANCE,
+            state=new,
+            target_percent=following.percent,
+            changed=True,
+            reason=f"{detail}, holding {format_duration(following.hold_seconds)}{check.notes}",
+            seconds_left=following.hold_seconds,
+            state_dirty=True,
+        )
+    detail = f"{held}: ramp completed, the mirror stays at {state.percent:g}%"
+    new = check.checked.with_event(now, "complete", detail, status="completed", updated_at=now)
+    return Decision(
+        action=Action.COMPLETE,
+        state=new,
+        target_percent=state.percent,
+        changed=True,
+        reason=f"{detail}{check.notes}",
+        state_dirty=True,
+    )
+
+
+# -- the entry points -------------------------------------------------------------------------
+
+
+def decide(
+    state: RampState,
+    plan: Sequence[Step],
+    gates: Sequence[GateResult] | None,
+    now: float,
+    policy: Policy | None = None,
+) -> Decision:
+    """The one decision of this run. Pure: same inputs, same Decision.
+
+    `gates` None means "not evaluated" (the runner does not look while the mirror is off);
+    while the mirror is on, None or [] is no evidence and takes the inconclusive path.
+    `now` is epoch seconds from the caller's clock.
+    """
+    policy = policy or Policy()
+    _check_inputs(state, plan, now, policy)
+    results = tuple(gates) if gates is not None else None
+    fail = next((gate for gate in results or () if gate.verdict is Verdict.FAIL), None)
+    if state.status == "pending":
+        return _pending(state, plan, results, fail, now, policy)
+    if state.status in ("rolled_back", "stopped"):
+        return _blocked(state, plan, results, fail, now, policy)
+    return _mirror_on(state, plan, results, fail, now, policy)
+
+
+def emergency_stop(state: RampState, now: float, reason: str = "", by: str = "") -> Decision:
+    """Remove the mirror now and keep it removed until an explicit restart.
+
+    Needs no gates and no plan, so it works with Prometheus down or the configuration broken.
+    Stopping a stopped ramp changes nothing (its first stop record is kept), but the target is
+    still 0 so that the driver re-asserts that no mirror field is left.
+    """
+    reason = reason or "emergency stop"
+    by = by or "unknown"
+    if state.status == "stopped" and state.percent == 0:
+        record = state.stop or {}
+        return Decision(
+            Action.STOP,
+            state,
+            0.0,
+            False,
+            f"already stopped at {when(record.get('at'))} by {record.get('by') or 'unknown'}; mirror stays removed",
+        )
+    record = {"reason": reason, "at": now, "by": by}
+    new = state.with_event(
+        now, "stop", f"{reason} (by {by})", status="stopped", percent=0.0, stop=record, updated_at=now
+    )
+    return Decision(
+        Action.STOP,
+        new,
+        0.0,
+        True,
+        f"emergency stop by {by} at {_where(state)}: {reason}; mirror removed",
+        state_dirty=True,
+    )
