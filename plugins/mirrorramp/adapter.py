@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mirrorramp.drivers.base import Driver, TargetSnapshot
-from mirrorramp.durations import format_duration, parse_duration, prometheus_duration
+from mirrorramp.durations import parse_duration, prometheus_duration
 from mirrorramp.errors import ConfigError
 from mirrorramp.gates import parse_gates
 from mirrorramp.machine import Policy
@@ -278,8 +278,5 @@ def _summary(service: str, outcome: RunOutcome, dry_run: bool) -> str:
     decision = outcome.last
     reason = decision.reason if decision else "nothing decided"
     prefix = "(check mode, nothing written) " if dry_run and outcome.changed else ""
-    held = ""
-    if decision is not None and decision.seconds_left:
-        held = f" (next step possible in {format_duration(decision.seconds_left)})"
     conflict = f"; {outcome.conflicts} conflict(s) with another run" if outcome.conflicts else ""
-    return f"{prefix}{service}: {reason}{held}{conflict}"
+    return f"{prefix}{service}: {reason}{conflict}"

@@ -118,7 +118,9 @@ class Runner:
             if snapshot.state.status == "pending" or self.config.policy.restart:
                 # The first change of a ramp: every query must parse before the mirror goes on.
                 try:
-                    check_queries(self.config.gates, self.prometheus, self.config.query_context)
+                    outcome.warnings.extend(
+                        check_queries(self.config.gates, self.prometheus, self.config.query_context)
+                    )
                 except PrometheusError as e:
                     gates = [
                         GateResult(
