@@ -169,7 +169,9 @@ class IstioDriver:
         else:
             key = STATE_ANNOTATION.replace("~", "~0").replace("/", "~1")
             patch.append({"op": "add", "path": f"/metadata/annotations/{key}", "value": state_json})
-        kwargs = {"dry_run": "All"} if dry_run else {}
+        kwargs: dict[str, Any] = {"_content_type": "application/json-patch+json"}
+        if dry_run:
+            kwargs["dry_run"] = "All"
         result = self._call(
             "patching",
             self._api.patch_namespaced_custom_object,
