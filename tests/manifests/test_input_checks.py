@@ -300,7 +300,7 @@ CASES = [
     ("ramp-percent-above-100", steps((50, "5s"), (150, "5s")), "mirror_ramp_steps[1].percent", "150"),
     ("ramp-percent-not-increasing", steps((5, "5s"), (5, "5s")), "mirror_ramp_steps[1].percent", "5"),
     ("ramp-hold-without-unit", steps((1, "10"), (5, "5s")), "mirror_ramp_steps[0].hold", '"10"'),
-    ("ramp-hold-unknown-unit", steps((1, "1w"), (5, "5s")), "mirror_ramp_steps[0].hold", '"1w"'),
+    ("ramp-hold-unknown-unit", steps((1, "1y"), (5, "5s")), "mirror_ramp_steps[0].hold", '"1y"'),
     ("ramp-driver-unknown", {"mirror_ramp_driver": "envoy"}, "mirror_ramp_driver", '"envoy"'),
     ("ramp-mode-unknown", {"mirror_ramp_mode": "cron"}, "mirror_ramp_mode", '"cron"'),
 ]
