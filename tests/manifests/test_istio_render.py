@@ -1,0 +1,526 @@
+"""The VirtualServices and DestinationRules rendered by role mirror_istio.
+
+Every render runs playbooks/render.yml without the other roles' tasks (preflight, mirror_proxy,
+mirror_monitoring are tested on their own and take most of the run time): what stays is this role
+between the start of `mirror_rendered_files` and the prune, so a file the role forgets to record
+is deleted. Each environment is rendered once per module, the independent renders side by side.
+Besides dev and prod, one render of the local inventory with a custom `mirror_services`
+(CUSTOM_SERVICES) covers the method and match combinations that no inventory has.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.ansible_run import REPO_ROOT, PlaybookRun, recap_counts, run_playbook
+from tests.support.validate_build import validate_manifest_file
+
+pytestmark = pytest.mark.slow
+
+RENDER = REPO_ROOT / "playbooks" / "render.yml"
+ROLE = "mirror_istio"
+API_VERSION = "networking.istio.io/v1"
+MIRROR_FIELDS = ("mirror", "mirrorPercentage", "mirrors")
+TARGETS_ANNOTATION = "mirror-ramp.io/mirror-targets"
+SAFE_METHODS = {"method": {"regex": "GET|HEAD"}}
+GRPC_MATCH = [{"headers": {"content-type": {"prefix": "application/grpc"}}}]
+
+
+def _subsets(*names: str) -> list[dict[str, Any]]:
+    return [{"name": name, "labels": {"version": name}, "workload": f"demo-{name}"} for name in names]
+
+
+def _service(name: str, **keys: Any) -> dict[str, Any]:
+    service = {
+        "name": name,
+        "port": 8080,
+        "subsets": _subsets("v1", "v2", "v3"),
+        "primary_subset": "v1",
+        "mirrors": [{"subset": "v2"}],
+        "mirror_percent": 5,
+        "mirror_all_methods": False,
+    }
+    service.update(keys)
+    return service
+
+
+# Rendered with the local inventory (namespace sandbox, fault injection off).
+CUSTOM_SERVICES = [
+    _service("safe-methods", mirrors=[{"subset": "v2", "host": "shadow.other.svc.cluster.local"}]),
+    _service("all-methods", mirror_all_methods=True, grpc={"port": 9090}),
+    _service("all-methods-matched", mirror_all_methods=True, mirror_match={"uri": {"prefix": "/api"}}),
+    _service(
+        "several-matches",
+        mirror_percent=2.5,
+        mirror_match=[{"headers": {"x-beta": {"exact": "1"}}}, {"queryParams": {"shadow": {"exact": "1"}}}],
+    ),
+    _service("percent-zero", mirror_percent=0, mirrors=[{"subset": "v2"}, {"subset": "v3"}]),
+    _service("percent-zero-all-methods", mirror_percent=0, mirror_all_methods=True, grpc={"port": 9090}),
+]
+
+
+@dataclass(frozen=True)
+class Render:
+    playbook: Path
+    build_dir: Path
+    run: PlaybookRun
+
+    @property
+    def k8s(self) -> Path:
+        return self.build_dir / "k8s"
+
+    def text(self, kind: str, namespace: str, name: str) -> str:
+        return (self.k8s / f"{kind.lower()}-{namespace}-{name}.yml").read_text()
+
+    def doc(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
+        return yaml.safe_load(self.text(kind, namespace, name))
+
+    def istio_files(self) -> dict[str, bytes]:
+        paths = [*self.k8s.glob("virtualservice-*.yml"), *self.k8s.glob("destinationrule-*.yml")]
+        return {path.name: path.read_bytes() for path in sorted(paths)}
+
+
+def _istio_only_render_playbook(directory: Path) -> Path:
+    """playbooks/render.yml without the tasks that import a role other than mirror_istio."""
+    plays = yaml.safe_load(RENDER.read_text())
+    for play in plays:
+        play["tasks"] = [
+            task for task in play["tasks"] if task.get("ansible.builtin.import_role", {"name": ROLE})["name"] == ROLE
+        ]
+    path = directory / "render-istio-only.yml"
+    path.write_text(yaml.safe_dump(plays, sort_keys=False))
+    return path
+
+
+def _render(
+    playbook: Path, inventory: str, build_dir: Path, extra: dict | None = None, *, check: bool = False
+) -> Render:
+    run = run_playbook(
+        str(playbook),
+        f"inventories/{inventory}",
+        {"mirror_build_dir": str(build_dir), **(extra or {})},
+        check=check,
+    )
+    assert run.returncode == 0, run.output[-4000:]
+    return Render(playbook, build_dir, run)
+
+
+@pytest.fixture(scope="module")
+def renders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Render]]:
+    base = tmp_path_factory.mktemp("istio")
+    playbook = _istio_only_render_playbook(base)
+    jobs = {
+        "dev": ("dev", None, False),
+        "prod": ("prod", None, False),
+        "custom": ("local", {"mirror_services": CUSTOM_SERVICES}, False),
+        "check": ("prod", None, True),
+    }
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {
+            key: pool.submit(_render, playbook, inventory, base / key, extra, check=check)
+            for key, (inventory, extra, check) in jobs.items()
+        }
+        yield {key: future.result() for key, future in futures.items()}
+
+
+@pytest.fixture(scope="module")
+def dev(renders: dict[str, Render]) -> Render:
+    return renders["dev"]
+
+
+@pytest.fixture(scope="module")
+def prod(renders: dict[str, Render]) -> Render:
+    return renders["prod"]
+
+
+@pytest.fixture(scope="module")
+def custom(renders: dict[str, Render]) -> Render:
+    return renders["custom"]
+
+
+def _routes(vs: dict[str, Any]) -> list[dict[str, Any]]:
+    return vs["spec"]["http"]
+
+
+def _route(vs: dict[str, Any], name: str) -> dict[str, Any]:
+    (route,) = [route for route in _routes(vs) if route.get("name") == name]
+    return route
+
+
+def _keys_anywhere(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        return set(node) | set().union(*(_keys_anywhere(value) for value in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_keys_anywhere(value) for value in node))
+    return set()
+
+
+def _destination(host: str, subset: str, port: int) -> dict[str, Any]:
+    return {"host": host, "subset": subset, "port": {"number": port}}
+
+
+def _group_vars(env: str, name: str) -> dict[str, Any]:
+    return yaml.safe_load((REPO_ROOT / "inventories" / env / "group_vars" / "all" / f"{name}.yml").read_text())
+
+
+# --- every rendered resource -----------------------------------------------------------------
+
+
+RESOURCES = [
+    pytest.param("dev", "shop-dev", "user-service", id="dev-user-service"),
+    pytest.param("dev", "shop-dev", "order-service", id="dev-order-service"),
+    pytest.param("prod", "shop", "user-service", id="prod-user-service"),
+    *(pytest.param("custom", "sandbox", svc["name"], id=f"custom-{svc['name']}") for svc in CUSTOM_SERVICES),
+]
+
+
+@pytest.mark.parametrize(("render", "namespace", "name"), RESOURCES)
+@pytest.mark.parametrize("kind", ["VirtualService", "DestinationRule"])
+def test_resource_is_valid_labelled_and_named(
+    renders: dict[str, Render], render: str, namespace: str, name: str, kind: str
+) -> None:
+    env = {"custom": "local"}.get(render, render)
+    result = renders[render]
+    path = result.k8s / f"{kind.lower()}-{namespace}-{name}.yml"
+    doc = result.doc(kind, namespace, name)
+
+    assert (doc["apiVersion"], doc["kind"]) == (API_VERSION, kind)
+    assert (doc["metadata"]["name"], doc["metadata"]["namespace"]) == (name, namespace)
+    assert doc["metadata"]["labels"] == {
+        "app.kubernetes.io/managed-by": "mirror-ramp",
+        "app.kubernetes.io/part-of": "mirror-ramp",
+        "mirror-ramp.io/environment": env,
+    }
+    assert path.read_text().startswith("---\n")
+    # Parts shared between routes must not come out as YAML anchors and aliases.
+    assert "&id" not in path.read_text() and "*id" not in path.read_text()
+    assert validate_manifest_file(path) == (1, [])
+
+
+@pytest.mark.parametrize(("render", "namespace", "name"), RESOURCES)
+def test_mirror_route_shape(renders: dict[str, Render], render: str, namespace: str, name: str) -> None:
+    """One route named `mirror`; at most one catch-all, last; never mirror and mirrors together."""
+    routes = _routes(renders[render].doc("VirtualService", namespace, name))
+    catch_alls = [route for route in routes if "match" not in route]
+
+    assert [route["name"] for route in routes].count("mirror") == 1
+    assert len(catch_alls) == 1
+    assert routes[-1] is catch_alls[0]
+    for route in routes:
+        assert not ("mirror" in route and "mirrors" in route), route
+        assert ("mirror" in route) == ("mirrorPercentage" in route), route
+
+
+# --- dev: fractional percent, header match, several targets, timeout/retries/fault, gRPC ----
+
+
+def test_dev_fractional_percent_is_kept(dev: Render) -> None:
+    route = _route(dev.doc("VirtualService", "shop-dev", "user-service"), "mirror")
+
+    assert route["mirrorPercentage"] == {"value": 0.5}
+    assert route["mirror"] == _destination("user-service", "candidate", 8080)
+
+
+def test_dev_header_matched_mirror_then_catch_all(dev: Render) -> None:
+    routes = _routes(dev.doc("VirtualService", "shop-dev", "user-service"))
+
+    assert [route["name"] for route in routes] == ["mirror", "primary"]
+    mirror, primary = routes
+    assert mirror["match"] == [{"headers": {"x-user-type": {"exact": "beta-tester"}}, **SAFE_METHODS}]
+    assert "match" not in primary
+    assert not set(MIRROR_FIELDS) & set(primary)
+    for route in routes:
+        assert route["route"] == [{"destination": _destination("user-service", "stable", 8080)}]
+
+
+def test_dev_two_targets_use_mirrors(dev: Render) -> None:
+    vs = dev.doc("VirtualService", "shop-dev", "order-service")
+    route = _route(vs, "mirror")
+
+    assert all("mirror" not in r and "mirrorPercentage" not in r for r in _routes(vs))
+    assert route["mirrors"] == [
+        {"destination": _destination("order-service", subset, 8080), "percentage": {"value": 10.0}}
+        for subset in ("candidate", "perf")
+    ]
+    assert route["match"] == [SAFE_METHODS]
+
+
+@pytest.mark.parametrize(
+    ("render", "namespace", "name", "targets"),
+    [
+        pytest.param(
+            "dev",
+            "shop-dev",
+            "order-service",
+            [
+                {"host": "order-service", "port": 8080, "subset": "candidate"},
+                {"host": "order-service", "port": 8080, "subset": "perf"},
+            ],
+            id="dev-two-targets",
+        ),
+        pytest.param(
+            "prod",
+            "shop",
+            "user-service",
+            [{"host": "user-service", "port": 8080, "subset": "candidate"}],
+            id="prod-percent-zero",
+        ),
+        pytest.param(
+            "custom",
+            "sandbox",
+            "safe-methods",
+            [{"host": "shadow.other.svc.cluster.local", "port": 8080, "subset": "v2"}],
+            id="custom-other-host",
+        ),
+    ],
+)
+def test_targets_annotation_is_compact_sorted_json(
+    renders: dict[str, Render], render: str, namespace: str, name: str, targets: list[dict]
+) -> None:
+    raw = renders[render].doc("VirtualService", namespace, name)["metadata"]["annotations"][TARGETS_ANNOTATION]
+
+    assert json.loads(raw) == targets
+    assert raw == json.dumps(targets, sort_keys=True, separators=(",", ":"))
+
+
+def test_dev_timeout_retries_and_fault_on_every_route(dev: Render) -> None:
+    fault = _group_vars("dev", "proxy")["mirror_proxy"]["fault"]
+    assert fault["enabled"] is True
+    expected_fault = {
+        "delay": {
+            "percentage": {"value": float(fault["delay"]["percent"])},
+            "fixedDelay": fault["delay"]["fixed_delay"],
+        },
+        "abort": {
+            "percentage": {"value": float(fault["abort"]["percent"])},
+            "httpStatus": fault["abort"]["http_status"],
+        },
+    }
+    user = _routes(dev.doc("VirtualService", "shop-dev", "user-service"))
+    order = _routes(dev.doc("VirtualService", "shop-dev", "order-service"))
+
+    for route in user + order:
+        assert route["timeout"] == "5s"
+        assert route["fault"] == expected_fault
+    for route in user:
+        assert route["retries"] == {
+            "attempts": 2,
+            "perTryTimeout": "2s",
+            "retryOn": "connect-failure,refused-stream,unavailable",
+        }
+    assert all("retries" not in route for route in order)
+
+
+@pytest.mark.parametrize(
+    ("render", "namespace", "name", "host"),
+    [
+        pytest.param("dev", "shop-dev", "order-service", "order-service", id="dev-order-service"),
+        pytest.param("prod", "shop", "user-service", "user-service", id="prod-user-service"),
+    ],
+)
+def test_grpc_route_comes_first_unmirrored(
+    renders: dict[str, Render], render: str, namespace: str, name: str, host: str
+) -> None:
+    first = _routes(renders[render].doc("VirtualService", namespace, name))[0]
+
+    assert first["name"] == "grpc"
+    assert first["match"] == GRPC_MATCH
+    assert first["route"] == [{"destination": _destination(host, "stable", 50051)}]
+    assert not set(MIRROR_FIELDS) & set(first)
+
+
+# --- prod: percent 0, retries, no fault -------------------------------------------------------
+
+
+def test_prod_percent_zero_renders_no_mirror_field(prod: Render) -> None:
+    vs = prod.doc("VirtualService", "shop", "user-service")
+
+    assert not set(MIRROR_FIELDS) & _keys_anywhere(vs)
+    # The route the ramp will mirror on is there, restricted to the safe methods.
+    assert _route(vs, "mirror")["match"] == [SAFE_METHODS]
+
+
+def test_prod_retries_without_fault(prod: Render) -> None:
+    for route in _routes(prod.doc("VirtualService", "shop", "user-service")):
+        assert "fault" not in route
+        assert route["timeout"] == "10s"
+        assert route["retries"] == {
+            "attempts": 3,
+            "perTryTimeout": "2s",
+            "retryOn": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+        }
+
+
+# --- custom services: methods and matches -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "names", "mirror_match"),
+    [
+        pytest.param("safe-methods", ["mirror", "primary"], [SAFE_METHODS], id="get-head-by-default"),
+        pytest.param("all-methods", ["grpc", "mirror"], None, id="all-methods-single-catch-all"),
+        pytest.param(
+            "all-methods-matched",
+            ["mirror", "primary"],
+            [{"uri": {"prefix": "/api"}}],
+            id="all-methods-match-without-method",
+        ),
+        pytest.param(
+            "several-matches",
+            ["mirror", "primary"],
+            [
+                {"headers": {"x-beta": {"exact": "1"}}, **SAFE_METHODS},
+                {"queryParams": {"shadow": {"exact": "1"}}, **SAFE_METHODS},
+            ],
+            id="every-match-entry-and-methods",
+        ),
+    ],
+)
+def test_custom_method_and_match(custom: Render, name: str, names: list[str], mirror_match: list | None) -> None:
+    vs = custom.doc("VirtualService", "sandbox", name)
+    mirror = _route(vs, "mirror")
+
+    assert [route["name"] for route in _routes(vs)] == names
+    assert mirror.get("match") == mirror_match
+    assert "mirror" in mirror or "mirrors" in mirror
+    if mirror_match is None:
+        assert "method" not in _keys_anywhere(vs["spec"])
+
+
+def test_custom_mirror_to_another_host(custom: Render) -> None:
+    route = _route(custom.doc("VirtualService", "sandbox", "safe-methods"), "mirror")
+
+    assert route["mirror"] == _destination("shadow.other.svc.cluster.local", "v2", 8080)
+    assert route["mirrorPercentage"] == {"value": 5.0}
+    assert route["route"] == [{"destination": _destination("safe-methods", "v1", 8080)}]
+
+
+def test_custom_grpc_mirrored_with_all_methods(custom: Render) -> None:
+    grpc = _route(custom.doc("VirtualService", "sandbox", "all-methods"), "grpc")
+
+    assert grpc["route"] == [{"destination": _destination("all-methods", "v1", 9090)}]
+    assert grpc["mirror"] == _destination("all-methods", "v2", 9090)
+    assert grpc["mirrorPercentage"] == {"value": 5.0}
+
+
+def test_custom_fractional_percent_on_every_match(custom: Render) -> None:
+    route = _route(custom.doc("VirtualService", "sandbox", "several-matches"), "mirror")
+
+    assert route["mirrorPercentage"] == {"value": 2.5}
+
+
+@pytest.mark.parametrize("name", ["percent-zero", "percent-zero-all-methods"])
+def test_custom_percent_zero_renders_no_mirror_field(custom: Render, name: str) -> None:
+    vs = custom.doc("VirtualService", "sandbox", name)
+
+    assert not set(MIRROR_FIELDS) & _keys_anywhere(vs)
+    assert json.loads(vs["metadata"]["annotations"][TARGETS_ANNOTATION])
+
+
+def test_custom_without_optional_keys(custom: Render) -> None:
+    for route in _routes(custom.doc("VirtualService", "sandbox", "safe-methods")):
+        assert not {"timeout", "retries", "fault"} & set(route)
+    assert "trafficPolicy" not in custom.doc("DestinationRule", "sandbox", "safe-methods")["spec"]
+
+
+# --- DestinationRule --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("render", "namespace", "name", "subsets", "policy"),
+    [
+        pytest.param(
+            "dev",
+            "shop-dev",
+            "user-service",
+            [("stable", "v1"), ("candidate", "v2")],
+            {
+                "loadBalancer": {"consistentHash": {"httpHeaderName": "x-user-id"}},
+                "connectionPool": {
+                    "tcp": {"maxConnections": 100, "connectTimeout": "1s"},
+                    "http": {"http1MaxPendingRequests": 100, "http2MaxRequests": 100, "maxRequestsPerConnection": 10},
+                },
+                "outlierDetection": {
+                    "consecutive5xxErrors": 3,
+                    "interval": "10s",
+                    "baseEjectionTime": "30s",
+                    "maxEjectionPercent": 50,
+                },
+            },
+            id="dev-user-service-full-policy",
+        ),
+        pytest.param(
+            "dev",
+            "shop-dev",
+            "order-service",
+            [("stable", "v1"), ("candidate", "v2"), ("perf", "v2-perf")],
+            None,
+            id="dev-order-service-no-policy",
+        ),
+        pytest.param(
+            "prod",
+            "shop",
+            "user-service",
+            [("stable", "v1"), ("candidate", "v2")],
+            {
+                "loadBalancer": {"consistentHash": {"httpHeaderName": "x-user-id"}},
+                "connectionPool": {
+                    "tcp": {"maxConnections": 1000, "connectTimeout": "1s"},
+                    "http": {
+                        "http1MaxPendingRequests": 1000,
+                        "http2MaxRequests": 1000,
+                        "maxRequestsPerConnection": 100,
+                    },
+                },
+                "outlierDetection": {
+                    "consecutive5xxErrors": 5,
+                    "interval": "10s",
+                    "baseEjectionTime": "30s",
+                    "maxEjectionPercent": 50,
+                },
+            },
+            id="prod-user-service-full-policy",
+        ),
+    ],
+)
+def test_destination_rule(
+    renders: dict[str, Render],
+    render: str,
+    namespace: str,
+    name: str,
+    subsets: list[tuple[str, str]],
+    policy: dict | None,
+) -> None:
+    spec = renders[render].doc("DestinationRule", namespace, name)["spec"]
+
+    assert spec["host"] == name
+    assert spec["subsets"] == [{"name": sub, "labels": {"version": version}} for sub, version in subsets]
+    assert spec.get("trafficPolicy") == policy
+
+
+# --- determinism, check mode ------------------------------------------------------------------
+
+
+def test_second_render_is_identical_and_unchanged(dev: Render) -> None:
+    first = dev.istio_files()
+    assert len(first) == 4
+
+    again = _render(dev.playbook, "dev", dev.build_dir)
+
+    assert recap_counts(again.run.output)["changed"] == 0
+    assert again.istio_files() == first
+
+
+def test_check_mode_writes_nothing(renders: dict[str, Render]) -> None:
+    check = renders["check"]
+
+    assert recap_counts(check.run.output)["changed"] > 0
+    assert not check.build_dir.exists() or not any(check.build_dir.rglob("*"))
