@@ -1,0 +1,362 @@
+"""A sandbox backend: answers any path and counts what it serves in Istio's metric schema.
+
+    python -m mirrorramp.sandbox_backend --name v2 --port 18082 --admin-port 18092 \\
+        --workload demo-service-v2 --namespace sandbox --service demo-service
+
+Traffic port: GET/HEAD answer 200 with a small JSON body, POST/PUT/PATCH echo the request body.
+Every request served there is counted (`istio_requests_total`,
+`istio_request_duration_milliseconds`, reporter="destination"), so the gate queries that run
+against a mesh run against the sandbox too.
+
+Admin port (never counted as traffic):
+  GET  /metrics    Prometheus exposition
+  GET  /healthz    200 "ok"
+  GET  /control    the current behaviour, JSON
+  POST /control    JSON {"error_ratio": 0.3, "latency_ms": 0}: answer that share with 500, add latency
+  GET  /requests   ?prefix=/p&limit=20: how many requests under the path prefix were served,
+                   and the last ones (method, path, X-Request-Id, body length and sha256)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import ipaddress
+import json
+import random
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+# Istio's default buckets of istio_request_duration_milliseconds.
+ISTIO_DURATION_BUCKETS_MS = (
+    0.5,
+    1,
+    5,
+    10,
+    25,
+    50,
+    100,
+    250,
+    500,
+    1000,
+    2500,
+    5000,
+    10000,
+    30000,
+    60000,
+    300000,
+    600000,
+    1800000,
+    3600000,
+)
+LABELS = (
+    "reporter",
+    "source_workload",
+    "source_workload_namespace",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_app",
+    "destination_version",
+    "destination_service",
+    "destination_service_name",
+    "destination_service_namespace",
+    "destination_canonical_service",
+    "destination_canonical_revision",
+    "request_protocol",
+    "response_code",
+    "response_flags",
+    "grpc_response_status",
+    "connection_security_policy",
+)
+MAX_BODY = 1 << 20  # bodies above 1 MiB are refused (413): the sandbox has no use for them
+RECENT_LIMIT = 20000
+
+
+@dataclass
+class Behaviour:
+    """What the backend does to the requests it serves; switched at run time on /control."""
+
+    error_ratio: float = 0.0
+    latency_ms: float = 0.0
+
+    @staticmethod
+    def validated(data: Any) -> Behaviour:
+        if not isinstance(data, dict):
+            raise ValueError('expected a JSON object like {"error_ratio": 0.3, "latency_ms": 0}')
+        unknown = sorted(set(data) - {"error_ratio", "latency_ms"})
+        if unknown:
+            raise ValueError(f"unknown key(s) {', '.join(unknown)}; known: error_ratio, latency_ms")
+        ratio = data.get("error_ratio", 0.0)
+        latency = data.get("latency_ms", 0.0)
+        for key, value in (("error_ratio", ratio), ("latency_ms", latency)):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{key} is {value!r}, expected a number")
+        if not 0 <= ratio <= 1:
+            raise ValueError(f"error_ratio is {ratio!r}, expected 0..1")
+        if not 0 <= latency <= 60000:
+            raise ValueError(f"latency_ms is {latency!r}, expected 0..60000")
+        return Behaviour(float(ratio), float(latency))
+
+
+class Backend:
+    """The state shared by the traffic and admin servers of one backend."""
+
+    def __init__(self, name: str, workload: str, namespace: str, service: str, version: str) -> None:
+        self.name = name
+        self.version = version
+        self.behaviour = Behaviour()
+        self.lock = threading.Lock()
+        self.recent: deque[dict] = deque(maxlen=RECENT_LIMIT)
+        self.registry = CollectorRegistry()
+        # prometheus_client appends _total itself: the exposed name is istio_requests_total.
+        self.requests = Counter("istio_requests", "Requests served.", LABELS, registry=self.registry)
+        self.duration = Histogram(
+            "istio_request_duration_milliseconds",
+            "Request duration in milliseconds.",
+            LABELS,
+            buckets=ISTIO_DURATION_BUCKETS_MS,
+            registry=self.registry,
+        )
+        self.base_labels = {
+            "reporter": "destination",
+            "source_workload": "nginx",
+            "source_workload_namespace": namespace,
+            "destination_workload": workload,
+            "destination_workload_namespace": namespace,
+            "destination_app": service,
+            "destination_version": version,
+            "destination_service": f"{service}.{namespace}.svc.cluster.local",
+            "destination_service_name": service,
+            "destination_service_namespace": namespace,
+            "destination_canonical_service": service,
+            "destination_canonical_revision": version,
+            "request_protocol": "http",
+            "response_flags": "-",
+            "grpc_response_status": "",
+            "connection_security_policy": "none",
+        }
+        # Series at zero from the start: rate() then sees the first requests too.
+        self.requests.labels(**self.base_labels, response_code="200")
+        self.duration.labels(**self.base_labels, response_code="200")
+
+    def current(self) -> Behaviour:
+        with self.lock:
+            return Behaviour(self.behaviour.error_ratio, self.behaviour.latency_ms)
+
+    def set_behaviour(self, behaviour: Behaviour) -> None:
+        with self.lock:
+            self.behaviour = behaviour
+
+    def record(self, code: int, elapsed_ms: float, entry: dict) -> None:
+        labels = {**self.base_labels, "response_code": str(code)}
+        self.requests.labels(**labels).inc()
+        self.duration.labels(**labels).observe(elapsed_ms)
+        with self.lock:
+            self.recent.append(entry)
+
+    def served(self, prefix: str, limit: int) -> dict:
+        with self.lock:
+            matching = [e for e in self.recent if e["path"].startswith(prefix)]
+        return {"count": len(matching), "recent": matching[-limit:] if limit else []}
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024  # the default 5 drops SYNs under a burst of proxy connections
+
+
+def _read_body(handler: BaseHTTPRequestHandler) -> bytes | None:
+    """The request body (Content-Length or chunked); None when it is too large."""
+    if "chunked" in handler.headers.get("Transfer-Encoding", "").lower():
+        chunks, total = [], 0
+        while True:
+            size = int(handler.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+            if size == 0:
+                while handler.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                return b"".join(chunks)
+            total += size
+            if total > MAX_BODY:
+                return None
+            chunks.append(handler.rfile.read(size))
+            handler.rfile.readline()
+    length = int(handler.headers.get("Content-Length") or 0)
+    if length > MAX_BODY:
+        return None
+    return handler.rfile.read(length) if length else b""
+
+
+def traffic_handler(backend: Backend) -> type[BaseHTTPRequestHandler]:
+    class TrafficHandler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # without it every keep-alive request after the first waits ~40 ms
+        server_version = f"sandbox-backend/{backend.name}"
+
+        def log_message(self, format: str, *args: Any) -> None:  # one line per request is noise
+            pass
+
+        def _serve(self) -> None:
+            started = time.monotonic()
+            body = _read_body(self)
+            behaviour = backend.current()
+            if behaviour.latency_ms:
+                time.sleep(behaviour.latency_ms / 1000)
+            if body is None:
+                code, payload, ctype = 413, b'{"error": "body too large"}\n', "application/json"
+                self.close_connection = True
+            elif behaviour.error_ratio and random.random() < behaviour.error_ratio:
+                code, payload, ctype = 500, b'{"error": "injected failure"}\n', "application/json"
+            elif self.command in ("POST", "PUT", "PATCH"):
+                code, payload = 200, body
+                ctype = self.headers.get("Content-Type", "application/octet-stream")
+            else:
+                code, ctype = 200, "application/json"
+                payload = json.dumps({"backend": backend.name, "version": backend.version, "path": self.path}).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(payload)))
+            self.send_header("X-Backend", backend.name)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
+            self.wfile.flush()
+            elapsed_ms = (time.monotonic() - started) * 1000
+            entry = {
+                "at": time.time(),
+                "method": self.command,
+                "path": self.path,
+                "request_id": self.headers.get("X-Request-Id", ""),
+                "code": code,
+                "body_length": len(body or b""),
+                "body_sha256": hashlib.sha256(body or b"").hexdigest(),
+            }
+            backend.record(code, elapsed_ms, entry)
+
+        do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _serve
+
+    return TrafficHandler
+
+
+def admin_handler(backend: Backend) -> type[BaseHTTPRequestHandler]:
+    class AdminHandler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
+        server_version = f"sandbox-backend-admin/{backend.name}"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _send(self, code: int, payload: bytes, ctype: str = "application/json") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def _json(self, code: int, data: Any) -> None:
+            self._send(code, (json.dumps(data, sort_keys=True) + "\n").encode())
+
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            if url.path == "/metrics":
+                self._send(200, generate_latest(backend.registry), CONTENT_TYPE_LATEST)
+            elif url.path == "/healthz":
+                self._send(200, b"ok\n", "text/plain")
+            elif url.path == "/control":
+                self._json(200, asdict(backend.current()))
+            elif url.path == "/requests":
+                query = parse_qs(url.query)
+                prefix = query.get("prefix", ["/"])[0]
+                try:
+                    limit = max(0, min(1000, int(query.get("limit", ["20"])[0])))
+                except ValueError:
+                    self._json(400, {"error": "limit must be an integer"})
+                    return
+                self._json(200, backend.served(prefix, limit))
+            else:
+                self._json(404, {"error": f"no {url.path} here: /metrics, /healthz, /control, /requests"})
+
+        def do_POST(self) -> None:
+            body = _read_body(self)
+            if urlsplit(self.path).path != "/control":
+                self._json(404, {"error": "POST /control only"})
+                return
+            try:
+                behaviour = Behaviour.validated(json.loads(body or b"null"))
+            except ValueError as e:
+                self._json(400, {"error": str(e)})
+                return
+            backend.set_behaviour(behaviour)
+            self._json(200, asdict(behaviour))
+
+    return AdminHandler
+
+
+def _loopback(host: str) -> str:
+    if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
+        raise argparse.ArgumentTypeError(f"{host} is not a loopback address: the sandbox listens on loopback only")
+    return host
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m mirrorramp.sandbox_backend", description=__doc__.split("\n")[0])
+    parser.add_argument("--name", required=True, help="short name, e.g. v1 (also the default version)")
+    parser.add_argument("--port", type=int, required=True, help="traffic port")
+    parser.add_argument("--admin-port", type=int, required=True, help="port of /metrics, /control, /requests")
+    parser.add_argument("--host", type=_loopback, default="127.0.0.1")
+    parser.add_argument("--workload", help="destination_workload (default demo-service-NAME)")
+    parser.add_argument("--namespace", default="sandbox", help="destination_workload_namespace")
+    parser.add_argument("--service", default="demo-service", help="destination_service_name")
+    parser.add_argument("--version", help="destination_version (default NAME)")
+    parser.add_argument("--error-ratio", type=float, default=0.0)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    backend = Backend(
+        name=args.name,
+        workload=args.workload or f"{args.service}-{args.name}",
+        namespace=args.namespace,
+        service=args.service,
+        version=args.version or args.name,
+    )
+    try:
+        backend.set_behaviour(Behaviour.validated({"error_ratio": args.error_ratio, "latency_ms": args.latency_ms}))
+    except ValueError as e:
+        print(f"sandbox_backend: {e}", file=sys.stderr)
+        return 2
+    traffic = _Server((args.host, args.port), traffic_handler(backend))
+    admin = _Server((args.host, args.admin_port), admin_handler(backend))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    threads = [
+        threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True) for s in (traffic, admin)
+    ]
+    for thread in threads:
+        thread.start()
+    print(
+        f"sandbox_backend {args.name}: traffic http://{args.host}:{args.port}/, admin http://{args.host}:{args.admin_port}/",
+        flush=True,
+    )
+    while not stop.wait(1):
+        pass
+    for server in (traffic, admin):
+        server.shutdown()
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
