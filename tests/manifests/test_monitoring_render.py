@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.rules.monitoring_render import (
     ENVIRONMENTS,
@@ -44,14 +45,10 @@ def renders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Render]:
 
 
 @pytest.fixture(scope="module")
-def variants(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Render]:
-    """The local inventory with OVERRIDES, and in check mode: two more runs, side by side."""
-    base = tmp_path_factory.mktemp("monitoring-variants")
-    playbook = write_playbook(base)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        overridden = pool.submit(render, "local", base / "overridden", playbook, OVERRIDES)
-        checked = pool.submit(render, "local", base / "check", playbook, check=True, diff=True)
-        return {"overridden": overridden.result(), "check": checked.result()}
+def overridden_check(tmp_path_factory: pytest.TempPathFactory) -> Render:
+    """The local inventory with OVERRIDES, in check mode with --diff: the files the diff shows."""
+    base = tmp_path_factory.mktemp("monitoring-check")
+    return render("local", base / "build", write_playbook(base), OVERRIDES, check=True)
 
 
 @pytest.fixture(scope="module")
@@ -113,13 +110,12 @@ def test_monitor_kind_interval_and_labels_follow_group_vars(renders: dict[str, R
     assert_monitors(render, monitoring["kind"], monitoring["interval"], monitoring.get("labels") or {})
 
 
-def test_monitor_and_telemetry_follow_overridden_vars(variants: dict[str, Render]) -> None:
-    render = variants["overridden"]
+def test_monitor_and_telemetry_follow_overridden_vars(overridden_check: Render) -> None:
     wanted = OVERRIDES["mirror_monitoring"]
 
-    assert_monitors(render, wanted["kind"], wanted["interval"], wanted["labels"])
-    assert not of_kind(render, "PodMonitor")
-    assert not of_kind(render, "Telemetry")
+    assert_monitors(overridden_check, wanted["kind"], wanted["interval"], wanted["labels"])
+    assert not of_kind(overridden_check, "PodMonitor")
+    assert not of_kind(overridden_check, "Telemetry")
 
 
 @pytest.mark.parametrize("environment", ENVIRONMENTS)
@@ -234,11 +230,14 @@ def test_second_render_is_identical_and_unchanged(
     assert second.files() == before
 
 
-def test_check_mode_writes_nothing(variants: dict[str, Render]) -> None:
-    checked = variants["check"]
+def test_check_mode_writes_nothing_and_diff_shows_every_file(overridden_check: Render) -> None:
+    build_dir = overridden_check.build_dir.with_name("build")
 
-    assert changed_count(checked.run) > 0
-    assert not checked.build_dir.exists()
-    # --diff shows what would be written.
-    for line in ("+kind: PodMonitor", "+kind: Telemetry", "+kind: PrometheusRule", "+groups:"):
-        assert f"\n{line}\n" in checked.run.output
+    assert changed_count(overridden_check.run) > 0
+    assert not build_dir.exists()
+    assert sorted(overridden_check.inputs["rendered_files"]) == sorted(
+        str(build_dir / path.relative_to(overridden_check.build_dir)) for path in overridden_check.files()
+    )
+    assert yaml.safe_load(overridden_check.rules_file.read_text())["groups"] == [
+        group for doc in of_kind(overridden_check, "PrometheusRule").values() for group in doc["spec"]["groups"]
+    ]

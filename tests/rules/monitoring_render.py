@@ -111,19 +111,53 @@ def render(
     extra_vars: dict[str, Any] | None = None,
     *,
     check: bool = False,
-    diff: bool = False,
 ) -> Render:
+    """Render into build_dir; in check mode (with --diff) into nothing, and the Render reads the
+    files the diff shows from build_dir-preview instead."""
     inputs_file = build_dir.parent / f"{build_dir.name}-inputs.json"
     run = run_playbook(
         str(playbook),
         f"inventories/{environment}",
         {"mirror_build_dir": str(build_dir), "mirror_test_inputs_file": str(inputs_file), **(extra_vars or {})},
         check=check,
-        diff=diff,
+        diff=check,
     )
     assert run.returncode == 0, run.output[-4000:]
-    inputs = {} if check else json.loads(inputs_file.read_text())
-    return Render(environment, build_dir, inputs, run)
+    if not check:
+        return Render(environment, build_dir, json.loads(inputs_file.read_text()), run)
+    preview = build_dir.with_name(f"{build_dir.name}-preview")
+    previewed = previewed_files(run.output)
+    for relative, content in previewed.items():
+        if relative:
+            (preview / relative).parent.mkdir(parents=True, exist_ok=True)
+            (preview / relative).write_text(content)
+    return Render(environment, preview, json.loads(previewed[""]), run)
+
+
+_NEW_FILE_HUNK = re.compile(r"^@@ -0,0 \+1(?:,(\d+))? @@$")
+_RESULT = re.compile(r"^changed: \[localhost\](?: => \(item=(.+)\))?")
+
+
+def previewed_files(output: str) -> dict[str, str]:
+    """From check mode with --diff: the content of each file that would be created, by the loop
+    item of its task (the file path relative to the build directory; "" for a task without loop)."""
+    files: dict[str, str] = {}
+    lines = output.splitlines()
+    content = None
+    index = 0
+    while index < len(lines):
+        hunk = _NEW_FILE_HUNK.match(lines[index])
+        if hunk:
+            count = int(hunk.group(1) or 1)
+            content = "".join(line[1:] + "\n" for line in lines[index + 1 : index + 1 + count])
+            index += count + 1
+            continue
+        result = _RESULT.match(lines[index])
+        if result and content is not None:
+            files[result.group(1) or ""] = content
+            content = None
+        index += 1
+    return files
 
 
 _renders: dict[str, Render] = {}
