@@ -45,7 +45,8 @@ STATE_ANNOTATION = "mirror-ramp.io/state"
 MIRROR_FIELDS = {"mirror", "mirrorPercentage", "mirrors"}
 WORKLOADS = ("user-service-v1", "user-service-v2", "order-service-v1", "order-service-v2", "order-service-v2-perf")
 FAILING = "user-service-v2"
-STEPS = [{"percent": p, "hold": "2s"} for p in (1, 5, 10, 20)]
+HOLD_SECONDS = 1
+STEPS = [{"percent": p, "hold": f"{HOLD_SECONDS}s"} for p in (1, 5, 10, 20)]
 WINDOW = "5s"
 # The hand edit of run 2: a value the render does not produce.
 TAMPERED_MAX_CONNECTIONS = 7
@@ -65,7 +66,7 @@ EXPECTED_KINDS = {
 class TrafficFeeder:
     """Serves requests on every dev workload every half second; `failing` ones answer 5xx half the time."""
 
-    def __init__(self, source: IstioMetricsSource, max_seconds: float = 600.0) -> None:
+    def __init__(self, source: IstioMetricsSource, max_seconds: float = 1200.0) -> None:
         self.source = source
         self.failing: set[str] = set()
         self._max_seconds = max_seconds
@@ -81,7 +82,7 @@ class TrafficFeeder:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        for _ in range(int(self._max_seconds / 0.5)):  # bounded: 600 s at most
+        for _ in range(int(self._max_seconds / 0.5)):  # bounded: 20 minutes at most
             for workload in WORKLOADS:
                 if workload in self.failing:
                     self.source.add(workload, n=10, code=200, latency_ms=20)
@@ -201,7 +202,7 @@ def stages(stack: dict[str, Any], build_dir: Path) -> dict[str, Stage]:
         "mirror_ramp_window": WINDOW,
         "mirror_ramp_min_requests": 10,
         "mirror_ramp_mode": "watch",
-        "mirror_ramp_poll_interval": "1s",
+        "mirror_ramp_poll_interval": "500ms",
         "mirror_ramp_deadline": "120s",
     }
     # Only the discovery cache of kubernetes.core: the connection itself comes from mirror_kube.
@@ -297,7 +298,7 @@ def test_first_run_ramps_each_service_to_the_last_step(
         ("complete", 3, 20),
     ]
     started = [event["at"] for event in state["history"]]
-    assert all(later - earlier >= 2 for earlier, later in itertools.pairwise(started)), "a hold was cut"
+    assert all(later - earlier >= HOLD_SECONDS for earlier, later in itertools.pairwise(started)), "a hold was cut"
     route = mirror_route(first.vs(service))
     if len(targets) == 1:
         assert route["mirror"]["subset"] == targets[0]
@@ -310,10 +311,10 @@ def test_first_run_ramps_each_service_to_the_last_step(
     output = first.run.output
     for number, percent in ((2, 5), (3, 10), (4, 20)):
         assert (
-            f"dev/{service}: step {number - 1} ({STEPS[number - 2]['percent']}%) held 2s with passing gates: now step {number} of 4 ({percent}%)"
+            f"dev/{service}: step {number - 1} ({STEPS[number - 2]['percent']}%) held {HOLD_SECONDS}s with passing gates: now step {number} of 4 ({percent}%)"
             in output
         )
-    assert f"dev/{service}: step 4 (20%) held 2s with passing gates: ramp completed" in output
+    assert f"dev/{service}: step 4 (20%) held {HOLD_SECONDS}s with passing gates: ramp completed" in output
     assert task_lines(output, "Ramp the mirror of each service") == [
         "changed: [localhost] => (item=user-service)",
         "changed: [localhost] => (item=order-service)",
