@@ -82,15 +82,17 @@ class Runner:
         self.progress = progress
 
     # -- gates ---------------------------------------------------------------------------
-    def _evaluate(self, state: RampState, now: float) -> list[GateResult] | None:
-        """Gate results for `state`, or None when the mirror is off (nothing to look at).
+    def _evaluate(self, state: RampState, now: float) -> tuple[list[GateResult] | None, list[GateResult]]:
+        """(what the state machine decides on, what the result shows) for `state`.
 
-        The recent window catches a breach now; once the hold has elapsed a second look over the
-        whole step (since it started) must pass too, so an alert that fired and resolved between
-        two scheduled runs still fails the step.
+        None when the mirror is off (nothing to look at). The recent window catches a breach
+        now; once the hold has elapsed a second look over the whole step (since it started) must
+        pass too, so an alert that fired and resolved between two scheduled runs still fails the
+        step. Whole-step results that pass are shown but not decided on: they add nothing, and
+        recording them would rewrite the stored verdicts each time a hold ends.
         """
         if state.status not in WATCHED_STATUSES:
-            return None
+            return None, []
         cfg = self.config
         results = evaluate(cfg.gates, self.prometheus, cfg.query_context, cfg.window_seconds)
         step = cfg.plan[state.step_index] if state.step_index is not None else None
@@ -102,11 +104,12 @@ class Runner:
             and all(r.verdict is not Verdict.FAIL for r in results)
         ):
             whole_step = max(now - state.step_started_at, cfg.window_seconds)
-            results = results + [
+            over_step = [
                 replace(r, name=f"{r.name} (whole step)")
                 for r in evaluate(cfg.gates, self.prometheus, cfg.query_context, whole_step)
             ]
-        return results
+            return results + [r for r in over_step if r.verdict is not Verdict.PASS], results + over_step
+        return results, results
 
     # -- one pass ------------------------------------------------------------------------
     def run_once(self, outcome: RunOutcome | None = None) -> RunOutcome:
@@ -137,9 +140,9 @@ class Runner:
                     outcome.decisions.append(decision)
                     outcome.after = snapshot
                     return outcome
-            gates = self._evaluate(snapshot.state, now)
+            gates, shown = self._evaluate(snapshot.state, now)
             decision = decide(snapshot.state, self.config.plan, gates, now, self.config.policy)
-            outcome.gates = list(gates or [])
+            outcome.gates = shown
             if not decision.changed and not decision.state_dirty:
                 outcome.decisions.append(decision)
                 outcome.after = snapshot
@@ -207,8 +210,8 @@ class Runner:
                 )
                 break
             last = outcome.last
-            if last is not None:
-                self.progress(f"{self.config.service}: {last.reason}")
+            if last is not None and not last.changed:  # changes were announced already
+                self.progress(f"{self.config.environment}/{self.config.service}: {last.reason}")
             self.sleep(min(self.config.poll_interval, remaining))
             self.run_once(outcome)
         return outcome
