@@ -26,8 +26,7 @@ render: setup
 	ansible-playbook playbooks/render.yml -i inventories/$(ENV)
 
 demo: setup
-	ansible-playbook playbooks/render.yml -i inventories/local
-	$(BIN)/python -m tests.support.validate_build build/local
+	scripts/demo
 
 lint: $(STAMP)
 	yamllint --strict .

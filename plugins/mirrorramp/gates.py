@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from mirrorramp import promql
 from mirrorramp.errors import ConfigError, PrometheusError, QueryError
-from mirrorramp.model import GateResult, Verdict
+from mirrorramp.model import NOT_CHECKED, GateResult, Verdict
 from mirrorramp.prometheus import PrometheusClient, QueryResult
 from mirrorramp.promql import QueryContext
 
@@ -454,7 +454,7 @@ def evaluate(
     traffic, unreachable = _traffic(gateset, client, queries[TRAFFIC_GATE], at)
     results = [traffic]
     for gate in gateset.thresholds:
-        answer = _Answer(reason=f"not checked: {traffic.reason}")
+        answer = _Answer(reason=f"{NOT_CHECKED}{traffic.reason}")
         if traffic.verdict is Verdict.PASS:
             answer = _single_value(client, queries[gate.name], at)
         results.append(
@@ -470,7 +470,7 @@ def evaluate(
             )
         )
     for gate in gateset.comparisons:
-        answer = _Answer(reason=f"not checked: {traffic.reason}")
+        answer = _Answer(reason=f"{NOT_CHECKED}{traffic.reason}")
         if traffic.verdict is Verdict.PASS:
             answer = _single_value(client, queries[gate.name], at)
         what = COMPARISON_LIMITS[gate.metric][1]
@@ -490,7 +490,7 @@ def evaluate(
     if gateset.alerts and unreachable:
         for gate in gateset.alerts:
             results.append(
-                _alert_result(gate, queries[gate.name], Verdict.INCONCLUSIVE, f"not checked: {traffic.reason}")
+                _alert_result(gate, queries[gate.name], Verdict.INCONCLUSIVE, f"{NOT_CHECKED}{traffic.reason}")
             )
     elif gateset.alerts:
         loaded: set[str] | None = None

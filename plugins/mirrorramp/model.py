@@ -5,6 +5,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+# The reason of a gate that was not queried because the traffic check did not pass.
+NOT_CHECKED = "not checked: "
+
 
 class Verdict(enum.StrEnum):
     """The outcome of one gate check. Missing evidence is INCONCLUSIVE, never PASS."""

@@ -117,7 +117,7 @@ class Sandbox:
         return {name: int(path.read_text().split()[0]) for name, path in pidfiles.items() if path.exists()}
 
 
-def sandbox_vars(build: Path, *, load_seconds: float = 0) -> dict:
+def sandbox_vars(build: Path, *, load_seconds: float = 0, rps: float = 5) -> dict:
     ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES)), strict=True))
     return {
         "mirror_build_dir": str(build),
@@ -125,7 +125,7 @@ def sandbox_vars(build: Path, *, load_seconds: float = 0) -> dict:
             "dir": str(build / "sandbox"),
             "rules_dir": str(build / "prometheus"),
             "ports": ports,
-            "load": {"seconds": load_seconds, "rps": 5, "post_ratio": 0.2},
+            "load": {"seconds": load_seconds, "rps": rps, "post_ratio": 0.2},
             "nginx_binary": "/usr/sbin/nginx",
             "prometheus_binary": "/usr/bin/prometheus",
             "alertmanager_binary": "/usr/bin/prometheus-alertmanager",
@@ -143,8 +143,8 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def start_sandbox(build: Path, *, load_seconds: float = 0) -> Sandbox:
-    extra = sandbox_vars(build, load_seconds=load_seconds)
+def start_sandbox(build: Path, *, load_seconds: float = 0, rps: float = 5) -> Sandbox:
+    extra = sandbox_vars(build, load_seconds=load_seconds, rps=rps)
     run = run_playbook(PLAYBOOK, extra_vars={**extra, "sandbox_state": "started"})
     sandbox = Sandbox(build, extra, {}, run)
     if run.returncode != 0:
