@@ -42,10 +42,39 @@ def mirror_prometheus_options(options):
     return cleaned
 
 
+STATUS_COLUMNS = ("service", "state", "step", "percent", "since", "next_advance")
+
+
+def _number(value):
+    return f"{value:.4g}" if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
+
+
+def mirror_status_table(rows):
+    """The status rows of mirror_ramp (operation status) as lines: a table, each ramp's gates under it."""
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise AnsibleFilterError(f"mirror_status_table: expected a list of status rows, got {type(rows).__name__}")
+    cells = [[column.replace("_", " ") for column in STATUS_COLUMNS]]
+    cells += [[_number(row.get(column, "-")) for column in STATUS_COLUMNS] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(STATUS_COLUMNS))]
+    lines = []
+    for index, line in enumerate(cells):
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+        for gate in rows[index - 1].get("last_gates") or [] if index else []:
+            limit = (
+                f" {gate.get('operator') or ''} {_number(gate['threshold'])}"
+                if gate.get("threshold") is not None
+                else ""
+            )
+            value = "-" if gate.get("value") is None else _number(gate["value"])
+            lines.append(f"    {gate.get('verdict', '?'):<12} {gate.get('name')} = {value}{limit}")
+    return lines
+
+
 class FilterModule:
     def filters(self):
         return {
             "mirror_keep_live": mirror_keep_live,
             "mirror_service_workloads": mirror_service_workloads,
             "mirror_prometheus_options": mirror_prometheus_options,
+            "mirror_status_table": mirror_status_table,
         }

@@ -6,16 +6,20 @@ what ActionBase.validate_argument_spec checks) and gets back one JSON-safe dict.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from mirrorramp import report
 from mirrorramp.drivers.base import Driver, TargetSnapshot
 from mirrorramp.durations import parse_duration, prometheus_duration
 from mirrorramp.errors import ConfigError
+from mirrorramp.freeze import parse_freeze_windows
 from mirrorramp.gates import parse_gates
-from mirrorramp.machine import Policy
-from mirrorramp.notify import Notifier
+from mirrorramp.machine import Policy, when
+from mirrorramp.notify import DEFAULT_EVENTS, EVENT_KINDS, FORMATS, Notifier
 from mirrorramp.plan import parse_steps
 from mirrorramp.prometheus import PrometheusClient
 from mirrorramp.runner import RampConfig, Runner, RunOutcome
@@ -76,9 +80,23 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "inconclusive_budget": {"type": "int", "default": 10},
     "inconclusive_action": {"type": "str", "choices": ["hold", "rollback"], "default": "hold"},
     "notify": {"type": "list", "elements": "str", "default": [], "no_log": True},
+    "notify_format": {"type": "str", "choices": list(FORMATS), "default": "slack"},
+    "notify_events": {
+        "type": "list",
+        "elements": "str",
+        "choices": list(EVENT_KINDS),
+        "default": sorted(DEFAULT_EVENTS),
+    },
     "restart": {"type": "bool", "default": False},
     "pause": {"type": "bool", "default": False},
     "resume": {"type": "bool", "default": False},
+    "report_dir": {"type": "path"},
+    "operation": {"type": "str", "choices": ["ramp", "stop", "status"], "default": "ramp"},
+    "reason": {"type": "str", "default": ""},
+    "by": {"type": "str", "default": ""},
+    "approval_steps": {"type": "list", "elements": "int", "default": []},
+    "approve": {"type": "list", "elements": "str", "default": []},
+    "freeze": {"type": "list", "elements": "dict", "default": []},
 }
 
 
@@ -101,8 +119,12 @@ class RampRequest:
     driver_name: str
     driver_options: dict
     prometheus: dict
-    notify: tuple[str, ...]
+    notifier: Notifier  # its repr shows only scheme://host:port of each webhook
     diff: bool
+    report_dir: str | None = None
+    operation: str = "ramp"
+    reason: str = ""
+    by: str = ""
 
     @classmethod
     def from_arguments(cls, args: dict, *, check_mode: bool, diff: bool) -> RampRequest:
@@ -127,9 +149,11 @@ class RampRequest:
             raise ConfigError(f"prometheus.retries={prometheus['retries']} is outside 0..10")
         if not str(prometheus["url"]).startswith(("http://", "https://")):
             raise ConfigError(f"prometheus.url={prometheus['url']!r} must start with http:// or https://")
-        for index, url in enumerate(args["notify"]):
-            if not str(url).startswith(("http://", "https://")):
-                raise ConfigError(f"notify[{index}] must be an http:// or https:// URL")
+        notifier = Notifier(args["notify"], format=args["notify_format"], events=args["notify_events"])
+        approval_steps = frozenset(args["approval_steps"])
+        bad_steps = sorted(s for s in approval_steps if not 1 <= s <= len(plan))
+        if bad_steps:
+            raise ConfigError(f"approval_steps: {bad_steps} not among the steps 1..{len(plan)}")
         if args["driver"] == "nginx" and not args.get("nginx"):
             raise ConfigError("driver=nginx needs the nginx options (include_path, state_dir, config_url, ...)")
         config = RampConfig(
@@ -152,6 +176,10 @@ class RampRequest:
                 restart=args["restart"],
                 pause=args["pause"],
                 resume=args["resume"],
+                approval_steps=approval_steps,
+                approved=_approved(args["approve"], service, len(plan)),
+                approve_hint=f"-e approve={service}:{{step}}",
+                freeze=parse_freeze_windows(args["freeze"]),
             ),
             mode=args["mode"],
             poll_interval=parse_duration(args["poll_interval"], name="poll_interval"),
@@ -170,9 +198,27 @@ class RampRequest:
             driver_name=args["driver"],
             driver_options=driver_options,
             prometheus=prometheus,
-            notify=tuple(args["notify"]),
+            notifier=notifier,
             diff=diff,
+            report_dir=args.get("report_dir"),
+            operation=args["operation"],
+            reason=args["reason"],
+            by=args["by"],
         )
+
+
+def _approved(entries: list[str], service: str, steps: int) -> frozenset[int]:
+    """The steps of `service` approved by `approve` entries "<service>:<step>" (other services' are ignored)."""
+    approved = set()
+    for entry in entries:
+        name, sep, step = str(entry).partition(":")
+        if not sep or not step.isdigit() or not name:
+            raise ConfigError(f"approve: {entry!r} is not <service>:<step> (for example {service}:3)")
+        if name == service:
+            if not 1 <= int(step) <= steps:
+                raise ConfigError(f"approve: {entry!r} names step {step}; {service} has steps 1..{steps}")
+            approved.add(int(step))
+    return frozenset(approved)
 
 
 def build_driver(request: RampRequest) -> Driver:
@@ -224,15 +270,55 @@ def execute(
     driver = driver or build_driver(request)
     prometheus = prometheus or build_prometheus(request)
     debug(f"mirror_ramp: {request.config.service} on {driver.description}, mode {request.config.mode}")
+    records: list[report.HistoryRecord] = []
     runner = Runner(
         request.config,
         driver,
         prometheus,
-        Notifier(urls=request.notify),
+        request.notifier,
         progress=progress if request.config.mode == "watch" else debug,
+        on_pass=lambda outcome: records.append(report.HistoryRecord.from_run(request.config, outcome, time.time())),
     )
+    if request.operation == "stop":
+        outcome = runner.stop(request.reason or "emergency stop", request.by or "unknown")
+        return result_of(request, outcome)
+    if request.operation == "status":
+        looked = runner.status()
+        return result_of(request, looked) | {"status": status_row(request.config, looked)}
     outcome = runner.run()
-    return result_of(request, outcome)
+    result = result_of(request, outcome)
+    # Check mode records nothing: the report shows what happened, not what would have.
+    if request.report_dir and records and not request.config.dry_run:
+        try:
+            result["report"] = str(report.publish(Path(request.report_dir), *records))
+        except (OSError, ValueError) as e:  # a report that cannot be written never fails the ramp
+            result["warnings"].append(f"ramp report not written: {e}")
+    return result
+
+
+def status_row(config: RampConfig, outcome: RunOutcome) -> dict:
+    """One row of playbooks/status.yml: where the ramp is and what it last saw."""
+    state = outcome.after.state
+    index = state.step_index
+    next_advance = None
+    if state.status == "ramping" and index is not None and state.step_started_at is not None:
+        next_advance = when(state.step_started_at + config.plan[index].hold_seconds)
+    since = state.step_started_at if state.status in ("ramping", "paused") else state.updated_at
+    gates = [
+        {key: g.get(key) for key in ("name", "verdict", "value", "operator", "threshold")}
+        for g in state.last_gates
+        if "(whole step)" not in str(g.get("name"))
+    ]
+    return {
+        "service": config.service,
+        "environment": config.environment,
+        "state": state.status,
+        "step": f"{index + 1}/{len(config.plan)}" if index is not None else f"-/{len(config.plan)}",
+        "percent": outcome.after.percent,
+        "since": when(since) if since is not None else "-",
+        "next_advance": next_advance or "-",
+        "last_gates": gates,
+    }
 
 
 def _settings(snapshot: TargetSnapshot) -> dict:

@@ -24,6 +24,9 @@ Choices worth knowing (each one is the cautious reading of DESIGN.md):
 - RESUME restarts the hold of the current step: a pause usually means someone doubted the
   step, so it is watched for its full hold again before advancing.
 - `pause` only acts on a ramping ramp (a pending ramp is simply not started while it is set).
+- Freeze windows and approvals only stop the mirror from going UP (start, advance, restart);
+  a breach rolls back whatever the time and whoever approved. A step that needs an approval
+  WAITs once its predecessor has held with passing gates; the gates keep guarding meanwhile.
 """
 
 from __future__ import annotations
@@ -31,12 +34,13 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from mirrorramp.durations import format_duration
 from mirrorramp.errors import ConfigError
-from mirrorramp.model import GateResult, Step, Verdict
+from mirrorramp.freeze import FreezeWindow, frozen_by
+from mirrorramp.model import NOT_CHECKED, GateResult, Step, Verdict
 from mirrorramp.state import STATUSES, RampState, StateError
 
 INCONCLUSIVE_ACTIONS = ("hold", "rollback")
@@ -55,6 +59,7 @@ class Action(enum.StrEnum):
     RESUME = "resume"  # paused -> ramping, the hold starts again
     RESTART = "restart"  # rolled_back/stopped -> pending -> ramping at step 1, in one decision
     STOP = "stop"  # emergency stop: mirror removed, stays removed until a restart
+    WAIT = "wait"  # the next step needs an approval (approve=<service>:<step>) that was not given
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,9 @@ class Policy:
     inconclusive_budget: consecutive inconclusive checks tolerated; the next one applies
     inconclusive_action ("hold": keep holding and say so; "rollback": remove the mirror).
     restart/pause/resume: the explicit requests of the task (see the module docstring).
+    approval_steps: 1-based steps that start only with an approval; approved: those given now.
+    approve_hint: how to approve step {step}, for messages ("-e approve=user-service:{step}").
+    freeze: windows in which the mirror never goes up.
     """
 
     inconclusive_budget: int = 10
@@ -71,6 +79,10 @@ class Policy:
     restart: bool = False
     pause: bool = False
     resume: bool = False
+    approval_steps: frozenset[int] = frozenset()
+    approved: frozenset[int] = frozenset()
+    approve_hint: str = "approve={step}"
+    freeze: tuple[FreezeWindow, ...] = ()
 
     def __post_init__(self) -> None:
         budget = self.inconclusive_budget
@@ -153,7 +165,7 @@ def _num(value: float | None) -> str:
         return "NaN"
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
-    return f"{value:g}"
+    return f"{value:.4g}"
 
 
 def describe_gate(gate: GateResult) -> str:
@@ -176,7 +188,9 @@ def _describe_first(gates: Sequence[GateResult], verdict: Verdict) -> str:
     matching = [gate for gate in gates if gate.verdict is verdict]
     if not matching:
         return "no gate results"
-    more = f" (and {len(matching) - 1} more: {', '.join(g.name for g in matching[1:])})" if len(matching) > 1 else ""
+    # Gates left unchecked for want of traffic say nothing the first one did not.
+    others = [g.name for g in matching[1:] if not g.reason.startswith(NOT_CHECKED)]
+    more = f" (and {len(others)} more: {', '.join(others)})" if others else ""
     return describe_gate(matching[0]) + more
 
 
@@ -325,6 +339,46 @@ def _start(
     )
 
 
+def _up_blocked(
+    state: RampState, step: int, percent: float, now: float, policy: Policy, *, done: str, left_state: RampState
+) -> Decision | None:
+    """HOLD (freeze) or WAIT (approval) instead of moving the mirror up to 1-based `step`; None: go.
+
+    `done` says what is complete ("step 2 (5%) held 10s with passing gates"); `left_state` is the
+    state to keep (with this run's bookkeeping). The wait is recorded once, as an event, so that
+    it is announced once and shows in the report.
+    """
+    window = frozen_by(policy.freeze, now)
+    if window:
+        new, dirty = _settle(state, left_state, now)
+        return Decision(
+            action=Action.HOLD,
+            state=new,
+            target_percent=None,
+            changed=False,
+            reason=f"{done}; freeze window {window}: step {step} ({percent:g}%) waits until it ends",
+            seconds_left=0.0,
+            state_dirty=dirty,
+        )
+    if step in policy.approval_steps and step not in policy.approved:
+        waiting = f"step {step} ({percent:g}%) waits for an approval: {policy.approve_hint.format(step=step)}"
+        new = left_state
+        last = new.history[-1] if new.history else {}
+        if last.get("event") != "waiting_for_approval" or last.get("detail") != waiting:
+            new = new.with_event(now, "waiting_for_approval", waiting)
+        new, dirty = _settle(state, new, now)
+        return Decision(
+            action=Action.WAIT,
+            state=new,
+            target_percent=None,
+            changed=False,
+            reason=f"{done}; {waiting}",
+            seconds_left=0.0,
+            state_dirty=dirty,
+        )
+    return None
+
+
 def _not_started(state: RampState, fail: GateResult, gates: Sequence[GateResult], restart: bool) -> Decision:
     verb = "not restarted" if restart else "not started"
     return Decision(
@@ -350,7 +404,8 @@ def _pending(
         return Decision(Action.STAY, state, None, False, "pending; pause=true: the ramp is not started")
     if fail is not None:
         return _not_started(state, fail, gates or (), restart=False)
-    return _start(state, plan, gates, now, restart=False)
+    blocked = _up_blocked(state, 1, plan[0].percent, now, policy, done="not started", left_state=state)
+    return blocked or _start(state, plan, gates, now, restart=False)
 
 
 def _blocked(
@@ -365,7 +420,8 @@ def _blocked(
     if policy.restart:
         if fail is not None:
             return _not_started(state, fail, gates or (), restart=True)
-        return _start(state, plan, gates, now, restart=True)
+        blocked = _up_blocked(state, 1, plan[0].percent, now, policy, done="not restarted", left_state=state)
+        return blocked or _start(state, plan, gates, now, restart=True)
     if state.status == "rolled_back":
         record = state.rollback or {}
         why = f"rolled back at {when(record.get('at'))} ({record.get('reason', 'no reason recorded')})"
@@ -542,6 +598,9 @@ def _ramping(state: RampState, plan: Sequence[Step], check: _Check, now: float, 
     if step_index + 1 < len(plan):
         index = step_index + 1
         following = plan[index]
+        blocked = _up_blocked(state, index + 1, following.percent, now, policy, done=held, left_state=check.checked)
+        if blocked is not None:
+            return replace(blocked, reason=f"{blocked.reason}{skew}{check.notes}")
         detail = f"{held}: now step {index + 1} of {len(plan)} ({following.percent:g}%)"
         new = check.checked.with_event(
             now, "advance", detail, step_index=index, percent=following.percent, step_started_at=now, updated_at=now

@@ -15,9 +15,9 @@ from mirrorramp.drivers.base import Driver, TargetSnapshot
 from mirrorramp.durations import format_duration
 from mirrorramp.errors import ConflictError, DriverError, PrometheusError
 from mirrorramp.gates import GateSet, check_queries, evaluate
-from mirrorramp.machine import Action, Decision, Policy, decide
+from mirrorramp.machine import Action, Decision, Policy, decide, emergency_stop
 from mirrorramp.model import GateResult, Step, Verdict
-from mirrorramp.notify import Notifier
+from mirrorramp.notify import Notifier, event_from_decision
 from mirrorramp.prometheus import PrometheusClient
 from mirrorramp.state import RampState
 
@@ -72,6 +72,7 @@ class Runner:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         progress: Callable[[str], None] = lambda _msg: None,
+        on_pass: Callable[[RunOutcome], None] = lambda _outcome: None,
     ) -> None:
         self.config = config
         self.driver = driver
@@ -80,6 +81,8 @@ class Runner:
         self.clock = clock
         self.sleep = sleep
         self.progress = progress
+        # Called after every pass (the ramp report records each one).
+        self.on_pass = on_pass
 
     # -- gates ---------------------------------------------------------------------------
     def _evaluate(self, state: RampState, now: float) -> tuple[list[GateResult] | None, list[GateResult]]:
@@ -101,9 +104,11 @@ class Runner:
             and step is not None
             and state.step_started_at is not None
             and now - state.step_started_at >= step.hold_seconds
+            # A step younger than the window was just looked at in whole.
+            and now - state.step_started_at > cfg.window_seconds
             and all(r.verdict is not Verdict.FAIL for r in results)
         ):
-            whole_step = max(now - state.step_started_at, cfg.window_seconds)
+            whole_step = now - state.step_started_at
             over_step = [
                 replace(r, name=f"{r.name} (whole step)")
                 for r in evaluate(cfg.gates, self.prometheus, cfg.query_context, whole_step)
@@ -146,6 +151,7 @@ class Runner:
             if not decision.changed and not decision.state_dirty:
                 outcome.decisions.append(decision)
                 outcome.after = snapshot
+                outcome.warnings.extend(self._post(decision, snapshot, snapshot))  # "held", if opted in
                 return outcome
             target = decision.target_percent if decision.target_percent is not None else snapshot.percent
             try:
@@ -160,8 +166,11 @@ class Runner:
             outcome.decisions.append(decision)
             outcome.after = written
             outcome.changed = outcome.changed or decision.changed
-            if decision.changed:
-                outcome.warnings.extend(self._announce(decision, snapshot, written))
+            # A wait for approval is announced once: when it is first recorded.
+            if decision.changed or _new_wait(decision, snapshot):
+                outcome.warnings.extend(self._announce(decision, snapshot, written, shown))
+            else:
+                outcome.warnings.extend(self._post(decision, snapshot, written))  # "held", if opted in
             return outcome
         raise ConflictError(
             f"{self.driver.description} kept changing under this run ({CONFLICT_RETRIES + 1} conflicts); nothing changed"
@@ -173,31 +182,75 @@ class Runner:
         if abs(live.percent - percent) > 1e-9:
             raise DriverError(f"{self.driver.description}: wrote mirror {percent:g}% but read back {live.percent:g}%")
 
-    def _announce(self, decision: Decision, before: TargetSnapshot, after: TargetSnapshot) -> list[str]:
-        """Print the event and post it to the webhooks; returns their warnings."""
+    def _announce(
+        self, decision: Decision, before: TargetSnapshot, after: TargetSnapshot, gates: list[GateResult]
+    ) -> list[str]:
+        """Print the change with the gates it was decided on, then post its event (see _post)."""
         cfg = self.config
-        event = {
-            "event": str(decision.action),
-            "service": cfg.service,
-            "namespace": cfg.namespace,
-            "environment": cfg.environment,
-            "state": after.state.status,
-            "step": after.state.step_index,
-            "percent_before": before.percent,
-            "percent": after.percent,
-            "summary": f"{cfg.environment}/{cfg.service}: {decision.reason}",
-            "dry_run": cfg.dry_run,
-        }
-        if decision.breach is not None:
-            event["gate"] = decision.breach.as_dict()
-        self.progress(event["summary"])
-        if cfg.dry_run:
+        summary = f"{cfg.environment}/{cfg.service}: {decision.reason}"
+        self.progress("\n".join([summary, *(gate_row(gate) for gate in gates)]))
+        return self._post(decision, before, after)
+
+    def _post(self, decision: Decision, before: TargetSnapshot, after: TargetSnapshot) -> list[str]:
+        """Post the decision's event to the webhooks (the notifier drops kinds not asked for).
+
+        Called only once the write is verified: for a rollback or a stop the mirror is already
+        removed, so a slow or failing receiver delays this report (by at most the notifier's
+        budget), never the removal. Returns the webhooks' warnings.
+        """
+        cfg = self.config
+        event = event_from_decision(
+            decision,
+            environment=cfg.environment,
+            service=cfg.service,
+            namespace=cfg.namespace,
+            steps=len(cfg.plan),
+            percent_before=before.percent,
+            percent=after.percent,
+            at=self.clock(),
+            dry_run=cfg.dry_run,
+        )
+        if cfg.dry_run or event is None:
             return []
         return self.notifier.post(event)
+
+    # -- the on-call operations ---------------------------------------------------------
+    def stop(self, reason: str, by: str) -> RunOutcome:
+        """Emergency stop: remove the mirror now, verified, and keep it off until a restart.
+
+        Asks nothing of Prometheus. A stopped ramp whose mirror is back (someone re-applied it
+        by hand) has it removed again.
+        """
+        for attempt in range(CONFLICT_RETRIES + 1):
+            snapshot = self.driver.read()
+            decision = emergency_stop(snapshot.state, self.clock(), reason, by)
+            outcome = RunOutcome(before=snapshot, after=snapshot, decisions=[decision], passes=1)
+            if not decision.changed and snapshot.percent == 0:
+                return outcome
+            try:
+                written = self.driver.write(snapshot, decision.state, 0.0, dry_run=self.config.dry_run)
+            except ConflictError as e:
+                outcome.warnings.append(f"{e}; re-read and stopped again (attempt {attempt + 1})")
+                continue
+            if not self.config.dry_run:
+                self._verify(0.0)
+            outcome.after, outcome.changed = written, True
+            outcome.warnings.extend(self._announce(decision, snapshot, written, []))
+            return outcome
+        raise ConflictError(
+            f"{self.driver.description} kept changing under the stop ({CONFLICT_RETRIES + 1} conflicts); "
+            "run the emergency stop again"
+        )
+
+    def status(self) -> RunOutcome:
+        """Read the target and its stored state; change nothing, ask nothing of Prometheus."""
+        snapshot = self.driver.read()
+        return RunOutcome(before=snapshot, after=snapshot, passes=1)
 
     # -- modes ---------------------------------------------------------------------------
     def run(self) -> RunOutcome:
         outcome = self.run_once()
+        self.on_pass(outcome)
         if self.config.mode != "watch" or self.config.dry_run:
             return outcome
         deadline = time.monotonic() + self.config.deadline_seconds
@@ -214,7 +267,27 @@ class Runner:
                 self.progress(f"{self.config.environment}/{self.config.service}: {last.reason}")
             self.sleep(min(self.config.poll_interval, remaining))
             self.run_once(outcome)
+            self.on_pass(outcome)
         return outcome
+
+
+def _new_wait(decision: Decision, before: TargetSnapshot) -> bool:
+    """A wait for approval recorded by this decision (a wait already recorded is not news)."""
+    history = decision.state.history
+    return (
+        decision.action is Action.WAIT
+        and bool(history)
+        and history[-1].get("event") == "waiting_for_approval"
+        and history[-1:] != before.state.history[-1:]
+    )
+
+
+def gate_row(gate: GateResult) -> str:
+    """One line of the gate table printed with each change: verdict, name, value, threshold."""
+    value = "-" if gate.value is None else f"{gate.value:.4g}"
+    limit = f"{gate.operator or ''} {gate.threshold:.4g}" if gate.threshold is not None else ""
+    note = f"  ({gate.reason})" if gate.verdict is not Verdict.PASS and gate.reason else ""
+    return f"    {gate.verdict:<12} {gate.name:<36} {value:>10} {limit}{note}".rstrip()
 
 
 def _never_start(decision: Decision, snapshot: TargetSnapshot, gates: list[GateResult]) -> Decision:

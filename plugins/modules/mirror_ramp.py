@@ -149,7 +149,7 @@ options:
     choices: [hold, rollback]
     default: hold
   notify:
-    description: Webhook URLs that receive a JSON event on start, advance, completion and rollback. A failing receiver never blocks a rollback. URLs are treated as secrets.
+    description: Webhook URLs that receive the ramp's events (see O(notify_events), O(notify_format)). URLs are treated as secrets.
     type: list
     elements: str
     default: []
@@ -165,6 +165,70 @@ options:
     description: Resume a paused ramp; the hold of the current step starts again.
     type: bool
     default: false
+  operation:
+    description:
+      - C(ramp) - check the gates, then start, advance, hold or roll back (the default).
+      - C(stop) - emergency stop. Remove the mirror now, verify it by reading it back, and mark the ramp
+        C(stopped) so that no later run puts it back before O(restart=true). Asks nothing of Prometheus.
+      - C(status) - read the ramp and return RV(status). Changes nothing, asks nothing of Prometheus.
+    type: str
+    choices: [ramp, stop, status]
+    default: ramp
+  reason:
+    description: Why the mirror is stopped (O(operation=stop)); recorded in the ramp state.
+    type: str
+    default: ""
+  by:
+    description: Who stops it (O(operation=stop)); recorded in the ramp state.
+    type: str
+    default: ""
+  approval_steps:
+    description:
+      - 1-based steps that start only with an approval. When the step before has held with passing gates,
+        the ramp waits (action C(wait), the gates keep watching) until a run is given O(approve).
+    type: list
+    elements: int
+    default: []
+  approve:
+    description: Approvals for this run, each C(<service>:<step>); entries of other services are ignored.
+    type: list
+    elements: str
+    default: []
+  freeze:
+    description:
+      - Freeze windows, in which the mirror never goes up (no start, advance or restart); rollbacks still
+        happen. Each window has C(days) (mon..sun) and/or C(hours) (C("START-END") in whole hours, across
+        midnight when END < START), an optional C(name) and C(utc_offset) (C("+01:00"); UTC by default).
+    type: list
+    elements: dict
+    default: []
+  notify_format:
+    description:
+      - The webhook body. C(slack) - a Slack incoming-webhook message (text and Block Kit sections; a
+        rollback names the gate, its value and threshold). C(json) - the plain event (kind, environment,
+        service, namespace, step, steps, percent_before, percent, reason, at, at_iso, gate, dry_run).
+    type: str
+    choices: [slack, json]
+    default: slack
+  notify_events:
+    description:
+      - The events posted - started, advanced, held, waiting_for_approval, rolled_back, stopped, completed,
+        paused, resumed, restarted. C(held) is not posted unless listed (it happens on every scheduled run).
+      - Delivery is bounded (per-request timeouts, at most 3 attempts on errors, 429 and 5xx, a 10 s budget per
+        event) and happens after the mirror was written and verified, so a failing receiver never delays a
+        rollback; failures are warnings that name only the receiver's scheme and host.
+    type: list
+    elements: str
+    choices: [started, advanced, held, waiting_for_approval, rolled_back, stopped, completed, paused, resumed, restarted]
+    default: [advanced, completed, paused, restarted, resumed, rolled_back, started, stopped, waiting_for_approval]
+  report_dir:
+    description:
+      - Where the ramp report goes - each run appends its passes to C(<report_dir>/<environment>/<service>.jsonl)
+        and redraws C(<service>.html) and C(<service>.png) there (mirror percent over time with the steps, each
+        gate against its threshold).
+      - Check mode records nothing. A report that cannot be written is a warning, never a failed ramp.
+      - Unset, no report is written.
+    type: path
 attributes:
   check_mode: {support: full}
   diff_mode: {support: full}
@@ -200,6 +264,15 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+status:
+  description: With O(operation=status) - service, environment, state, step ("2/4"), percent, since, next_advance
+    (UTC times) and last_gates (name, verdict, value, operator, threshold of each gate at the last check).
+  type: dict
+  returned: when operation is status
+report:
+  description: The HTML ramp report written by this run (when O(report_dir) is set and not in check mode).
+  type: str
+  returned: when a report was written
 state:
   description: The ramp state after the run - pending, ramping, paused, completed, rolled_back or stopped.
   type: str

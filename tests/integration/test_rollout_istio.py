@@ -241,6 +241,19 @@ def stages(stack: dict[str, Any], build_dir: Path) -> dict[str, Stage]:
 
     feeder.failing.clear()
     run("after", extra={"mirror_ramp_mode": "scheduled"})
+
+    # A changed render is applied (a second copy is kept), then rolled back to the first.
+    run("changed", extra={"mirror_ramp_mode": "scheduled", "mirror_alert_window": CHANGED_ALERT_WINDOW})
+
+    def rollback(label: str, **options: Any) -> Stage:
+        kube.clear_requests()
+        result = run_playbook("playbooks/rollback.yml", INVENTORY, extra_vars, env=env, **options)
+        assert result.returncode == 0, f"{label} failed:\n{result.output[-5000:]}"
+        out[label] = Stage(result, kube.requests, stored_objects(kube), kube.resource_version)
+        return out[label]
+
+    rollback("rollback-check", check=True)
+    rollback("rollback")
     return out
 
 
@@ -315,7 +328,7 @@ def test_first_run_ramps_each_service_to_the_last_step(
             in output
         )
     assert f"dev/{service}: step 4 (20%) held {HOLD_SECONDS}s with passing gates: ramp completed" in output
-    assert task_lines(output, "Ramp the mirror of each service") == [
+    assert task_lines(output, "mirror_ramp : Mirror of each service: ramp") == [
         "changed: [localhost] => (item=user-service)",
         "changed: [localhost] => (item=order-service)",
     ]
@@ -342,7 +355,7 @@ def test_check_mode_reports_and_shows_what_a_real_run_would_change(stages: dict[
     assert [line for line in applied if line.startswith("changed: ")] == [
         "changed: [localhost] => (item=DestinationRule shop-dev/user-service)"
     ]
-    assert task_lines(check.run.output, "Ramp the mirror of each service") == [
+    assert task_lines(check.run.output, "mirror_ramp : Mirror of each service: ramp") == [
         "changed: [localhost] => (item=user-service)",
         "ok: [localhost] => (item=order-service)",
     ]
@@ -388,7 +401,7 @@ def test_breach_run_repairs_the_hand_edit_and_leaves_the_healthy_service(stages:
     order = breach.state("order-service")
     assert order["status"] == "completed" and order["percent"] == 20
     assert [m["percentage"] for m in mirror_route(breach.vs("order-service"))["mirrors"]] == [{"value": 20.0}] * 2
-    assert task_lines(breach.run.output, "Ramp the mirror of each service") == [
+    assert task_lines(breach.run.output, "mirror_ramp : Mirror of each service: ramp") == [
         "changed: [localhost] => (item=user-service)",
         "ok: [localhost] => (item=order-service)",
     ]
@@ -406,3 +419,28 @@ def test_further_run_changes_nothing_and_keeps_the_mirror_removed(stages: dict[s
     assert after.resource_version == breach.resource_version
     assert after.objects == breach.objects
     assert not [r for r in after.requests if r.method in ("POST", "PUT", "DELETE")]
+
+
+# -- 5. proxy configuration rollback -------------------------------------------------------------
+CHANGED_ALERT_WINDOW = "7m"
+
+
+def prometheus_rule_exprs(stage: Stage) -> list[str]:
+    (rule,) = [obj for (kind, _, _), obj in stage.objects.items() if kind == "PrometheusRule"]
+    return [r["expr"] for group in rule["spec"]["groups"] for r in group["rules"]]
+
+
+def test_rollback_reapplies_the_previous_known_good_manifests(stages: dict[str, Stage], build_dir: Path) -> None:
+    first, changed = stages["first"], stages["changed"]
+    assert any(f"[{CHANGED_ALERT_WINDOW}]" in expr for expr in prometheus_rule_exprs(changed))
+    copies = sorted(path.name for path in (build_dir / "applied").iterdir())
+    assert len(copies) == 2, copies  # first and changed; the runs in between applied the same manifests
+    # Check mode changes nothing; the rollback puts the first manifests back.
+    assert stages["rollback-check"].objects == changed.objects
+    rolled = stages["rollback"]
+    assert f"Re-apply the copy {copies[0]}" in rolled.run.output
+    assert prometheus_rule_exprs(rolled) == prometheus_rule_exprs(first)
+    # The ramp's mirror fields and state are not the rollback's business.
+    assert mirror_keys(rolled.vs("user-service")) == mirror_keys(changed.vs("user-service"))
+    assert rolled.state("user-service") == changed.state("user-service")
+    assert rolled.state("order-service") == changed.state("order-service")

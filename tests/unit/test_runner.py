@@ -238,3 +238,26 @@ def test_watch_mode_stops_at_the_deadline_without_losing_the_state():
     outcome = runner.run()
     assert target.state.status == "ramping" and target.percent == 1.0
     assert any("deadline" in w for w in outcome.warnings)
+
+
+def test_each_change_prints_the_gates_it_was_decided_on():
+    clock = Clock()
+    target = MemoryTarget(ramping(1, clock.now - 10), percent=5)
+    printed: list[str] = []
+    runner = make_runner(target, ScriptedPrometheus(error_ratio=0.3), clock)
+    runner.progress = printed.append
+    runner.run()
+    (message,) = printed
+    summary, *rows = message.splitlines()
+    assert summary.startswith("prod/user-service: rolled back from step 2 (5%)")
+    failed = [row for row in rows if "mirror-5xx-ratio" in row]
+    assert failed and failed[0].split()[:3] == ["fail", "mirror-5xx-ratio", "0.3"], rows
+    assert {row.split()[0] for row in rows} <= {"pass", "fail", "inconclusive"}
+
+
+def test_gates_left_unchecked_for_want_of_traffic_are_not_listed_as_evidence():
+    clock = Clock()
+    target = MemoryTarget(ramping(1, clock.now - 10), percent=5)
+    outcome = make_runner(target, ScriptedPrometheus(requests=3), clock).run()
+    assert outcome.last.reason.startswith("holding step 2 (5%): gates inconclusive (1 of 10 tolerated): traffic = 3")
+    assert "more:" not in outcome.last.reason
