@@ -42,5 +42,11 @@ molecule: setup
 
 test: setup lint pytest molecule
 
+# The benchmarks (docs/benchmarks.md): scripts, not tests; each prints a table and writes build/bench/*.json.
+bench: setup
+	python scripts/bench/reaction.py --write-doc
+	python scripts/bench/dataplane.py --write-doc
+	python scripts/bench/scale.py --write-doc
+
 clean:
 	rm -rf build .pytest_cache

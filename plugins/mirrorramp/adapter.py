@@ -48,6 +48,8 @@ ARGUMENT_SPEC: dict[str, Any] = {
             "nginx_binary": {"type": "path", "default": "/usr/sbin/nginx"},
             "prefix": {"type": "path", "required": True},
             "conf": {"type": "path", "required": True},
+            "reload_timeout": {"type": "float", "default": 5.0},
+            "http_timeout": {"type": "float", "default": 3.0},
         },
     },
     "steps": {"type": "list", "elements": "dict", "required": True},
@@ -138,6 +140,9 @@ class RampRequest:
             _check_name("workloads.primary" if index == 0 else f"workloads.mirror[{index - 1}]", name)
         plan = parse_steps(args["steps"])
         window = parse_duration(args["window"], name="window")
+        if "min_requests" in args["gates"]:
+            # One place only: a gates.min_requests would silently lose to the task's argument.
+            raise ConfigError("gates.min_requests: set min_requests as an argument of the task, not inside gates")
         gates = parse_gates({**args["gates"], "min_requests": args["min_requests"]})
         if args["inconclusive_budget"] < 0:
             raise ConfigError(f"inconclusive_budget={args['inconclusive_budget']} must be 0 or more")

@@ -5,7 +5,8 @@ too few requests, or Prometheus not answering is INCONCLUSIVE, never PASS.
 
 The `gates` argument:
 
-    min_requests: 100              # requests the mirror must serve in the window (default 100)
+    min_requests: 100              # requests the mirror must serve in the window (the task passes its own
+                                   # min_requests argument here; the task refuses it inside gates)
     request_query: "<promql>"      # optional; default promql.REQUEST_COUNT
     thresholds:                    # PASS when <value of query> <operator> <value>
       - {name: error-ratio, query: "<promql with ${placeholders}>", operator: "<", value: 0.05}

@@ -123,7 +123,8 @@ class Runner:
         outcome.passes += 1
         for attempt in range(CONFLICT_RETRIES + 1):
             now = self.clock()
-            if snapshot.state.status == "pending" or self.config.policy.restart:
+            status = snapshot.state.status
+            if status == "pending" or (self.config.policy.restart and status in ("rolled_back", "stopped")):
                 # The first change of a ramp: every query must parse before the mirror goes on.
                 try:
                     outcome.warnings.extend(

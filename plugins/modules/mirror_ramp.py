@@ -76,6 +76,8 @@ options:
       nginx_binary: {description: The nginx executable., type: path, default: /usr/sbin/nginx}
       prefix: {description: nginx prefix (-p)., type: path, required: true}
       conf: {description: nginx main configuration file (-c)., type: path, required: true}
+      reload_timeout: {description: Seconds the reload may take to show the new percent at config_url., type: float, default: 5.0}
+      http_timeout: {description: Seconds of each request to config_url., type: float, default: 3.0}
   steps:
     description:
       - The ramp plan, a list of C({percent, hold}). O(steps[].percent) may be fractional,

@@ -116,3 +116,19 @@ def test_the_module_documentation_matches_the_argument_spec() -> None:
             option.get("default"),
             option.get("choices"),
         ), name
+
+
+def test_min_requests_inside_gates_is_refused_not_silently_overridden() -> None:
+    gates = {"min_requests": 5, "thresholds": []}
+    with pytest.raises(ConfigError, match="gates.min_requests: set min_requests as an argument of the task"):
+        request(gates=gates)
+
+
+def test_restart_left_on_does_not_recheck_a_ramp_in_progress() -> None:
+    # restart only acts on rolled_back/stopped: a ramping ramp with Prometheus down is judged as usual.
+    blind = ramping(1, 1_000_000.0).evolve(inconclusive_streak=3)
+    target = MemoryTarget(blind, percent=5)
+    given = {"restart": True, "inconclusive_budget": 3, "inconclusive_action": "rollback"}
+    result = execute(request(**given), driver=target, prometheus=ScriptedPrometheus(down=True))
+    assert result["action"] == "rollback", result["msg"]
+    assert (target.state.status, target.percent) == ("rolled_back", 0)
