@@ -20,7 +20,7 @@ import json
 import re
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,8 @@ class Stage:
     requests: list[RecordedRequest]
     objects: dict[tuple[str, str, str], dict[str, Any]]
     resource_version: int
+    # What the render of this run wrote (a later run may render something else).
+    manifests: list[dict[str, Any]] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         return recap_counts(self.run.output)
@@ -143,8 +145,8 @@ def mirror_route(vs: dict[str, Any]) -> dict[str, Any]:
 def without_mirror_fields(vs: dict[str, Any]) -> dict[str, Any]:
     spec = copy.deepcopy(vs["spec"])
     for route in spec["http"]:
-        for field in MIRROR_FIELDS:
-            route.pop(field, None)
+        for name in MIRROR_FIELDS:
+            route.pop(name, None)
     return spec
 
 
@@ -214,7 +216,9 @@ def stages(stack: dict[str, Any], build_dir: Path) -> dict[str, Stage]:
         variables = extra_vars | options.pop("extra", {})
         result = run_playbook("rollout.yml", INVENTORY, variables, env=env, timeout=400, **options)
         assert result.returncode == 0, f"run {label} failed:\n{result.output[-5000:]}"
-        out[label] = Stage(result, kube.requests, stored_objects(kube), kube.resource_version)
+        out[label] = Stage(
+            result, kube.requests, stored_objects(kube), kube.resource_version, rendered_manifests(build_dir)
+        )
         return out[label]
 
     run("first")
@@ -266,7 +270,7 @@ def rendered_manifests(build_dir: Path) -> list[dict[str, Any]]:
 
 def test_first_run_applies_every_rendered_manifest(stages: dict[str, Stage], build_dir: Path) -> None:
     first = stages["first"]
-    manifests = rendered_manifests(build_dir)
+    manifests = first.manifests
     assert {m["kind"] for m in manifests} == EXPECTED_KINDS
     assert first.counts()["failed"] == 0
     for manifest in manifests:
