@@ -6,11 +6,13 @@ what ActionBase.validate_argument_spec checks) and gets back one JSON-safe dict.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from mirrorramp import report
 from mirrorramp.drivers.base import Driver, TargetSnapshot
@@ -24,7 +26,8 @@ from mirrorramp.plan import parse_steps
 from mirrorramp.prometheus import PrometheusClient
 from mirrorramp.runner import RampConfig, Runner, RunOutcome
 
-DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+DNS1123_SUBDOMAIN = rf"{DNS1123_LABEL}(\.{DNS1123_LABEL})*"
 
 ARGUMENT_SPEC: dict[str, Any] = {
     "service": {"type": "str", "required": True},
@@ -103,13 +106,34 @@ ARGUMENT_SPEC: dict[str, Any] = {
 
 
 def _check_name(argument: str, value: str) -> str:
-    import re
-
-    if not re.match(DNS1123_LABEL, value or ""):
+    # fullmatch: "$" alone would accept a trailing newline (a YAML block scalar).
+    if not isinstance(value, str) or not re.fullmatch(DNS1123_LABEL, value):
         raise ConfigError(
             f"{argument}={value!r} is not a DNS-1123 label (lower-case letters, digits and '-', "
             "starting and ending with a letter or digit, at most 63 characters)"
         )
+    return value
+
+
+def _check_subdomain(argument: str, value: str) -> str:
+    """A DNS-1123 subdomain (the names of Kubernetes objects such as a VirtualService)."""
+    if not isinstance(value, str) or len(value) > 253 or not re.fullmatch(DNS1123_SUBDOMAIN, value):
+        raise ConfigError(
+            f"{argument}={value!r} is not a DNS-1123 subdomain (lower-case letters, digits, '-' and '.', "
+            "starting and ending with a letter or digit, at most 253 characters)"
+        )
+    return value
+
+
+def _check_url(argument: str, value: str) -> str:
+    """An http(s) URL with a host and, if given, a port 1..65535."""
+    parts = urlsplit(str(value))
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == -1 or port == 0:
+        raise ConfigError(f"{argument}={value!r} must be an http:// or https:// URL with a host (and a port 1..65535)")
     return value
 
 
@@ -152,8 +176,11 @@ class RampRequest:
         prometheus["timeout"] = parse_duration(prometheus["timeout"], name="prometheus.timeout")
         if prometheus["retries"] < 0 or prometheus["retries"] > 10:
             raise ConfigError(f"prometheus.retries={prometheus['retries']} is outside 0..10")
-        if not str(prometheus["url"]).startswith(("http://", "https://")):
-            raise ConfigError(f"prometheus.url={prometheus['url']!r} must start with http:// or https://")
+        _check_url("prometheus.url", prometheus["url"])
+        if args["min_requests"] < 0:
+            raise ConfigError(f"min_requests={args['min_requests']} must be 0 or more")
+        if args.get("virtual_service") is not None:
+            _check_subdomain("virtual_service", args["virtual_service"])
         notifier = Notifier(args["notify"], format=args["notify_format"], events=args["notify_events"])
         approval_steps = frozenset(args["approval_steps"])
         bad_steps = sorted(s for s in approval_steps if not 1 <= s <= len(plan))

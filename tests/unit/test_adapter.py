@@ -120,7 +120,7 @@ def test_the_module_documentation_matches_the_argument_spec() -> None:
 
 def test_min_requests_inside_gates_is_refused_not_silently_overridden() -> None:
     gates = {"min_requests": 5, "thresholds": []}
-    with pytest.raises(ConfigError, match="gates.min_requests: set min_requests as an argument of the task"):
+    with pytest.raises(ConfigError, match=r"gates\.min_requests: set min_requests as an argument of the task"):
         request(gates=gates)
 
 

@@ -74,7 +74,11 @@ def test_bad_windows_are_refused_by_name(raw: object, message: str) -> None:
 def held(step: int, now: float) -> RampState:
     """At 1-based `step`, held in full by `now`."""
     return RampState(
-        status="ramping", step_index=step - 1, percent=PLAN[step - 1].percent, step_started_at=now - 7200, updated_at=now
+        status="ramping",
+        step_index=step - 1,
+        percent=PLAN[step - 1].percent,
+        step_started_at=now - 7200,
+        updated_at=now,
     )
 
 
