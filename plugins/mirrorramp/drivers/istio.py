@@ -93,6 +93,9 @@ def api_client(conn: KubeConnection):
         configuration.verify_ssl = conn.validate_certs
     if conn.ca_cert:
         configuration.ssl_ca_cert = conn.ca_cert
+    # urllib3's default would retry a timed-out read 3 times: a hung API server would hold the run
+    # (and an emergency stop) for minutes. One retry, then a clear error.
+    configuration.retries = 1
     return client.ApiClient(configuration)
 
 
@@ -105,7 +108,7 @@ def _mirror_settings(vs: dict) -> dict[str, Any]:
 class IstioDriver:
     """Reads and patches one VirtualService through the Kubernetes API."""
 
-    def __init__(self, api_client, namespace: str, name: str, version: str = "v1", timeout: float = 30.0) -> None:
+    def __init__(self, api_client, namespace: str, name: str, version: str = "v1", timeout: float = 15.0) -> None:
         from kubernetes import client
 
         self._api = client.CustomObjectsApi(api_client)
@@ -128,7 +131,8 @@ class IstioDriver:
             reason = _status_message(e)
             raise DriverError(f"{what} {self.description} failed: HTTP {e.status} {reason}") from e
         except (HTTPError, OSError) as e:
-            raise DriverError(f"{what} {self.description} failed: {type(e).__name__}: {e}") from e
+            unknown = "" if what == "reading" else "; the write may have landed: the next run reads it back"
+            raise DriverError(f"{what} {self.description} failed: {type(e).__name__}: {e}{unknown}") from e
 
     def read(self) -> TargetSnapshot:
         vs = self._call(
