@@ -34,8 +34,10 @@ lint: $(STAMP)
 	ruff check .
 	ruff format --check .
 
+# Each test module runs whole in one worker (its module fixtures: a sandbox, an API double).
+PYTEST_WORKERS ?= 2
 pytest: setup
-	pytest -q
+	pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=15
 
 molecule: setup
 	molecule test --all

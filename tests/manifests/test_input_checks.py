@@ -5,21 +5,30 @@ and expects the preflight to fail with a message that names the variable by its 
 bad value. To keep this fast, all cases run in ONE ansible-playbook run of the role alone: the cases
 are packed onto the hosts of a generated inventory (host vars override group_vars/all), never two
 cases that override the same variable on one host: the preflight reports every bad input of a host
-together, so each case still finds its own message. One case goes through playbooks/render.yml to
-prove that nothing is written.
+together, so each case still finds its own message. The good cases (GOOD: optional inputs left out,
+every form the engine reads) are packed the same way onto hosts of their own, which must pass. One
+case goes through playbooks/render.yml to prove that nothing is written.
+
+The rules shared with other code are also held to it directly, without Ansible: the hold pattern
+against the ramp engine's parser, the Envoy duration pattern against role mirror_proxy's, and the
+methods the sandbox's nginx mirrors.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import pytest
 import yaml
 
+from mirrorramp.durations import parse_duration
+from mirrorramp.errors import ConfigError
 from tests.support.ansible_run import REPO_ROOT, run_playbook
 
 BASE_INVENTORY = REPO_ROOT / "inventories" / "local"
@@ -61,6 +70,17 @@ def fault(change: Callable[[dict], None]) -> dict[str, Any]:
     proxy["fault"] = copy.deepcopy(FAULT_ON)
     change(proxy["fault"])
     return {"mirror_proxy": proxy}
+
+
+def proxy_feature(feature: str, **settings: Any) -> dict[str, Any]:
+    """mirror_proxy of the base inventory with `feature` enabled and set to `settings`."""
+    proxy = copy.deepcopy(BASE["mirror_proxy"])
+    proxy[feature] = {"enabled": True, **settings}
+    return {"mirror_proxy": proxy}
+
+
+RATE_LIMIT = {"max_tokens": 10, "tokens_per_fill": 10}
+ADAPTIVE = {"sample_percentile": 90, "min_rtt_request_count": 50}
 
 
 def set_key(path: str, value: Any) -> Callable[[Any], None]:
@@ -164,6 +184,19 @@ CASES = [
         services(delete_key("0.subsets.1.workload")),
         "mirror_services[0].subsets[1].workload",
         "null",
+    ),
+    (
+        # The ramp refuses it when it starts (plugins/mirrorramp/adapter.py DNS1123_LABEL).
+        "subset-workload-not-dns-label",
+        services(set_key("0.subsets.1.workload", "Demo_Service.v2")),
+        "mirror_services[0].subsets[1].workload",
+        '"Demo_Service.v2"',
+    ),
+    (
+        "subset-workload-too-long",
+        services(set_key("0.subsets.0.workload", "w" * 64)),
+        "mirror_services[0].subsets[0].workload",
+        '"' + "w" * 64 + '"',
     ),
     (
         "primary-subset-unknown",
@@ -272,6 +305,31 @@ CASES = [
         '"2 s"',
     ),
     (
+        # Envoy durations: seconds only, as the EnvoyFilter takes them unchanged (role mirror_proxy).
+        "envoy-fill-interval-go-form",
+        proxy_feature("rate_limit", **RATE_LIMIT, fill_interval="1m"),
+        "mirror_proxy.rate_limit.fill_interval",
+        '"1m"',
+    ),
+    (
+        "envoy-fill-interval-below-50ms",
+        proxy_feature("rate_limit", **RATE_LIMIT, fill_interval="0.01s"),
+        "mirror_proxy.rate_limit.fill_interval",
+        '"0.01s"',
+    ),
+    (
+        "envoy-update-interval-zero",
+        proxy_feature("adaptive_concurrency", **ADAPTIVE, concurrency_update_interval="0s", min_rtt_interval="60s"),
+        "mirror_proxy.adaptive_concurrency.concurrency_update_interval",
+        '"0s"',
+    ),
+    (
+        "envoy-min-rtt-interval-go-form",
+        proxy_feature("adaptive_concurrency", **ADAPTIVE, concurrency_update_interval="0.1s", min_rtt_interval="500ms"),
+        "mirror_proxy.adaptive_concurrency.min_rtt_interval",
+        '"500ms"',
+    ),
+    (
         "monitoring-kind-unknown",
         var("mirror_monitoring", set_key("kind", "Monitor")),
         "mirror_monitoring.kind",
@@ -299,10 +357,38 @@ CASES = [
     ("ramp-percent-zero", steps((0, "5s"), (5, "5s")), "mirror_ramp_steps[0].percent", "0"),
     ("ramp-percent-above-100", steps((50, "5s"), (150, "5s")), "mirror_ramp_steps[1].percent", "150"),
     ("ramp-percent-not-increasing", steps((5, "5s"), (5, "5s")), "mirror_ramp_steps[1].percent", "5"),
-    ("ramp-hold-without-unit", steps((1, "10"), (5, "5s")), "mirror_ramp_steps[0].hold", '"10"'),
     ("ramp-hold-unknown-unit", steps((1, "1y"), (5, "5s")), "mirror_ramp_steps[0].hold", '"1y"'),
+    # The engine reads the largest unit first, each once (mirrorramp.durations).
+    ("ramp-hold-units-out-of-order", steps((1, "5s"), (5, "30m1h")), "mirror_ramp_steps[1].hold", '"30m1h"'),
+    ("ramp-hold-zero", steps((1, "0s"), (5, "5s")), "mirror_ramp_steps[0].hold", '"0s"'),
+    ("ramp-hold-number-zero", steps((1, 0), (5, "5s")), "mirror_ramp_steps[0].hold", "0"),
+    ("ramp-hold-boolean", steps((1, True), (5, "5s")), "mirror_ramp_steps[0].hold", "true"),
     ("ramp-driver-unknown", {"mirror_ramp_driver": "envoy"}, "mirror_ramp_driver", '"envoy"'),
     ("ramp-mode-unknown", {"mirror_ramp_mode": "cron"}, "mirror_ramp_mode", '"cron"'),
+]
+# id, overrides that every check must accept.
+GOOD = [
+    # Every proxy feature is optional: left out, it renders nothing and no check may trip on it.
+    ("proxy-features-absent-in-prod", {"mirror_environment": "prod", "mirror_proxy": {}}),
+    # mirror_percent is optional: the template reads an absent one as 0.
+    ("mirror-percent-absent", services(delete_key("0.mirror_percent"))),
+    # Every hold form the engine reads: numbers of seconds, spaces between the parts.
+    ("holds-the-engine-reads", steps((1, "1d 12h"), (2, 30), (5, "90"), (10, 2.5), (20, " 1h 30m "))),
+    (
+        "envoy-durations-at-their-minimum",
+        {
+            "mirror_proxy": {
+                **BASE["mirror_proxy"],
+                "rate_limit": {"enabled": True, **RATE_LIMIT, "fill_interval": "0.05s"},
+                "adaptive_concurrency": {
+                    "enabled": True,
+                    **ADAPTIVE,
+                    "concurrency_update_interval": "0.001s",
+                    "min_rtt_interval": "0.001s",
+                },
+            }
+        },
+    ),
 ]
 # Two bad inputs at once: both are reported in one failure.
 TWO_ERRORS = {"mirror_environment": "qa", "mirror_ramp_driver": "envoy"}
@@ -338,13 +424,14 @@ def preflight_outcome(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[st
     (inventory / "group_vars").symlink_to(BASE_INVENTORY / "group_vars")
     host = {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}"}
     hosts = {"baseline": dict(host), "two-errors": {**host, **TWO_ERRORS}}
-    for case_id, overrides, _, _ in CASES:
-        packed = next(
-            (name for name in hosts if name.startswith("cases-") and not set(overrides) & set(hosts[name])),
-            f"cases-{len(hosts)}",
-        )
-        hosts.setdefault(packed, dict(host)).update(overrides)
-        CASE_HOST[case_id] = packed
+    for prefix, cases in (("cases-", [(case[0], case[1]) for case in CASES]), ("good-", GOOD)):
+        for case_id, overrides in cases:
+            packed = next(
+                (name for name in hosts if name.startswith(prefix) and not set(overrides) & set(hosts[name])),
+                f"{prefix}{len(hosts)}",
+            )
+            hosts.setdefault(packed, dict(host)).update(overrides)
+            CASE_HOST[case_id] = packed
     (inventory / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": hosts}}))
     playbook = root / "preflight.yml"
     playbook.write_text(PREFLIGHT_PLAYBOOK)
@@ -381,6 +468,15 @@ def test_bad_input_fails_naming_variable_and_value(preflight_outcome, case_id, p
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("case_id", [case[0] for case in GOOD])
+def test_good_input_passes_every_check(preflight_outcome, case_id):
+    failures, stats = preflight_outcome
+    host = CASE_HOST[case_id]
+    assert host not in failures, failures[host]
+    assert stats[host]["failures"] == 0
+
+
+@pytest.mark.slow
 def test_every_bad_input_is_reported_together(preflight_outcome):
     failures, _ = preflight_outcome
     message = failures["two-errors"]
@@ -400,3 +496,72 @@ def test_render_writes_nothing_on_bad_input(tmp_path: Path):
     assert run.returncode != 0
     assert "mirror_services[0].port = 70000" in run.output, run.output[-3000:]
     assert not build_dir.exists() or not any(build_dir.rglob("*"))
+
+
+def role_vars(role: str) -> dict[str, Any]:
+    return yaml.safe_load((REPO_ROOT / "roles" / role / "vars" / "main.yml").read_text())
+
+
+def engine_reads(hold: object) -> bool:
+    try:
+        parse_duration(hold, name="hold")
+    except ConfigError:
+        return False
+    return True
+
+
+# hold as written -> whether the ramp engine reads it. Strings only: the pattern is for strings,
+# numbers are checked in Jinja (the GOOD and CASES hosts above). ASCII digits only: the engine's
+# regex \d also reads the digits of other scripts, which no inventory should hold.
+HOLDS = [
+    *[(hold, True) for hold in ("30s", "10m", "12h", "1d", "1w", "500ms", "0.5s", ".5h", "1.5h", "1h30m")],
+    *[(hold, True) for hold in ("1d12h", "1d 12h", "1d  12h", "1 d 12 h", " 1h ", "5 ms", "1m5ms", "1w2d3h4m5s6ms")],
+    *[(hold, True) for hold in ("90", "2.5", " 90 ", "+90", "0h30m", "1d 0h", "0.001ms", "00001s")],
+    *[(hold, False) for hold in ("", " ", "0", "0.0", "+0", "-90", "-1s", "0s", "0h0m")],
+    *[(hold, False) for hold in ("30m1h", "1h1h", "1ms1s", "1s1m", "1ms5s", "5m s", "5sms", "1h30")],
+    *[(hold, False) for hold in ("1y", "5min", "3sec", "1H", "1e3", "1e3s", "1,5h", "1.5.2s", "1.s", "+5s", "+ 5")],
+    *[(hold, False) for hold in ("s", "h1", "inf", "nan", "1mx")],
+]
+
+
+@pytest.mark.parametrize(("hold", "read"), HOLDS, ids=[repr(hold) for hold, _ in HOLDS])
+def test_hold_pattern_accepts_exactly_what_the_engine_reads(hold: str, read: bool) -> None:
+    """tasks/ramp.yml tests a string hold with Ansible's `match`, which is Python's re.match."""
+    pattern = role_vars("mirror_preflight")["__mirror_preflight_hold"]
+    assert engine_reads(hold) is read
+    assert (re.match(pattern, hold) is not None) is read
+
+
+def test_envoy_durations_have_one_rule_in_both_preflights() -> None:
+    preflight = role_vars("mirror_preflight")["__mirror_preflight_envoy_duration"]
+    assert preflight == role_vars("mirror_proxy")["__mirror_proxy_duration_pattern"]
+    accepted = [
+        value
+        for value in ("1s", "0.1s", "60s", "0.05s", "1m", "500ms", "1h", "1", "1.s", " 1s")
+        if re.match(preflight, value)
+    ]
+    assert accepted == ["1s", "0.1s", "60s", "0.05s"]
+
+
+def sandbox_mirrored_methods(all_methods: bool) -> dict[str, str]:
+    """The map from method to 'mirror it' of the sandbox's nginx.conf, rendered as Ansible would."""
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(REPO_ROOT / "roles" / "mirror_sandbox" / "templates"),
+        undefined=jinja2.ChainableUndefined,
+        trim_blocks=True,
+    )
+    environment.filters["bool"] = lambda value: str(value).lower() in ("true", "yes", "on", "1")
+    conf = environment.get_template("nginx.conf.j2").render(mirror_sandbox_mirror_all_methods=all_methods)
+    block = re.search(r"map \$request_method \$mirror_method_allowed \{(.*?)\}", conf, re.DOTALL)
+    assert block, conf
+    return dict(line.rstrip(";").split() for line in block.group(1).strip().splitlines())
+
+
+@pytest.mark.parametrize(
+    ("all_methods", "expected"),
+    [(False, {"GET": "1", "HEAD": "1", "default": "0"}), (True, {"GET": "1", "HEAD": "1", "default": "1"})],
+    ids=["get-and-head-only", "all-methods"],
+)
+def test_sandbox_mirrors_the_methods_istio_mirrors(all_methods: bool, expected: dict[str, str]) -> None:
+    """As role mirror_istio's method match GET|HEAD: OPTIONS is mirrored only with mirror_all_methods."""
+    assert sandbox_mirrored_methods(all_methods) == expected
