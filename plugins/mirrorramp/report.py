@@ -9,13 +9,11 @@ global state and no display, so it behaves the same inside ansible-playbook and 
 from __future__ import annotations
 
 import base64
-import contextlib
 import html
 import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +21,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mirrorramp.files import write_atomically
 from mirrorramp.state import json_safe
 
 if TYPE_CHECKING:
@@ -124,7 +123,7 @@ def append_history(path: Path, record: HistoryRecord) -> None:
         os.fsync(handle.fileno())
     lines = path.read_bytes().splitlines(keepends=True)
     if len(lines) > HISTORY_MAX_LINES:
-        _write_atomically(path, b"".join(lines[-HISTORY_MAX_LINES:]))
+        write_atomically(path, b"".join(lines[-HISTORY_MAX_LINES:]))
 
 
 def load_history(path: Path) -> History:
@@ -164,8 +163,8 @@ def write_report(
     """Draw `history` to `png_path` and an HTML page (the PNG embedded) to `html_path`."""
     records = sorted(history, key=lambda record: record.at)
     png, undrawn = _render_png(records, gate_panels(records))
-    _write_atomically(png_path, png)
-    _write_atomically(html_path, _render_html(records, png, title, skipped_lines, undrawn).encode())
+    write_atomically(png_path, png)
+    write_atomically(html_path, _render_html(records, png, title, skipped_lines, undrawn).encode())
 
 
 def publish(report_dir: Path, record: HistoryRecord, *more: HistoryRecord) -> Path:
@@ -366,20 +365,3 @@ def _number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return None
     return float(value)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    # Temp file in the same directory + rename: a reader (or a browser) never sees half a file.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

@@ -21,19 +21,18 @@ import fcntl
 import hashlib
 import json
 import math
-import os
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mirrorramp.drivers.base import TargetSnapshot
 from mirrorramp.errors import ConfigError, ConflictError, DriverError
+from mirrorramp.files import write_atomically
 from mirrorramp.state import RampState
 
 REQUIRED_OPTIONS = ("include_path", "state_dir", "config_url", "prefix", "conf")
@@ -83,29 +82,6 @@ def render_include(percent: float) -> str:
     )
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temp file in the same directory: tmp, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-@dataclass(frozen=True)
 class LiveConfig:
     version: str
     percent: float
@@ -228,7 +204,7 @@ class NginxDriver:
             live = self._apply(text, percent)
             new_counter = counter + 1
             document = {"version": new_counter, "state": state.to_dict()}
-            _write_atomically(self.state_path, json.dumps(document, sort_keys=True, indent=1) + "\n")
+            write_atomically(self.state_path, json.dumps(document, sort_keys=True, indent=1) + "\n")
         return TargetSnapshot(state, live.percent, str(new_counter), self._settings(live))
 
     def _conflict(self, expected: str, found: int) -> str:
@@ -281,9 +257,9 @@ class NginxDriver:
 
         def restore() -> None:
             if previous is not None:
-                _write_atomically(self.include_path, previous)
+                write_atomically(self.include_path, previous)
 
-        _write_atomically(self.include_path, text)
+        write_atomically(self.include_path, text)
         test = self._nginx("-t")
         if test.returncode != 0:
             restore()
