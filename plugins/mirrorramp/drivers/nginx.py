@@ -27,6 +27,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,7 @@ def render_include(percent: float) -> str:
     )
 
 
+@dataclass(frozen=True)
 class LiveConfig:
     version: str
     percent: float
