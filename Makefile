@@ -46,9 +46,9 @@ test: setup lint pytest molecule
 
 # The benchmarks (docs/benchmarks.md): scripts, not tests; each prints a table and writes build/bench/*.json.
 bench: setup
-	python scripts/bench/reaction.py --write-doc
-	python scripts/bench/dataplane.py --write-doc
-	python scripts/bench/scale.py --write-doc
+	python -m scripts.bench.reaction --write-doc
+	python -m scripts.bench.dataplane --write-doc
+	python -m scripts.bench.scale --write-doc
 
 clean:
 	rm -rf build .pytest_cache

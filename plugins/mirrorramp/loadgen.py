@@ -106,7 +106,9 @@ def run(
             return None
         due = started + n / rps
         wait = due - time.monotonic()
-        if due >= deadline or (wait > 0 and stop.wait(wait)) or stop.is_set():
+        # Behind schedule (the target is saturated), `due` is in the past: the clock still ends it.
+        late = time.monotonic() >= deadline
+        if late or due >= deadline or (wait > 0 and stop.wait(wait)) or stop.is_set():
             return None
         return n
 
