@@ -1,0 +1,122 @@
+"""What every benchmark of scripts/bench does with its numbers: JSON, the machine, docs/benchmarks.md.
+
+Each benchmark writes build/bench/<name>.json ({"benchmark", "command", "when", "seconds",
+"machine", ...}) and, with --write-doc, rewrites its own section of docs/benchmarks.md: the text
+between `<!-- bench:<name> -->` and `<!-- /bench:<name> -->`, and the machine section between
+`<!-- bench:machine -->` and `<!-- /bench:machine -->`. Everything outside the markers (the
+interpretation, written by a person) is left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tests.support.ansible_run import REPO_ROOT
+
+BENCH_DIR = REPO_ROOT / "build" / "bench"
+DOC = REPO_ROOT / "docs" / "benchmarks.md"
+
+
+def _first_line(argv: list[str]) -> str:
+    with contextlib.suppress(OSError, subprocess.SubprocessError, IndexError):
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+        return (proc.stdout or proc.stderr).splitlines()[0].strip()
+    return "?"
+
+
+def machine() -> dict[str, Any]:
+    """The machine a run measured: CPUs, memory, OS, the servers' versions, and how busy it was."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "?")
+    memory = "?"
+    with contextlib.suppress(OSError, StopIteration, ValueError):
+        kib = next(line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
+        memory = f"{int(kib.split()[1]) / 1024 / 1024:.1f} GiB"
+    debian = "?"
+    with contextlib.suppress(OSError):
+        debian = Path("/etc/debian_version").read_text().strip()
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "memory": memory,
+        "debian": debian,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "nginx": _first_line(["/usr/sbin/nginx", "-v"]).removeprefix("nginx version: "),
+        "prometheus": _first_line(["/usr/bin/prometheus", "--version"]),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def command_line(script: str, argv: list[str]) -> str:
+    """The command that reproduces this run, from the repository root."""
+    return shlex.join(["python", script, *argv])
+
+
+def now_iso() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def write_json(document: dict, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"cannot read {path}: {e}; run the benchmark first") from e
+
+
+def shown(path: Path) -> str:
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def machine_markdown(info: dict[str, Any]) -> str:
+    load = ", ".join(f"{x:g}" for x in info.get("load_average", []))
+    return "\n".join(
+        [
+            f"- CPUs (nproc): {info['nproc']}, {info['cpu']}",
+            f"- Memory: {info['memory']}",
+            f"- Debian {info['debian']}, kernel {info['kernel']}, Python {info['python']}",
+            f"- {info['nginx']}; {info['prometheus']}",
+            f"- Load average (1, 5, 15 min) at the start of the last run written here: {load}",
+        ]
+    )
+
+
+def replace_section(text: str, name: str, content: str) -> str:
+    """`text` with the part between the markers of section `name` replaced by `content`."""
+    pattern = re.compile(rf"(<!-- bench:{re.escape(name)} -->\n).*?(<!-- /bench:{re.escape(name)} -->)", re.DOTALL)
+    if not pattern.search(text):
+        raise SystemExit(
+            f"{shown(DOC)} has no markers <!-- bench:{name} --> ... <!-- /bench:{name} -->: add them where the section goes"
+        )
+    return pattern.sub(lambda m: f"{m.group(1)}{content.rstrip()}\n{m.group(2)}", text, count=1)
+
+
+def write_doc(name: str, content: str, machine_info: dict[str, Any], doc: Path = DOC) -> None:
+    """Rewrite section `name` and the machine section of docs/benchmarks.md (markers required)."""
+    text = doc.read_text()
+    text = replace_section(text, name, content)
+    text = replace_section(text, "machine", machine_markdown(machine_info))
+    doc.write_text(text)
+    print(f"rewrote the {name} and machine sections of {shown(doc)}", file=sys.stderr)
