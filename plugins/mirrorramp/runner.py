@@ -222,16 +222,18 @@ class Runner:
         Asks nothing of Prometheus. A stopped ramp whose mirror is back (someone re-applied it
         by hand) has it removed again.
         """
+        conflicts: list[str] = []
         for attempt in range(CONFLICT_RETRIES + 1):
             snapshot = self.driver.read()
             decision = emergency_stop(snapshot.state, self.clock(), reason, by)
-            outcome = RunOutcome(before=snapshot, after=snapshot, decisions=[decision], passes=1)
+            outcome = RunOutcome(before=snapshot, after=snapshot, decisions=[decision], passes=1, warnings=conflicts)
+            outcome.conflicts = len(conflicts)
             if not decision.changed and snapshot.percent == 0:
                 return outcome
             try:
                 written = self.driver.write(snapshot, decision.state, 0.0, dry_run=self.config.dry_run)
             except ConflictError as e:
-                outcome.warnings.append(f"{e}; re-read and stopped again (attempt {attempt + 1})")
+                conflicts.append(f"{e}; re-read and stopped again (attempt {attempt + 1})")
                 continue
             if not self.config.dry_run:
                 self._verify(0.0)

@@ -132,3 +132,13 @@ def test_restart_left_on_does_not_recheck_a_ramp_in_progress() -> None:
     result = execute(request(**given), driver=target, prometheus=ScriptedPrometheus(down=True))
     assert result["action"] == "rollback", result["msg"]
     assert (target.state.status, target.percent) == ("rolled_back", 0)
+
+
+def test_emergency_stop_rereads_after_a_lost_race_and_says_so() -> None:
+    target = MemoryTarget(ramping(1, 1_000_000.0), percent=5)
+    # Another run advances the ramp just before the stop writes: the stop re-reads and still stops.
+    target.conflicts_to_inject = [(ramping(2, 1_000_100.0), 10.0)]
+    result = execute(request(operation="stop", by="bob"), driver=target, prometheus=ScriptedPrometheus(down=True))
+    assert (target.state.status, target.percent) == ("stopped", 0)
+    assert result["conflicts"] == 1
+    assert any("re-read and stopped again (attempt 1)" in w for w in result["warnings"])
