@@ -322,7 +322,9 @@ def execute(
     # Check mode records nothing: the report shows what happened, not what would have.
     if request.report_dir and records and not request.config.dry_run:
         try:
-            result["report"] = str(report.publish(Path(request.report_dir), *records))
+            # Redrawn when the ramp moved: a hold on every scheduled run would cost ~2 s a service.
+            redraw = outcome.changed
+            result["report"] = str(report.publish(Path(request.report_dir), *records, redraw=redraw))
         except (OSError, ValueError) as e:  # a report that cannot be written never fails the ramp
             result["warnings"].append(f"ramp report not written: {e}")
     return result

@@ -167,10 +167,12 @@ def write_report(
     write_atomically(html_path, _render_html(records, png, title, skipped_lines, undrawn).encode())
 
 
-def publish(report_dir: Path, record: HistoryRecord, *more: HistoryRecord) -> Path:
+def publish(report_dir: Path, record: HistoryRecord, *more: HistoryRecord, redraw: bool = True) -> Path:
     """Append the records (of one service) to <report_dir>/<env>/<service>.jsonl; redraw the .html and .png.
 
-    Watch mode hands over one record per pass, so the chart shows every step of the run.
+    Watch mode hands over one record per pass, so the chart shows every step of the run. With
+    `redraw` False the drawing (about 2 s) is skipped unless there is none yet: a scheduled run
+    that only held adds its record, and the next change draws it.
     """
     for name in (record.environment, record.service):
         if not name or "/" in name or name.startswith("."):  # the adapter checks DNS labels; be safe here too
@@ -181,8 +183,10 @@ def publish(report_dir: Path, record: HistoryRecord, *more: HistoryRecord) -> Pa
     history_path = base.with_name(f"{record.service}.jsonl")
     for each in (record, *more):
         append_history(history_path, each)
-    history = load_history(history_path)
     html_path = base.with_name(f"{record.service}.html")
+    if not redraw and html_path.exists():
+        return html_path
+    history = load_history(history_path)
     title = f"Mirror ramp: {record.service} in {record.environment}"
     write_report(
         history, html_path, base.with_name(f"{record.service}.png"), title=title, skipped_lines=history.skipped

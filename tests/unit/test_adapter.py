@@ -142,3 +142,13 @@ def test_emergency_stop_rereads_after_a_lost_race_and_says_so() -> None:
     assert (target.state.status, target.percent) == ("stopped", 0)
     assert result["conflicts"] == 1
     assert any("re-read and stopped again (attempt 1)" in w for w in result["warnings"])
+
+
+def test_a_run_that_changes_nothing_records_its_pass_without_redrawing(tmp_path: Path) -> None:
+    target = MemoryTarget(RampState.initial())
+    html = Path(execute(request(report_dir=str(tmp_path)), driver=target, prometheus=ScriptedPrometheus())["report"])
+    drawn = html.stat().st_mtime_ns
+    held = execute(request(report_dir=str(tmp_path)), driver=target, prometheus=ScriptedPrometheus())
+    assert not held["changed"]
+    assert len(html.with_suffix(".jsonl").read_text().splitlines()) == 2
+    assert html.stat().st_mtime_ns == drawn
