@@ -14,7 +14,8 @@ ENV ?= local
 setup: $(STAMP) system-packages
 
 $(STAMP): requirements.txt pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@# A venv without pip is one whose creation was cut short: make it again.
+	@test -x $(BIN)/pip || $(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.txt -e .
 	@touch $@
