@@ -17,6 +17,7 @@ import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -120,3 +121,37 @@ def write_doc(name: str, content: str, machine_info: dict[str, Any], doc: Path =
     text = replace_section(text, "machine", machine_markdown(machine_info))
     doc.write_text(text)
     print(f"rewrote the {name} and machine sections of {shown(doc)}", file=sys.stderr)
+
+
+def finish(
+    args: Any,
+    argv: list[str] | None,
+    *,
+    script: str,
+    section: str,
+    out: Path,
+    measure: Callable[[Any], dict],
+    table: Callable[[dict], str],
+    doc_section: Callable[[dict], str],
+    interrupted: str = "interrupted: the sandbox was stopped, nothing written",
+) -> int:
+    """The end every benchmark shares: measure (or read the last JSON), print, write JSON and doc."""
+    if args.from_json:
+        document = read_json(out)
+    else:
+        try:
+            document = {
+                "command": command_line(script, argv),
+                "when": now_iso(),
+                "machine": machine(),
+                **measure(args),
+            }
+        except KeyboardInterrupt:
+            print(interrupted, file=sys.stderr)
+            return 130
+        write_json(document, out)
+    print(table(document))
+    print(f"\nwrote {shown(out)}" if not args.from_json else f"\nfrom {shown(out)}")
+    if args.write_doc:
+        write_doc(section, doc_section(document), document["machine"])
+    return 0

@@ -1135,25 +1135,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_doc and args.quick:
         parser.error("--write-doc needs a full run, not --quick")
 
-    if args.from_json:
-        document = results.read_json(out)
-    else:
-        try:
-            document = {
-                "command": results.command_line(SCRIPT, argv),
-                "when": results.now_iso(),
-                "machine": results.machine(),
-                **measure(args),
-            }
-        except KeyboardInterrupt:
-            print("interrupted: everything started was stopped, nothing written", file=sys.stderr)
-            return 130
-        results.write_json(document, out)
-    print(table(document))
-    print(f"\nwrote {results.shown(out)}" if not args.from_json else f"\nfrom {results.shown(out)}")
-    if args.write_doc:
-        results.write_doc(SECTION, doc_section(document), document["machine"])
-    return 0
+    return results.finish(
+        args,
+        argv,
+        script=SCRIPT,
+        section=SECTION,
+        out=out,
+        measure=measure,
+        table=table,
+        doc_section=doc_section,
+        interrupted="interrupted: everything started was stopped, nothing written",
+    )
 
 
 if __name__ == "__main__":
