@@ -243,3 +243,40 @@ COMPARISON_QUERIES: dict[str, str] = {
     "error_ratio": ERROR_RATIO_DELTA,
     "p99_latency": P99_LATENCY_RATIO,
 }
+
+# -- many services in one query (batch.py) ---------------------------------------------------
+# The default queries above, each over the workloads of every service at once and kept apart
+# by these labels: one query per gate for a whole environment instead of one per service.
+GROUP_LABELS = ("destination_workload_namespace", "destination_workload")
+GROUPED_METRICS = ("request_count", "error_ratio", "p99_latency")
+
+
+def _alternation(values: Iterable[str]) -> str:
+    return escape_string("|".join(escape_regex(v) for v in sorted(set(values))))
+
+
+def grouped_query(metric: str, namespaces: Iterable[str], workloads: Iterable[str], window: str) -> str:
+    """The default `metric` query for every (namespace, workload) pair at once, by GROUP_LABELS.
+
+    Each series holds what the one-service query gives for that workload alone: the same
+    expression, aggregated by the two labels instead of into one series.
+    """
+    by = ", ".join(GROUP_LABELS)
+    selector = (
+        f'reporter="destination",destination_workload_namespace=~"{_alternation(namespaces)}",'
+        f'destination_workload=~"{_alternation(workloads)}"'
+    )
+    requests = f"sum by ({by}) (rate(istio_requests_total{{{selector}}}[{window}]))"
+    if metric == "request_count":
+        return f"sum by ({by}) (increase(istio_requests_total{{{selector}}}[{window}]))"
+    if metric == "error_ratio":
+        # `or 0 * requests` stands for the one-service `or vector(0)`: a workload with traffic
+        # and no 5xx series yet has a ratio of 0; one without traffic has none (no data).
+        errors = f'sum by ({by}) (rate(istio_requests_total{{{selector},response_code=~"5.."}}[{window}]))'
+        return f"({errors} or 0 * {requests}) / {requests}"
+    if metric == "p99_latency":
+        return (
+            f"histogram_quantile(0.99, sum by (le, {by}) "
+            f"(rate(istio_request_duration_milliseconds_bucket{{{selector}}}[{window}])))"
+        )
+    raise ConfigError(f"no grouped form of metric {metric!r}; known: {', '.join(GROUPED_METRICS)}")

@@ -6,10 +6,12 @@ Waits are deadline polls that keep feeding traffic while they wait.
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
 
+from mirrorramp.batch import BatchedPrometheus
 from mirrorramp.errors import ConfigError
 from mirrorramp.gates import check_queries, default_gates, evaluate, parse_gates
 from mirrorramp.model import Verdict
@@ -234,3 +236,113 @@ def test_prometheus_stopped_is_inconclusive_and_recovers(source, prometheus, cli
         return all(r.verdict is Verdict.PASS for r in evaluate(gateset, client, context("healthy"), WINDOW))
 
     poll_until(feeding(serve, all_pass), timeout=20, interval=0.5, what="all gates pass after the restart")
+
+
+class CountingClient(PrometheusClient):
+    """A real client that counts the queries it sends."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.sent: list[str] = []
+
+    def query(self, promql, at=None):
+        self.sent.append(promql)
+        return super().query(promql, at=at)
+
+
+def same(a, b) -> bool:
+    return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+
+
+def test_batched_queries_answer_each_service_as_its_own_queries_do(source, prometheus, client):
+    """One query per gate for all services gives every service the verdict, value and reason of
+    its own queries: healthy, failing, slow, idle (NaN), absent, and several mirror workloads."""
+
+    def serve():
+        source.add("batch-ok-v1", n=40, code=200, latency_ms=20)
+        source.add("batch-ok-v2", n=40, code=200, latency_ms=20)
+        source.add("batch-bad-v1", n=40, code=200, latency_ms=20)
+        source.add("batch-bad-v2", n=30, code=200, latency_ms=20)
+        source.add("batch-bad-v2", n=10, code=503, latency_ms=20)
+        source.add("batch-slow-v1", n=40, code=200, latency_ms=20)
+        source.add("batch-slow-v2", n=40, code=200, latency_ms=2000)
+        for workload in ("batch-multi-v1", "batch-multi-v2", "batch-multi-v3"):
+            source.add(workload, n=20, code=200, latency_ms=40)
+
+    source.touch("batch-idle-v1")
+    source.touch("batch-idle-v2")
+    contexts = [context(name) for name in ("batch-ok", "batch-bad", "batch-slow", "batch-idle", "batch-ghost")]
+    contexts.append(
+        QueryContext("user-service", NAMESPACE, "local", "batch-multi-v1", ("batch-multi-v2", "batch-multi-v3"))
+    )
+
+    def every_kind_seen():
+        seen = {
+            ctx.mirror_workloads[0]: verdicts(evaluate(full_gateset(), client, ctx, WINDOW)) for ctx in contexts[:3]
+        }
+        return (
+            set(seen["batch-ok-v2"].values()) == {Verdict.PASS}
+            and seen["batch-bad-v2"]["error-ratio"] is Verdict.FAIL
+            and seen["batch-slow-v2"]["latency-ratio"] is Verdict.FAIL
+        )
+
+    poll_until(feeding(serve, every_kind_seen), timeout=20, interval=0.5, what="healthy, failing and slow seen")
+    at = time.time()  # one instant for both: the answers must be equal, not close
+    no_alerts = parse_gates(
+        {"min_requests": 20, "thresholds": [{"name": "p99", "metric": "p99_latency", "operator": "<", "value": 1000}]}
+    )
+    gatesets = {"min 20": full_gateset(), "min 0": full_gateset(min_requests=0), "no alerts": no_alerts}
+    plain = CountingClient(prometheus.url, timeout=2.0, retries=1)
+    counted = CountingClient(prometheus.url, timeout=2.0, retries=1)
+
+    def look(gateset, client, ctx):
+        try:
+            return evaluate(gateset, client, ctx, WINDOW, at=at)
+        except ConfigError as e:  # ${mirror_workload} in an alert matcher needs one workload
+            return str(e)
+
+    for label, gateset in gatesets.items():
+        plain.sent.clear()
+        counted.sent.clear()
+        batched = BatchedPrometheus(counted, gateset, contexts, WINDOW)
+        for ctx in contexts:
+            own, shared = look(gateset, plain, ctx), look(gateset, batched, ctx)
+            if isinstance(own, str):
+                assert shared == own and len(ctx.mirror_workloads) == 2
+                continue
+            assert [r.name for r in shared] == [r.name for r in own]
+            for mine, theirs in zip(shared, own, strict=True):
+                where = f"{label} {ctx.mirror_workloads} {mine.name}"
+                assert mine.verdict is theirs.verdict, f"{where}: {mine.reason} / {theirs.reason}"
+                assert same(mine.value, theirs.value), f"{where}: {mine.value} != {theirs.value}"
+                assert mine.reason == theirs.reason, where
+        by_ctx = {ctx.mirror_workloads[0]: look(gateset, batched, ctx) for ctx in contexts[:3]}
+        assert verdicts(by_ctx["batch-ok-v2"]) == dict.fromkeys(verdicts(by_ctx["batch-ok-v2"]), Verdict.PASS)
+        if label != "no alerts":
+            assert verdicts(by_ctx["batch-bad-v2"])["error-ratio"] is Verdict.FAIL
+            assert verdicts(by_ctx["batch-slow-v2"])["latency-ratio"] is Verdict.FAIL
+        # The grouped queries went once each, whatever the number of services (the service with
+        # two mirror workloads asks its own); one service alone asks up to 6 queries per look.
+        grouped = [q for q in counted.sent if "sum by (" in q or q.startswith("max_over_time(ALERTS{alertstate")]
+        assert len(set(grouped)) == len(grouped) <= 7, grouped
+        own_queries = [q for q in counted.sent if q not in grouped]
+        assert all("batch-multi" in q for q in own_queries), own_queries
+        assert bool(own_queries) == (label == "no alerts")
+        assert len(plain.sent) > 2 * len(counted.sent)
+    plain.close()
+    counted.close()
+
+
+def test_batched_queries_with_prometheus_down_are_inconclusive_for_each_service_without_a_retry_each():
+    gateset = full_gateset()
+    contexts = [context(f"down-{i}") for i in range(20)]
+    counted = CountingClient("http://127.0.0.1:9", timeout=1.0, retries=1, backoff=0.01)
+    batched = BatchedPrometheus(counted, gateset, contexts, WINDOW)
+    for ctx in contexts:
+        results = evaluate(gateset, batched, ctx, WINDOW)
+        assert all(r.verdict is Verdict.INCONCLUSIVE for r in results), [r.reason for r in results]
+        assert "Prometheus unreachable" in results[0].reason
+    assert len(counted.sent) == 1  # the traffic group once, not once per service (nor the others after it)
+    batched.new_pass()
+    evaluate(gateset, batched, contexts[0], WINDOW)
+    assert len(counted.sent) == 2  # a new pass asks again

@@ -1,0 +1,198 @@
+"""One Prometheus query per gate for every service of a run, instead of one per service.
+
+The runners of a fleet (runner.run_all) evaluate their gates exactly as one runner alone does:
+gates.evaluate sends each service's own queries. BatchedPrometheus answers those it knows,
+the default queries of every service over the run's window, from one grouped query per metric
+(promql.grouped_query), sent on first demand and kept for one pass. Everything else goes to
+Prometheus as before: custom PromQL, a service with several mirror workloads, the whole-step
+look over another window, the query check of a new ramp.
+
+Equal answers, not an approximation: a grouped query is the one-service expression aggregated
+by (namespace, workload) instead of into one series, so each of its series is the value the
+one-service query gives. tests/integration/test_gates_prometheus.py compares them on a real
+Prometheus. A grouped query that Prometheus rejects falls back to the one-service queries; one
+that finds Prometheus unreachable answers every service with that error (no data, never a
+pass) without a retry per service.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Iterable
+
+from mirrorramp import promql
+from mirrorramp.errors import ConfigError, PrometheusError, QueryError
+from mirrorramp.gates import AlertGate, GateSet, alert_query
+from mirrorramp.prometheus import PrometheusClient, QueryResult
+from mirrorramp.promql import QueryContext
+
+# ("mirror" | "primary", metric) or ("alerts", gate name)
+Group = tuple[str, str]
+Route = Callable[[str, float | None], QueryResult]
+_EMPTY = QueryResult("vector", [])
+
+
+def _divide(a: float, b: float) -> float:
+    """a / b as PromQL computes it (IEEE 754): x/0 is +-Inf, 0/0 and NaN/x are NaN."""
+    if b == 0 or math.isnan(a) or math.isnan(b):
+        if math.isnan(a) or math.isnan(b) or a == 0:
+            return math.nan
+        return math.copysign(math.inf, a) * math.copysign(1.0, b)
+    return a / b
+
+
+class BatchedPrometheus:
+    """A PrometheusClient for many services at once (query, alert_rule_names, ready)."""
+
+    def __init__(
+        self,
+        client: PrometheusClient,
+        gateset: GateSet,
+        contexts: Iterable[QueryContext],
+        window_seconds: float,
+    ) -> None:
+        self._client = client
+        self.safe_url = client.safe_url
+        self._queries: dict[Group, str] = {}
+        self._routes: dict[str, Route] = {}
+        # Per pass: (group, at) -> (the answer, its series by (namespace, workload)), or the error.
+        self._answers: dict[tuple[Group, float | None], tuple[QueryResult, dict] | PrometheusError | None] = {}
+        self._rules: set[str] | PrometheusError | None = None
+        single = [QueryContext.of(c).with_window(window_seconds) for c in contexts]
+        single = [c for c in single if len(c.mirror_workloads) == 1]
+        if not single:
+            return
+        window = single[0].window
+        namespaces = {c.namespace for c in single}
+        sides = {"mirror": {c.mirror_workloads[0] for c in single}, "primary": {c.primary_workload for c in single}}
+        for side, workloads in sides.items():
+            for metric in promql.GROUPED_METRICS:
+                self._queries[(side, metric)] = promql.grouped_query(metric, namespaces, workloads, window)
+        for context in single:
+            try:
+                self._route(gateset, context)
+            except ConfigError:
+                continue  # a template this context cannot fill: its own query says why
+
+    # -- which one-service query is answered by which grouped one -----------------------------
+
+    def _route(self, gateset: GateSet, context: QueryContext) -> None:
+        mirror = (context.namespace, context.mirror_workloads[0])
+        primary = (context.namespace, context.primary_workload)
+        if gateset.request_query == promql.REQUEST_COUNT:
+            self._routes[promql.render(promql.REQUEST_COUNT, context)] = self._series(
+                ("mirror", "request_count"), mirror
+            )
+        for gate in gateset.thresholds:
+            for metric, template in promql.DEFAULT_QUERIES.items():
+                if gate.query == template:
+                    self._routes[promql.render(template, context, gate.name)] = self._series(("mirror", metric), mirror)
+        for gate in gateset.comparisons:
+            combine = operator.sub if gate.metric == "error_ratio" else _divide
+            self._routes[promql.render(gate.query, context, gate.name)] = self._combined(
+                gate.metric, mirror, primary, combine
+            )
+        for gate in gateset.alerts:
+            self._routes[alert_query(gate, context)] = self._alerts(gate, context)
+
+    def _lookup(self, group: Group, key: tuple[str, str], at: float | None) -> QueryResult | None:
+        """The one series of `key` in the group's answer, as the one-service query returns it
+        (no labels; empty when the workload has none). None: the grouped query was refused."""
+        fetched = self._fetch(group, at)
+        if fetched is None:
+            return None
+        result, by_key = fetched
+        return QueryResult("vector", [({}, by_key[key])] if key in by_key else [], result.warnings)
+
+    def _series(self, group: Group, key: tuple[str, str]) -> Route:
+        def answer(query: str, at: float | None) -> QueryResult:
+            found = self._lookup(group, key, at)
+            return found if found is not None else self._client.query(query, at=at)
+
+        return answer
+
+    def _combined(
+        self, metric: str, mirror: tuple[str, str], primary: tuple[str, str], combine: Callable[[float, float], float]
+    ) -> Route:
+        """`(mirror) <op> (primary)`: empty when either side is, as the PromQL binary operator."""
+
+        def answer(query: str, at: float | None) -> QueryResult:
+            a = self._lookup(("mirror", metric), mirror, at)
+            b = self._lookup(("primary", metric), primary, at)
+            if a is None or b is None:
+                return self._client.query(query, at=at)
+            warnings = a.warnings + b.warnings
+            if not a.samples or not b.samples:
+                return QueryResult("vector", [], warnings)
+            return QueryResult("vector", [({}, combine(a.samples[0][1], b.samples[0][1]))], warnings)
+
+        return answer
+
+    def _alerts(self, gate: AlertGate, context: QueryContext) -> Route:
+        """The firing alerts that carry this service's labels, from the group's alerts."""
+        rendered = {label: promql.render(value, context, gate.name, raw=True) for label, value in gate.matchers.items()}
+        fixed = {label: rendered[label] for label, value in gate.matchers.items() if not promql.placeholders(value)}
+        group: Group = ("alerts", gate.name)
+        selector = promql.label_matchers({"alertstate": "firing", **fixed})
+        self._queries[group] = f"max_over_time(ALERTS{selector}[{context.window}])"
+
+        def answer(query: str, at: float | None) -> QueryResult:
+            fetched = self._fetch(group, at)
+            if fetched is None:
+                return self._client.query(query, at=at)
+            result, _ = fetched
+            samples = [s for s in result.samples if all(s[0].get(k) == v for k, v in rendered.items())]
+            return QueryResult("vector", samples, result.warnings)
+
+        return answer
+
+    def _fetch(self, group: Group, at: float | None) -> tuple[QueryResult, dict] | None:
+        """The group's answer for this pass: sent once; None when Prometheus refused it."""
+        key = (group, at)
+        if key not in self._answers:
+            try:
+                result = self._client.query(self._queries[group], at=at)
+            except QueryError:
+                self._answers[key] = None  # e.g. a regex over too many names: one query each
+            except PrometheusError as e:
+                self._answers[key] = e
+            else:
+                by_key = {
+                    tuple(labels.get(label, "") for label in promql.GROUP_LABELS): v for labels, v in result.samples
+                }
+                self._answers[key] = (result, by_key) if result.result_type == "vector" else None
+        fetched = self._answers[key]
+        if isinstance(fetched, PrometheusError):
+            raise PrometheusError(str(fetched))
+        return fetched
+
+    # -- the client's interface ----------------------------------------------------------------
+
+    def new_pass(self) -> None:
+        """Forget the answers: the next pass looks at Prometheus again."""
+        self._answers.clear()
+        self._rules = None
+
+    def query(self, query: str, at: float | None = None) -> QueryResult:
+        route = self._routes.get(query)
+        if route is None:
+            return self._client.query(query, at=at)
+        return route(query, at)
+
+    def alert_rule_names(self) -> set[str]:
+        """The loaded alert rules, listed once per pass."""
+        if self._rules is None:
+            try:
+                self._rules = self._client.alert_rule_names()
+            except PrometheusError as e:
+                self._rules = e
+        if isinstance(self._rules, PrometheusError):
+            raise PrometheusError(str(self._rules))
+        return self._rules
+
+    def ready(self) -> bool:
+        return self._client.ready()
+
+    def close(self) -> None:
+        self._client.close()
