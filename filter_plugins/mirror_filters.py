@@ -34,6 +34,17 @@ def mirror_service_workloads(service):
         raise AnsibleFilterError(f"mirror_service_workloads: service {name!r} lacks {e} (subsets, mirrors)") from e
 
 
+def mirror_ramp_targets(services, namespace):
+    """The `services` argument of mirror_ramp: name, namespace and workloads of each service."""
+    if not isinstance(services, list):
+        raise AnsibleFilterError(f"mirror_ramp_targets: expected a list of services, got {type(services).__name__}")
+    targets = []
+    for service in services:
+        workloads = mirror_service_workloads(service)  # names the service that lacks something
+        targets.append({"name": service["name"], "namespace": service.get("namespace") or namespace, "workloads": workloads})
+    return targets
+
+
 def mirror_prometheus_options(options):
     """mirror_prometheus without null or empty values, which the mirror_ramp defaults then fill."""
     if not isinstance(options, dict):
@@ -75,6 +86,7 @@ class FilterModule:
         return {
             "mirror_keep_live": mirror_keep_live,
             "mirror_service_workloads": mirror_service_workloads,
+            "mirror_ramp_targets": mirror_ramp_targets,
             "mirror_prometheus_options": mirror_prometheus_options,
             "mirror_status_table": mirror_status_table,
         }

@@ -11,7 +11,7 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
-from mirrorramp.adapter import ARGUMENT_SPEC, RampRequest, execute
+from mirrorramp.adapter import ARGUMENT_RULES, ARGUMENT_SPEC, execute, execute_all, requests_from_arguments, row_line
 from mirrorramp.errors import ConfigError, MirrorRampError
 
 display = Display()
@@ -26,15 +26,20 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         del tmp
-        validation, new_module_args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        validation, new_module_args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC, **ARGUMENT_RULES)
         del validation
         try:
-            request = RampRequest.from_arguments(
+            requests = requests_from_arguments(
                 new_module_args,
                 check_mode=bool(self._task.check_mode),
                 diff=bool(self._task.diff),
             )
-            outcome = execute(request, progress=display.display, debug=display.vvv)
+            if new_module_args.get("services") is None:  # one service: its own result, errors raised
+                outcome = execute(requests[0], progress=display.display, debug=display.vvv)
+            else:
+                outcome = execute_all(requests, progress=display.display, debug=display.vvv)
+                for row in outcome["results"]:
+                    display.display(row_line(row))
         except ConfigError as e:
             raise AnsibleActionFail(f"mirror_ramp: {e}") from e
         except MirrorRampError as e:

@@ -15,23 +15,44 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mirrorramp import report
+from mirrorramp.batch import BatchedPrometheus
 from mirrorramp.drivers.base import Driver, TargetSnapshot
+from mirrorramp.drivers.istio import preload_namespaces
 from mirrorramp.durations import parse_duration, prometheus_duration
-from mirrorramp.errors import ConfigError
+from mirrorramp.errors import ConfigError, MirrorRampError
 from mirrorramp.freeze import parse_freeze_windows
 from mirrorramp.gates import parse_gates
 from mirrorramp.machine import Policy, when
 from mirrorramp.notify import DEFAULT_EVENTS, EVENT_KINDS, FORMATS, Notifier
 from mirrorramp.plan import parse_steps
 from mirrorramp.prometheus import PrometheusClient
-from mirrorramp.runner import RampConfig, Runner, RunOutcome
+from mirrorramp.runner import RampConfig, Runner, RunOutcome, run_all
 
 DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
 DNS1123_SUBDOMAIN = rf"{DNS1123_LABEL}(\.{DNS1123_LABEL})*"
 
+_WORKLOADS_SPEC: dict[str, Any] = {
+    "type": "dict",
+    "options": {
+        "primary": {"type": "str", "required": True},
+        "mirror": {"type": "list", "elements": "str", "required": True},
+    },
+}
+
 ARGUMENT_SPEC: dict[str, Any] = {
-    "service": {"type": "str", "required": True},
-    "namespace": {"type": "str", "required": True},
+    # One service (service, namespace, workloads), or many in one run (services).
+    "service": {"type": "str"},
+    "services": {
+        "type": "list",
+        "elements": "dict",
+        "options": {
+            "name": {"type": "str", "required": True},
+            "namespace": {"type": "str"},
+            "virtual_service": {"type": "str"},
+            "workloads": {**_WORKLOADS_SPEC, "required": True},
+        },
+    },
+    "namespace": {"type": "str"},
     "environment": {"type": "str", "required": True},
     "driver": {"type": "str", "choices": ["istio", "nginx"], "default": "istio"},
     "virtual_service": {"type": "str"},
@@ -59,14 +80,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "gates": {"type": "dict", "default": {}},
     "min_requests": {"type": "int", "default": 100},
     "window": {"type": "str", "default": "10m"},
-    "workloads": {
-        "type": "dict",
-        "required": True,
-        "options": {
-            "primary": {"type": "str", "required": True},
-            "mirror": {"type": "list", "elements": "str", "required": True},
-        },
-    },
+    "workloads": _WORKLOADS_SPEC,
     "prometheus": {
         "type": "dict",
         "required": True,
@@ -102,6 +116,12 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "approval_steps": {"type": "list", "elements": "int", "default": []},
     "approve": {"type": "list", "elements": "str", "default": []},
     "freeze": {"type": "list", "elements": "dict", "default": []},
+}
+# The rules between arguments, checked with the spec (ActionBase.validate_argument_spec).
+ARGUMENT_RULES: dict[str, Any] = {
+    "mutually_exclusive": [["service", "services"]],
+    "required_one_of": [["service", "services"]],
+    "required_by": {"service": ["namespace", "workloads"]},
 }
 
 
@@ -239,6 +259,27 @@ class RampRequest:
         )
 
 
+def requests_from_arguments(args: dict, *, check_mode: bool, diff: bool) -> list[RampRequest]:
+    """One RampRequest per service of the task: `service` alone, or each entry of `services`."""
+    if args.get("services") is None:
+        return [RampRequest.from_arguments(args, check_mode=check_mode, diff=diff)]
+    entries = args["services"]
+    if not entries:
+        raise ConfigError("services is empty: name at least one service")
+    requests, seen = [], set()
+    for index, entry in enumerate(entries):
+        namespace = entry.get("namespace") or args.get("namespace")
+        if not namespace:
+            raise ConfigError(f"services[{index}] ({entry['name']!r}) has no namespace: give it one, or namespace")
+        if (entry["name"], namespace) in seen:
+            raise ConfigError(f"services[{index}]: {namespace}/{entry['name']} is listed twice")
+        seen.add((entry["name"], namespace))
+        one = {**args, "service": entry["name"], "namespace": namespace, "workloads": entry["workloads"]}
+        one["virtual_service"] = entry.get("virtual_service")
+        requests.append(RampRequest.from_arguments(one, check_mode=check_mode, diff=diff))
+    return requests
+
+
 def _approved(entries: list[str], service: str, steps: int) -> frozenset[int]:
     """The steps of `service` approved by `approve` entries "<service>:<step>" (other services' are ignored)."""
     approved = set()
@@ -253,22 +294,31 @@ def _approved(entries: list[str], service: str, steps: int) -> frozenset[int]:
     return frozenset(approved)
 
 
-def build_driver(request: RampRequest) -> Driver:
+def build_api_client(request: RampRequest):
+    """The Kubernetes API client of the task's connection options (the istio driver's)."""
+    from mirrorramp.drivers.istio import KubeConnection, api_client
+
+    options = request.driver_options
+    connection = KubeConnection(
+        kubeconfig=options["kubeconfig"],
+        context=options["context"],
+        host=options["host"],
+        api_key=options["api_key"],
+        validate_certs=options["validate_certs"],
+        ca_cert=options["ca_cert"],
+    )
+    return api_client(connection)
+
+
+def build_driver(request: RampRequest, api=None) -> Driver:
+    """The driver of the request's target; `api`: a Kubernetes API client to share."""
     options = request.driver_options
     cfg = request.config
     if request.driver_name == "istio":
-        from mirrorramp.drivers.istio import IstioDriver, KubeConnection, api_client
+        from mirrorramp.drivers.istio import IstioDriver
 
-        connection = KubeConnection(
-            kubeconfig=options["kubeconfig"],
-            context=options["context"],
-            host=options["host"],
-            api_key=options["api_key"],
-            validate_certs=options["validate_certs"],
-            ca_cert=options["ca_cert"],
-        )
         return IstioDriver(
-            api_client(connection),
+            api or build_api_client(request),
             cfg.namespace,
             options["virtual_service"] or cfg.service,
             version=options["api_version"],
@@ -290,17 +340,16 @@ def build_prometheus(request: RampRequest) -> PrometheusClient:
     )
 
 
-def execute(
-    request: RampRequest,
-    *,
-    progress: Callable[[str], None] = lambda _m: None,
-    debug: Callable[[str], None] = lambda _m: None,
-    driver: Driver | None = None,
-    prometheus: PrometheusClient | None = None,
-) -> dict:
-    """Run the ramp once (or watch it) and return the task result."""
-    driver = driver or build_driver(request)
-    prometheus = prometheus or build_prometheus(request)
+@dataclass
+class _Job:
+    """One service of a run: its request, its runner, and the passes the report records."""
+
+    request: RampRequest
+    runner: Runner
+    records: list[report.HistoryRecord]
+
+
+def _job(request: RampRequest, driver: Driver, prometheus, progress, debug) -> _Job:
     debug(f"mirror_ramp: {request.config.service} on {driver.description}, mode {request.config.mode}")
     records: list[report.HistoryRecord] = []
     runner = Runner(
@@ -311,23 +360,139 @@ def execute(
         progress=progress if request.config.mode == "watch" else debug,
         on_pass=lambda outcome: records.append(report.HistoryRecord.from_run(request.config, outcome, time.time())),
     )
+    return _Job(request, runner, records)
+
+
+def _operate(job: _Job) -> dict:
+    """The on-call operations: an emergency stop, or a look at the status."""
+    request = job.request
     if request.operation == "stop":
-        outcome = runner.stop(request.reason or "emergency stop", request.by or "unknown")
-        return result_of(request, outcome)
-    if request.operation == "status":
-        looked = runner.status()
-        return result_of(request, looked) | {"status": status_row(request.config, looked)}
-    outcome = runner.run()
+        return result_of(request, job.runner.stop(request.reason or "emergency stop", request.by or "unknown"))
+    looked = job.runner.status()
+    return result_of(request, looked) | {"status": status_row(request.config, looked)}
+
+
+def _finished(job: _Job, outcome: RunOutcome) -> dict:
+    """The result of a ramp, with its report published."""
+    request = job.request
     result = result_of(request, outcome)
     # Check mode records nothing: the report shows what happened, not what would have.
-    if request.report_dir and records and not request.config.dry_run:
+    if request.report_dir and job.records and not request.config.dry_run:
         try:
             # Redrawn when the ramp moved: a hold on every scheduled run would cost ~2 s a service.
             redraw = outcome.changed
-            result["report"] = str(report.publish(Path(request.report_dir), *records, redraw=redraw))
+            result["report"] = str(report.publish(Path(request.report_dir), *job.records, redraw=redraw))
         except (OSError, ValueError) as e:  # a report that cannot be written never fails the ramp
             result["warnings"].append(f"ramp report not written: {e}")
     return result
+
+
+def execute(
+    request: RampRequest,
+    *,
+    progress: Callable[[str], None] = lambda _m: None,
+    debug: Callable[[str], None] = lambda _m: None,
+    driver: Driver | None = None,
+    prometheus: PrometheusClient | None = None,
+) -> dict:
+    """One service: run the ramp once (or watch it), or stop it, or look; its task result.
+
+    Errors are raised (MirrorRampError); execute_all runs many services and reports them.
+    """
+    job = _job(request, driver or build_driver(request), prometheus or build_prometheus(request), progress, debug)
+    if request.operation != "ramp":
+        return _operate(job)
+    return _finished(job, job.runner.run())
+
+
+def execute_all(
+    requests: list[RampRequest],
+    *,
+    progress: Callable[[str], None] = lambda _m: None,
+    debug: Callable[[str], None] = lambda _m: None,
+) -> dict:
+    """Every service of a task in one run, with the fixed costs paid once, not per service.
+
+    One Prometheus client and one Kubernetes client for all; one query per gate for all services
+    (batch.BatchedPrometheus); one LIST of VirtualServices per namespace at the start of each
+    pass. A service that fails is reported in its row and fails the task, after the others ran.
+    """
+    first = requests[0]
+    client = build_prometheus(first)
+    api = build_api_client(first) if first.driver_name == "istio" else None
+    drivers = [build_driver(request, api) for request in requests]
+    prometheus: PrometheusClient | BatchedPrometheus = client
+    if first.operation == "ramp":
+        contexts = [request.config.query_context for request in requests]
+        prometheus = BatchedPrometheus(client, first.config.gates, contexts, first.config.window_seconds)
+    jobs = [
+        _job(request, driver, prometheus, progress, debug) for request, driver in zip(requests, drivers, strict=True)
+    ]
+
+    def before_pass(runners: list[Runner]) -> None:
+        if isinstance(prometheus, BatchedPrometheus):
+            prometheus.new_pass()
+        if api is not None:
+            preload_namespaces([runner.driver for runner in runners])  # type: ignore[misc]
+
+    results: list[dict | MirrorRampError] = []
+    try:
+        if first.operation == "ramp":
+            outcomes = run_all([job.runner for job in jobs], before_pass=before_pass)
+            for job, outcome in zip(jobs, outcomes, strict=True):
+                results.append(outcome if isinstance(outcome, MirrorRampError) else _finished(job, outcome))
+        else:
+            before_pass([job.runner for job in jobs])
+            for job in jobs:
+                try:
+                    results.append(_operate(job))
+                except MirrorRampError as e:
+                    results.append(e)
+    finally:
+        client.close()
+    return combined_result(requests, results)
+
+
+def combined_result(requests: list[RampRequest], results: list[dict | MirrorRampError]) -> dict:
+    """The task result of many services: one row each under `results`, as a loop registers them."""
+    rows, failed, warnings, diffs = [], [], [], []
+    for request, result in zip(requests, results, strict=True):
+        cfg = request.config
+        if isinstance(result, MirrorRampError):
+            row = {
+                "service": cfg.service,
+                "namespace": cfg.namespace,
+                "environment": cfg.environment,
+                "changed": False,
+                "failed": True,
+                "msg": f"{cfg.service}: {result}",
+            }
+            failed.append(row["msg"])
+        else:
+            row = dict(result)
+            warnings.extend(f"{cfg.service}: {warning}" for warning in row.pop("warnings", []))
+            if "diff" in row:  # shown once, at the task's level (a list: one per service)
+                diffs.append(row.pop("diff"))
+        rows.append(row)
+    changed = sum(1 for row in rows if row["changed"])
+    combined: dict[str, Any] = {
+        "changed": changed > 0,
+        "results": rows,
+        "warnings": warnings,
+        "msg": f"{len(rows)} service(s): {changed} changed, {len(rows) - changed - len(failed)} unchanged"
+        + (f", {len(failed)} failed: " + "; ".join(failed) if failed else ""),
+    }
+    if failed:
+        combined["failed"] = True
+    if diffs:
+        combined["diff"] = diffs
+    return combined
+
+
+def row_line(row: dict) -> str:
+    """One line per service in the task's output: what happened to it and why."""
+    word = "failed" if row.get("failed") else "changed" if row["changed"] else "ok"
+    return f"{word}: [{row['environment']}] {row['msg']}"
 
 
 def status_row(config: RampConfig, outcome: RunOutcome) -> dict:

@@ -8,12 +8,12 @@ pure state machine in machine.py; this module only sequences the I/O around it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from mirrorramp.drivers.base import Driver, TargetSnapshot
 from mirrorramp.durations import format_duration
-from mirrorramp.errors import ConflictError, DriverError, PrometheusError
+from mirrorramp.errors import ConflictError, DriverError, MirrorRampError, PrometheusError
 from mirrorramp.gates import GateSet, check_queries, evaluate
 from mirrorramp.machine import Action, Decision, Policy, decide, emergency_stop
 from mirrorramp.model import GateResult, Step, Verdict
@@ -252,26 +252,69 @@ class Runner:
 
     # -- modes ---------------------------------------------------------------------------
     def run(self) -> RunOutcome:
-        outcome = self.run_once()
-        self.on_pass(outcome)
-        if self.config.mode != "watch" or self.config.dry_run:
-            return outcome
-        deadline = time.monotonic() + self.config.deadline_seconds
-        while outcome.after.state.status not in TERMINAL_STATUSES:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                outcome.warnings.append(
-                    f"watch deadline of {format_duration(self.config.deadline_seconds)} reached; "
+        """This ramp alone (see run_all); an error of any pass is raised."""
+        (result,) = run_all([self])
+        if isinstance(result, MirrorRampError):
+            raise result
+        return result
+
+
+def run_all(
+    runners: Sequence[Runner],
+    *,
+    before_pass: Callable[[list[Runner]], None] = lambda _runners: None,
+) -> list[RunOutcome | MirrorRampError]:
+    """Run every ramp of `runners` (one task: the same mode, poll interval and deadline).
+
+    `scheduled` mode: one pass each. `watch`: pass after pass, every poll interval, until each
+    ramp is completed, rolled back or stopped, or the deadline passes. Each pass looks at every
+    ramp still going, one after the other; `before_pass` gets them first (to batch their reads
+    and queries). A ramp whose pass fails (the API, a conflict that does not settle) is left
+    out of the passes after it, with its error in its place: the others go on, so a rollback due
+    on one service is never held back by another.
+    """
+    results: list[RunOutcome | MirrorRampError | None] = [None] * len(runners)
+
+    def one_pass(indexes: list[int]) -> None:
+        before_pass([runners[i] for i in indexes])
+        for i in indexes:
+            previous = results[i]
+            try:
+                outcome = runners[i].run_once(previous if isinstance(previous, RunOutcome) else None)
+            except MirrorRampError as e:
+                results[i] = e
+                continue
+            results[i] = outcome
+            runners[i].on_pass(outcome)
+
+    def going() -> list[int]:
+        return [
+            i
+            for i, result in enumerate(results)
+            if isinstance(result, RunOutcome) and result.after.state.status not in TERMINAL_STATUSES
+        ]
+
+    one_pass(list(range(len(runners))))
+    config = runners[0].config if runners else None
+    if config is None or config.mode != "watch" or config.dry_run:
+        return results  # type: ignore[return-value]  # every slot is filled by the pass
+    deadline = time.monotonic() + config.deadline_seconds
+    while active := going():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            for i in active:
+                results[i].warnings.append(  # type: ignore[union-attr]
+                    f"watch deadline of {format_duration(config.deadline_seconds)} reached; "
                     "the ramp goes on at the next run"
                 )
-                break
-            last = outcome.last
+            break
+        for i in active:
+            last = results[i].last  # type: ignore[union-attr]
             if last is not None and not last.changed:  # changes were announced already
-                self.progress(f"{self.config.environment}/{self.config.service}: {last.reason}")
-            self.sleep(min(self.config.poll_interval, remaining))
-            self.run_once(outcome)
-            self.on_pass(outcome)
-        return outcome
+                runners[i].progress(f"{runners[i].config.environment}/{runners[i].config.service}: {last.reason}")
+        runners[0].sleep(min(config.poll_interval, remaining))
+        one_pass(active)
+    return results  # type: ignore[return-value]
 
 
 def _new_wait(decision: Decision, before: TargetSnapshot) -> bool:

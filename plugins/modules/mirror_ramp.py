@@ -24,13 +24,38 @@ description:
     what would happen; C(--diff) shows the mirror settings before and after.
 options:
   service:
-    description: Name of the service (DNS-1123 label); also the VirtualService name unless O(virtual_service) is set.
+    description:
+      - Name of the service (DNS-1123 label); also the VirtualService name unless O(virtual_service) is set.
+      - One service per task; O(services) runs many in one task. Give one of the two.
     type: str
-    required: true
+  services:
+    description:
+      - Many services in one run, each with the task's steps, gates and settings (roles/mirror_ramp
+        passes every service of the environment). Their fixed costs are paid once - one
+        Prometheus query per gate for all of them (grouped by namespace and workload; custom
+        PromQL and services with several mirror workloads ask their own), one LIST of
+        VirtualServices per namespace per pass, one API client.
+      - A service that fails (its API calls, its query check) is reported in its row of
+        C(results) and fails the task after the others ran - a rollback due on one service is
+        never held back by another.
+    type: list
+    elements: dict
+    suboptions:
+      name: {description: Name of the service (as O(service))., type: str, required: true}
+      namespace: {description: Its namespace; default O(namespace)., type: str}
+      virtual_service: {description: Its VirtualService when the name differs (as O(virtual_service))., type: str}
+      workloads:
+        description: Its workloads (as O(workloads)).
+        type: dict
+        required: true
+        suboptions:
+          primary: {description: The primary workload., type: str, required: true}
+          mirror: {description: The mirror workloads., type: list, elements: str, required: true}
   namespace:
-    description: Namespace of the service and its VirtualService (DNS-1123 label).
+    description:
+      - Namespace of the service and its VirtualService (DNS-1123 label).
+      - Required with O(service); with O(services), the namespace of an entry that names none.
     type: str
-    required: true
   environment:
     description: Environment name (local, dev, staging, prod ...), for results and notifications.
     type: str
@@ -111,9 +136,8 @@ options:
     type: str
     default: 10m
   workloads:
-    description: The workloads as Istio's metrics name them (C(destination_workload)).
+    description: The workloads as Istio's metrics name them (C(destination_workload)); required with O(service).
     type: dict
-    required: true
     suboptions:
       primary: {description: The primary workload., type: str, required: true}
       mirror: {description: The mirror workloads., type: list, elements: str, required: true}
@@ -263,9 +287,28 @@ EXAMPLES = r"""
       alerts:
         - {name: no-critical-alert, matchers: {alertname: MirrorErrorRatioHigh, severity: critical, service: user-service}}
     prometheus: {url: "http://prometheus.monitoring.svc:9090", token: "{{ vault_prometheus_token }}"}
+
+- name: Ramp every service of the environment in one run
+  mirror_ramp:
+    services:
+      - {name: user-service, namespace: shop, workloads: {primary: user-service-v1, mirror: [user-service-v2]}}
+      - {name: order-service, namespace: shop, workloads: {primary: order-service-v1, mirror: [order-service-v2]}}
+    environment: prod
+    steps: [{percent: 1, hold: 1d}, {percent: 5, hold: 1d}]
+    gates: {thresholds: [{name: mirror-5xx, metric: error_ratio, operator: "<", value: 0.05}]}
+    prometheus: {url: "http://prometheus.monitoring.svc:9090"}
+  register: ramp
+  # ramp.results: one row per service, each with the keys below
 """
 
 RETURN = r"""
+results:
+  description: With O(services) - one row per service, with the keys below (service, state, percent, msg ...);
+    a failed service's row has C(failed=true) and its error in C(msg). The task's own C(changed) is true
+    if any service changed.
+  type: list
+  elements: dict
+  returned: when O(services) is given
 status:
   description: With O(operation=status) - service, environment, state, step ("2/4"), percent, since, next_advance
     (UTC times) and last_gates (name, verdict, value, operator, threshold of each gate at the last check).

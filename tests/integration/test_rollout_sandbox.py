@@ -131,7 +131,7 @@ def test_healthy_candidate_ramp_completes_then_failing_candidate_is_cut_off(stac
 
     # A third run keeps the mirror off and changes nothing.
     third = rollout(sandbox)
-    assert "ok: [localhost] => (item=demo-service)" in ramp_task(third.output), third.output[-3000:]
+    assert "ok: [local] demo-service: " in ramp_task(third.output), third.output[-3000:]
     assert live_percent(sandbox) == 0
 
 
@@ -153,7 +153,7 @@ def test_emergency_stop_with_prometheus_down_holds_until_restart(stack: tuple[Sa
         time.sleep(0.2)
     check = run_playbook("playbooks/emergency-stop.yml", extra_vars=scheduled, check=True)
     assert check.returncode == 0, check.output[-4000:]
-    assert "changed: [localhost] => (item=demo-service)" in check.output
+    assert "changed: [local] (check mode, nothing written) demo-service: " in check.output
     assert (state(sandbox)["status"], live_percent(sandbox)) == ("ramping", 5), "check mode changed something"
     stop = run_playbook("playbooks/emergency-stop.yml", extra_vars={**scheduled, "reason": "pager: 5xx"})
     assert stop.returncode == 0, stop.output[-4000:]
@@ -170,7 +170,7 @@ def test_emergency_stop_with_prometheus_down_holds_until_restart(stack: tuple[Sa
     # Scheduled runs leave it stopped (and need no Prometheus to say so) until restart=true.
     held = run_playbook("rollout.yml", extra_vars=scheduled)
     assert held.returncode == 0, held.output[-4000:]
-    assert "ok: [localhost] => (item=demo-service)" in ramp_task(held.output), held.output[-3000:]
+    assert "ok: [local] demo-service: " in ramp_task(held.output), held.output[-3000:]
     assert (state(sandbox)["status"], live_percent(sandbox)) == ("stopped", 0)
 
 

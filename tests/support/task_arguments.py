@@ -15,11 +15,11 @@ from typing import Any
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-from mirrorramp.adapter import ARGUMENT_SPEC
+from mirrorramp.adapter import ARGUMENT_RULES, ARGUMENT_SPEC
 
 
 def validated(task_args: dict[str, Any]) -> dict[str, Any]:
     """`task_args` after Ansible's argument validation; AssertionError if Ansible refuses them."""
-    result = ArgumentSpecValidator(ARGUMENT_SPEC).validate(task_args)
+    result = ArgumentSpecValidator(ARGUMENT_SPEC, **ARGUMENT_RULES).validate(task_args)
     assert not result.error_messages, f"Ansible's argument validation refused these: {result.error_messages}"
     return result.validated_parameters

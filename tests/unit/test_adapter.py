@@ -7,8 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from mirrorramp.adapter import ARGUMENT_SPEC, RampRequest, execute
-from mirrorramp.errors import ConfigError
+from mirrorramp.adapter import (
+    ARGUMENT_RULES,
+    ARGUMENT_SPEC,
+    RampRequest,
+    combined_result,
+    execute,
+    requests_from_arguments,
+    row_line,
+)
+from mirrorramp.errors import ConfigError, DriverError
 from mirrorramp.state import RampState
 from tests.unit.test_runner import MemoryTarget, ScriptedPrometheus, ramping
 
@@ -152,3 +160,78 @@ def test_a_run_that_changes_nothing_records_its_pass_without_redrawing(tmp_path:
     assert not held["changed"]
     assert len(html.with_suffix(".jsonl").read_text().splitlines()) == 2
     assert html.stat().st_mtime_ns == drawn
+
+
+def services_arguments(*entries: dict, **given) -> dict:
+    args = arguments(services=list(entries), **given)
+    for key in ("service", "workloads"):
+        args[key] = None
+    return args
+
+
+def entry(name: str, **given) -> dict:
+    return {"name": name, "workloads": {"primary": f"{name}-v1", "mirror": [f"{name}-v2"]}, **given}
+
+
+def test_services_give_one_request_each_with_the_task_settings() -> None:
+    args = services_arguments(entry("user-service"), entry("order-service", namespace="orders", virtual_service="vs"))
+    first, second = requests_from_arguments(args, check_mode=True, diff=False)
+    assert (first.config.service, first.config.namespace, first.driver_options["virtual_service"]) == (
+        "user-service",
+        "shop",
+        None,
+    )
+    assert (second.config.service, second.config.namespace, second.driver_options["virtual_service"]) == (
+        "order-service",
+        "orders",
+        "vs",
+    )
+    assert second.config.query_context["mirror_workloads"] == ["order-service-v2"]
+    assert first.config.plan == second.config.plan and first.config.dry_run and second.config.dry_run
+
+
+@pytest.mark.parametrize(
+    ("entries", "given", "message"),
+    [
+        ((), {}, "services is empty"),
+        ((entry("user-service"), entry("user-service")), {}, "shop/user-service is listed twice"),
+        ((entry("user-service"),), {"namespace": None}, r"services\[0\] \('user-service'\) has no namespace"),
+        ((entry("user-service"), entry("Bad_Name")), {}, "service='Bad_Name' is not a DNS-1123 label"),
+    ],
+)
+def test_bad_services_are_refused_before_anything_runs(entries, given, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        requests_from_arguments(services_arguments(*entries, **given), check_mode=False, diff=False)
+
+
+def test_service_and_services_together_or_neither_are_refused_by_the_spec() -> None:
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+    validator = ArgumentSpecValidator(ARGUMENT_SPEC, **ARGUMENT_RULES)
+    both = {k: v for k, v in arguments(services=[entry("a")]).items() if v is not None}
+    assert "mutually exclusive: service|services" in " ".join(validator.validate(both).error_messages)
+    neither = {k: v for k, v in arguments().items() if v is not None and k != "service"}
+    assert "one of the following is required: service, services" in " ".join(validator.validate(neither).error_messages)
+
+
+def test_combined_result_has_a_row_per_service_and_fails_for_the_failed_one() -> None:
+    requests = requests_from_arguments(
+        services_arguments(entry("user-service"), entry("order-service")), check_mode=False, diff=True
+    )
+    target = MemoryTarget()
+    ok = execute(requests[0], driver=target, prometheus=ScriptedPrometheus())
+    result = combined_result(requests, [ok, DriverError("VirtualService shop/order-service: HTTP 503")])
+    assert result["changed"] and result["failed"]
+    assert [row["service"] for row in result["results"]] == ["user-service", "order-service"]
+    assert result["results"][1] == {
+        "service": "order-service",
+        "namespace": "shop",
+        "environment": "prod",
+        "changed": False,
+        "failed": True,
+        "msg": "order-service: VirtualService shop/order-service: HTTP 503",
+    }
+    assert result["msg"] == "2 service(s): 1 changed, 0 unchanged, 1 failed: " + result["results"][1]["msg"]
+    assert result["diff"] == [ok["diff"]] and "diff" not in result["results"][0]
+    assert row_line(result["results"][0]).startswith("changed: [prod] user-service: ")
+    assert row_line(result["results"][1]).startswith("failed: [prod] order-service: ")

@@ -17,7 +17,7 @@ from mirrorramp.machine import Policy
 from mirrorramp.model import Step
 from mirrorramp.notify import Notifier
 from mirrorramp.prometheus import QueryResult
-from mirrorramp.runner import RampConfig, Runner
+from mirrorramp.runner import RampConfig, Runner, run_all
 from mirrorramp.state import RampState
 
 PLAN = (Step(1, 60), Step(5, 60), Step(20, 60))
@@ -261,3 +261,53 @@ def test_gates_left_unchecked_for_want_of_traffic_are_not_listed_as_evidence():
     outcome = make_runner(target, ScriptedPrometheus(requests=3), clock).run()
     assert outcome.last.reason.startswith("holding step 2 (5%): gates inconclusive (1 of 10 tolerated): traffic = 3")
     assert "more:" not in outcome.last.reason
+
+
+class FailingOnSecondRead(MemoryTarget):
+    """A target whose API goes away after the first pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def read(self) -> TargetSnapshot:
+        self.reads += 1
+        if self.reads > 2:  # the first pass reads twice: before the write and to verify it
+            raise DriverError("memory target: HTTP 503 Service Unavailable")
+        return super().read()
+
+
+def test_run_all_keeps_going_for_the_others_when_one_service_fails():
+    clock = Clock()
+    healthy, breaching, broken = MemoryTarget(), MemoryTarget(), FailingOnSecondRead()
+    watch = {"mode": "watch", "poll_interval": 20, "deadline_seconds": 3600}
+    runners = [
+        make_runner(broken, ScriptedPrometheus(), clock, **watch),
+        make_runner(breaching, ScriptedPrometheus(), clock, **watch),
+        make_runner(healthy, ScriptedPrometheus(), clock, **watch),
+    ]
+    passes: list[list[Runner]] = []
+    # The breach comes after the start: the second runner's candidate starts failing.
+    runners[1].prometheus = ScriptedPrometheus(error_ratio=0.0)
+
+    def before_pass(going: list[Runner]) -> None:
+        passes.append(going)
+        if len(passes) == 2:
+            runners[1].prometheus.error_ratio = 0.5
+
+    results = run_all(runners, before_pass=before_pass)
+    assert isinstance(results[0], DriverError) and "503" in str(results[0])
+    assert breaching.state.status == "rolled_back" and breaching.percent == 0
+    assert healthy.state.status == "completed" and healthy.percent == 20
+    assert results[2].passes == len(passes)
+    # Every pass looked at the ramps still going; the broken one left after its failure.
+    assert passes[0] == runners and passes[1] == runners
+    assert passes[2] == [runners[2]]
+
+
+def test_run_all_in_scheduled_mode_makes_one_pass_each():
+    clock = Clock()
+    targets = [MemoryTarget() for _ in range(3)]
+    results = run_all([make_runner(t, ScriptedPrometheus(), clock) for t in targets])
+    assert [r.passes for r in results] == [1, 1, 1]
+    assert [t.percent for t in targets] == [1.0, 1.0, 1.0]

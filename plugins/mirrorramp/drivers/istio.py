@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,6 +119,7 @@ class IstioDriver:
         self._version = version
         self._timeout = timeout
         self._last: dict | None = None
+        self._preloaded: dict | None = None
         self.description = f"VirtualService {namespace}/{name}"
 
     def _call(self, what: str, fn, *args, **kwargs):
@@ -134,16 +137,26 @@ class IstioDriver:
             unknown = "" if what == "reading" else "; the write may have landed: the next run reads it back"
             raise DriverError(f"{what} {self.description} failed: {type(e).__name__}: {e}{unknown}") from e
 
+    def preload(self, vs: dict) -> None:
+        """The object as a LIST of its namespace returned it: the next read uses it, not a GET.
+
+        Only the next one: a read after a write (the check that it landed) or after a conflict
+        asks the API server again.
+        """
+        self._preloaded = vs
+
     def read(self) -> TargetSnapshot:
-        vs = self._call(
-            "reading",
-            self._api.get_namespaced_custom_object,
-            GROUP,
-            self._version,
-            self._namespace,
-            PLURAL,
-            self._name,
-        )
+        vs, self._preloaded = self._preloaded, None
+        if vs is None:
+            vs = self._call(
+                "reading",
+                self._api.get_namespaced_custom_object,
+                GROUP,
+                self._version,
+                self._namespace,
+                PLURAL,
+                self._name,
+            )
         self._last = vs
         annotations = (vs.get("metadata") or {}).get("annotations") or {}
         raw = annotations.get(STATE_ANNOTATION)
@@ -195,6 +208,30 @@ class IstioDriver:
             version=str(result["metadata"].get("resourceVersion", "")),
             mirror_settings=_mirror_settings(result),
         )
+
+
+def preload_namespaces(drivers: Iterable[IstioDriver]) -> None:
+    """One LIST of VirtualServices per namespace for all `drivers`, instead of a GET each.
+
+    Each driver's next read uses its object from the list. A LIST that fails, or one without
+    the object, leaves that driver to its own GET, which reports its own error.
+    """
+    by_namespace: dict[tuple[str, str], list[IstioDriver]] = defaultdict(list)
+    for driver in drivers:
+        by_namespace[(driver._namespace, driver._version)].append(driver)
+    for (namespace, version), group in by_namespace.items():
+        if len(group) < 2:
+            continue  # a GET costs no more than a LIST
+        try:
+            listed = group[0]._call(
+                "listing", group[0]._api.list_namespaced_custom_object, GROUP, version, namespace, PLURAL
+            )
+        except DriverError:
+            continue
+        items = {(item.get("metadata") or {}).get("name"): item for item in listed.get("items") or []}
+        for driver in group:
+            if driver._name in items:
+                driver.preload(items[driver._name])
 
 
 def _status_message(e) -> str:
