@@ -41,7 +41,9 @@ def mirror_ramp_targets(services, namespace):
     targets = []
     for service in services:
         workloads = mirror_service_workloads(service)  # names the service that lacks something
-        targets.append({"name": service["name"], "namespace": service.get("namespace") or namespace, "workloads": workloads})
+        targets.append(
+            {"name": service["name"], "namespace": service.get("namespace") or namespace, "workloads": workloads}
+        )
     return targets
 
 
