@@ -127,35 +127,36 @@ def render(
         return Render(environment, build_dir, json.loads(inputs_file.read_text()), run)
     preview = build_dir.with_name(f"{build_dir.name}-preview")
     previewed = previewed_files(run.output)
-    for relative, content in previewed.items():
-        if relative:
+    for path, content in previewed.items():
+        if Path(path).is_relative_to(build_dir):
+            relative = Path(path).relative_to(build_dir)
             (preview / relative).parent.mkdir(parents=True, exist_ok=True)
             (preview / relative).write_text(content)
-    return Render(environment, preview, json.loads(previewed[""]), run)
+    return Render(environment, preview, json.loads(previewed[str(inputs_file)]), run)
 
 
 _NEW_FILE_HUNK = re.compile(r"^@@ -0,0 \+1(?:,(\d+))? @@$")
-_RESULT = re.compile(r"^changed: \[localhost\](?: => \(item=(.+)\))?")
+_AFTER_HEADER = re.compile(r"^\+\+\+ after: (.+)$")
 
 
 def previewed_files(output: str) -> dict[str, str]:
-    """From check mode with --diff: the content of each file that would be created, by the loop
-    item of its task (the file path relative to the build directory; "" for a task without loop)."""
+    """From check mode with --diff: the content of each file that would be created, by the path
+    its diff names ("+++ after: <path>")."""
     files: dict[str, str] = {}
     lines = output.splitlines()
-    content = None
+    path = None
     index = 0
     while index < len(lines):
+        header = _AFTER_HEADER.match(lines[index])
+        if header:
+            path = header.group(1)
         hunk = _NEW_FILE_HUNK.match(lines[index])
-        if hunk:
+        if hunk and path is not None:
             count = int(hunk.group(1) or 1)
-            content = "".join(line[1:] + "\n" for line in lines[index + 1 : index + 1 + count])
+            files[path] = "".join(line[1:] + "\n" for line in lines[index + 1 : index + 1 + count])
+            path = None
             index += count + 1
             continue
-        result = _RESULT.match(lines[index])
-        if result and content is not None:
-            files[result.group(1) or ""] = content
-            content = None
         index += 1
     return files
 
