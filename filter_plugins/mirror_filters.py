@@ -11,10 +11,21 @@ from mirrorramp.virtualservice import keep_live_mirror
 
 
 def mirror_keep_live(rendered, live_resources):
-    """`rendered` is one manifest; `live_resources` the k8s_info `resources` list (0 or 1 item)."""
+    """`rendered` is one manifest; `live_resources` the live objects (k8s_info `resources`), any
+    number: the one of the same kind, namespace and name, if any, is the live one."""
     if not isinstance(rendered, dict):
         raise AnsibleFilterError(f"mirror_keep_live: expected a manifest (dict), got {type(rendered).__name__}")
-    live = live_resources[0] if live_resources else None
+
+    def same_object(live):
+        # Items of a LIST may come without kind (the API server omits it for built-in kinds).
+        meta, want = live.get("metadata") or {}, rendered.get("metadata") or {}
+        return (
+            live.get("kind", rendered.get("kind")) == rendered.get("kind")
+            and meta.get("namespace") == want.get("namespace")
+            and meta.get("name") == want.get("name")
+        )
+
+    live = next((obj for obj in live_resources or [] if isinstance(obj, dict) and same_object(obj)), None)
     try:
         return keep_live_mirror(rendered, live)
     except MirrorRampError as e:

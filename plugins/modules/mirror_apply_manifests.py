@@ -1,0 +1,56 @@
+#!/usr/bin/python
+# The documentation of the mirror_apply_manifests action plugin
+# (plugins/action/mirror_apply_manifests.py); this module file is never executed.
+
+DOCUMENTATION = r"""
+module: mirror_apply_manifests
+short_description: Apply many manifests with one run of kubernetes.core.k8s
+version_added: "0.1.0"
+description:
+  - Runs M(kubernetes.core.k8s) once with every manifest of O(definitions) as its C(definition)
+    (C(state=present)), instead of once per manifest in a loop - a loop starts the module, imports
+    the kubernetes client and discovers the API for each manifest, seconds each. The requests to the
+    API server are the same - a read, then a create or a patch, per manifest, in order.
+  - Prints C(changed - <kind> <namespace>/<name>) for each manifest that changed (C(ok - ...) too with -v),
+    and returns each manifest's diff at the task's level, so C(--diff) shows them.
+  - Check mode is the module's server-side dry run. The module stops at the first manifest the API
+    server refuses; the ones before it are applied, and the task fails with the server's message.
+  - roles/mirror_apply uses it for the rendered manifests of an environment.
+options:
+  definitions:
+    description: The manifests, in the order to apply them. Each needs C(kind) and C(metadata.name).
+    type: list
+    elements: dict
+    required: true
+  kube:
+    description: The connection options of kubernetes.core (unset or null ones fall back to the module's
+      defaults - the K8S_AUTH_* variables, then ~/.kube/config or the in-cluster service account).
+    type: dict
+    default: {}
+    suboptions:
+      kubeconfig: {description: Path of a kubeconfig file., type: raw}
+      context: {description: Context of the kubeconfig., type: str}
+      host: {description: URL of the API server., type: str}
+      api_key: {description: Bearer token (never shown)., type: str}
+      validate_certs: {description: Verify the API server's certificate., type: raw}
+      ca_cert: {description: CA bundle of the API server., type: path}
+attributes:
+  check_mode: {support: full}
+  diff_mode: {support: full}
+author: mirror-ramp
+"""
+
+EXAMPLES = r"""
+- name: Apply the manifests
+  mirror_apply_manifests:
+    definitions: "{{ manifests }}"
+    kube: {host: "https://api.example:6443", api_key: "{{ vault_kube_token }}"}
+"""
+
+RETURN = r"""
+results:
+  description: One row per manifest - resource ("<kind> <namespace>/<name>"), changed, method (create, update, patch).
+  type: list
+  elements: dict
+  returned: on success
+"""
