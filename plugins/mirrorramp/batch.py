@@ -5,7 +5,9 @@ gates.evaluate sends each service's own queries. BatchedPrometheus answers those
 the default queries of every service over the run's window, from one grouped query per metric
 (promql.grouped_query), sent on first demand and kept for one pass. Everything else goes to
 Prometheus as before: custom PromQL, a service with several mirror workloads, the whole-step
-look over another window, the query check of a new ramp.
+look over another window. The query check of a new ramp (gates.check_queries) is answered
+the same way when its window is the run's: the grouped query was accepted, or each one-service
+query is sent, so a query Prometheus rejects is still caught before the mirror goes on.
 
 Equal answers, not an approximation: a grouped query is the one-service expression aggregated
 by (namespace, workload) instead of into one series, so each of its series is the value the
