@@ -7,28 +7,36 @@ services in mirror_services and 1h holds, written to a temporary directory.
 
 1. whole start (N = 1; more with --whole-sizes): `ansible-playbook rollout.yml -i <inventory>`,
    render + apply + ramp with dev's ramp report, split into its parts with the
-   ansible.posix.json callback. Render and apply cost seconds per manifest (6 per service, 4
-   shared), so they are measured on 1 service and scaled, never run for 100 in the default.
+   ansible.posix.json callback. Render and apply (6 manifests per service, 4 shared) are
+   measured on 1 service and scaled (an upper bound), never run for 100 in the default.
 2. For N = 1, 10, 100: the VirtualServices as mirror_istio renders them (the one of 1, renamed
-   per service), then the ramp part of the same command, as a scheduled job runs it:
+   per service), then the ramp alone, as a scheduled job of a large environment runs it:
 
-       ansible-playbook rollout.yml -i <inventory> --start-at-task 'Mirror of each service: *'
+       ansible-playbook playbooks/ramp.yml -i <inventory>
 
+   The ramp is one mirror_ramp task for all services (adapter.execute_all): one grouped
+   Prometheus query per metric for all of them (batch.py) and one LIST of VirtualServices per
+   namespace per pass, so its queries and reads are counted per run, not per service.
    start          the first run after the apply: every ramp starts (pending -> step 1 at 1%)
    steady         any later run while a step holds: read, ask the gates, nothing to write
-   steady+report  the same with dev's ramp report (--report-sizes, default N = 10)
-   start and steady run with mirror_reports_dir "" (no report): at 100 services the report
-   alone takes minutes. Between the two the engine records its first look at step 1's gates
-   (a bookkeeping write, once per step) in this process.
-3. The engine alone, in this process, one service after the other (a loop item of the
-   mirror_ramp task without Ansible), timed by where it goes: arguments and clients, the
-   Kubernetes API, Prometheus, the rest.
-4. A probe of the proposal: the five value gates of a steady run asked once per service, against
-   once per gate for all services (`sum by (destination_service_name)`).
+   first report   the same with dev's ramp report, the first run that writes one (--report-sizes,
+                  default N = 10): every service's report is drawn, none exists yet
+   steady+report  the next run with the report: records appended to the existing reports
+   start and steady run with mirror_reports_dir "" (no report). Between the two the engine
+   records its first look at step 1's gates (a bookkeeping write, once per step) in this
+   process.
+3. The engine alone, in this process: what the mirror_ramp action does with the task's
+   arguments (validate_argument_spec's checks, adapter.requests_from_arguments on a `services`
+   list, adapter.execute_all), timed as a whole and split by where it goes: arguments, clients
+   (the Prometheus and Kubernetes clients, the drivers, the batch), the Kubernetes API,
+   Prometheus, the rest (gates, state machine, results). The split wraps PrometheusClient's and
+   kubernetes' CustomObjectsApi's methods in this process and counts their calls.
 
 Counted per run: the queries Prometheus answered and the seconds it spent on them (its own
 prometheus_http_requests_total and ..._duration_seconds_sum), and the requests the API double
-served, split into the apply's and the ramp's by when they arrived.
+served (LIST, GET, writes), split into the apply's and the ramp's by when they arrived. The
+numbers of the last run before the engine ran all services in one task (BEFORE, from
+docs/benchmarks.md) are kept as a reference, not measured again.
 
 Run from the repository root with the venv (`make bench` runs every benchmark):
 
@@ -53,15 +61,20 @@ if __package__ in (None, ""):  # python scripts/bench/scale.py
 
 import argparse
 import contextlib
+import functools
+import itertools
 import json
 import multiprocessing
 import multiprocessing.connection
 import os
+import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -70,12 +83,13 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from mirrorramp import promql
-from mirrorramp.adapter import ARGUMENT_SPEC, RampRequest, build_driver, build_prometheus, execute
-from mirrorramp.promql import QueryContext
+from mirrorramp import adapter
+from mirrorramp.adapter import ARGUMENT_RULES, ARGUMENT_SPEC, execute_all, requests_from_arguments
+from mirrorramp.batch import BatchedPrometheus
+from mirrorramp.prometheus import PrometheusClient
 from scripts.bench import results
 from scripts.bench.sandbox import log
-from tests.fakes.kube_api import KubeApiServer
+from tests.fakes.kube_api import KubeApiServer, Route, route
 from tests.support.ansible_run import REPO_ROOT, VENV_BIN, ansible_env
 from tests.support.istio_metrics_source import IstioMetricsSource
 from tests.support.prometheus_server import PrometheusServer, poll_until
@@ -86,7 +100,6 @@ DEV_INVENTORY = REPO_ROOT / "inventories" / "dev"
 NAMESPACE = "shop-dev"  # dev's mirror_namespace
 ENVIRONMENT = "dev"
 RAMP_TASK = "Mirror of each service: ramp"
-START_AT_RAMP = "Mirror of each service: *"
 APPLY_ROLE = "mirror_apply"
 DEFAULT_SIZES = (1, 10, 100)
 DEFAULT_WHOLE_SIZES = (1,)
@@ -144,15 +157,26 @@ def write_inventory(directory: Path, n: int) -> Path:
 # -- the servers -----------------------------------------------------------------------------
 
 
+def request_kind(method: str, path: str) -> str:
+    """LIST (a collection), GET (one object, or discovery) or the write's verb (PATCH, PUT, ...)."""
+    if method != "GET":
+        return method
+    found = route(path.split("?", 1)[0])
+    return "LIST" if isinstance(found, Route) and found.name is None else "GET"
+
+
+WRITES = ("PATCH", "PUT", "POST", "DELETE")
+
+
 class TimedKubeApi(KubeApiServer):
     """The API double, and when each request arrived (to tell the apply's from the ramp's)."""
 
     def __init__(self, work_dir: Path) -> None:
-        self.arrivals: list[tuple[float, str]] = []  # (time.time(), method)
+        self.arrivals: list[tuple[float, str]] = []  # (time.time(), request_kind)
         super().__init__(work_dir)
 
     def handle(self, method, raw_path, headers, body):
-        self.arrivals.append((time.time(), method))
+        self.arrivals.append((time.time(), request_kind(method, raw_path)))
         return super().handle(method, raw_path, headers, body)
 
     def reset(self) -> None:
@@ -335,11 +359,35 @@ def slowest_tasks(callback_output: dict[str, Any], count: int = 8) -> dict[str, 
     return {name: round(seconds, 2) for name, seconds in sorted(durations.items(), key=lambda kv: -kv[1])[:count]}
 
 
+# The line the mirror_ramp task prints per service (adapter.row_line): "changed: [dev] svc-001: ...".
+SERVICE_LINE = re.compile(r"^(changed|ok|failed): \[[^\]]*\] ")
+
+
+def callback_output(stdout: str) -> tuple[dict[str, Any], list[str]]:
+    """The ansible.posix.json document on stdout, and the other lines there: the mirror_ramp
+    task prints one line per service (Display.display) on the same stdout, before the document."""
+    decoder = json.JSONDecoder()
+    for match in re.finditer(r"^\{", stdout, re.MULTILINE):
+        try:
+            document, end = decoder.raw_decode(stdout, match.start())
+        except ValueError:
+            continue
+        if isinstance(document, dict) and "plays" in document:
+            lines = stdout[: match.start()].splitlines() + stdout[end:].splitlines()
+            return document, [line for line in lines if line.strip()]
+    raise RuntimeError(f"no ansible.posix.json document on stdout:\n{stdout[-2000:]}")
+
+
 def ramp_results(callback_output: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of the mirror_ramp task, one per service: the task's own `results` (one task for
+    every service, not a loop; a loop's items have the same place in the json callback)."""
     for play in callback_output["plays"]:
         for task in play["tasks"]:
             if task["task"]["name"].endswith(RAMP_TASK):
-                return task["hosts"]["localhost"]["results"]
+                rows = task["hosts"]["localhost"].get("results")
+                if not isinstance(rows, list):
+                    raise RuntimeError(f"the mirror_ramp task's result has no results list: {task['hosts']}")
+                return rows
     raise RuntimeError("no mirror_ramp task in the run")
 
 
@@ -361,10 +409,14 @@ class RunResult:
     api_requests_apply: int
     api_requests_ramp: int
     api_requests_ramp_per_service: float
+    api_lists_ramp: int
+    api_gets_ramp: int
     api_writes_ramp: int
     manifests_applied: int
     manifests_per_service: int  # of those, the ones named after one service (the rest are shared)
     changed_ramps: int
+    service_rows: int  # rows in the task's results (one per service)
+    service_lines: int  # lines the task printed, "changed: [dev] svc-001: ..." (one per service)
     load_1m: float  # the machine's load average when the run started
     slowest_tasks: dict[str, float] = field(default_factory=dict)  # whole runs: task -> seconds
 
@@ -390,9 +442,8 @@ def run_rollout(s: Stack, label: str, *, ramp_only: bool, reports: bool = True) 
         "mirror_ramp_mode": "scheduled",
         "mirror_ramp_steps": STEPS,
     }
-    command = [str(VENV_BIN / "ansible-playbook"), "rollout.yml", "-i", str(s.inventory), "-e", json.dumps(extra_vars)]
-    if ramp_only:
-        command += ["--start-at-task", START_AT_RAMP]
+    playbook = "playbooks/ramp.yml" if ramp_only else "rollout.yml"
+    command = [str(VENV_BIN / "ansible-playbook"), playbook, "-i", str(s.inventory), "-e", json.dumps(extra_vars)]
     env = ansible_env(
         TMPDIR=str(kube.tmpdir),  # kubernetes.core's discovery cache: this double's own
         ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
@@ -409,18 +460,20 @@ def run_rollout(s: Stack, label: str, *, ramp_only: bool, reports: bool = True) 
     wall = time.monotonic() - started
     after = PrometheusCounters.read(s.prometheus.url)
     if process.returncode != 0:
+        # command[:4]: the playbook and the inventory, never the extra vars (they hold the token).
         raise RuntimeError(
             f"{' '.join(command[:4])} ({s.n} services, {label}) failed with {process.returncode}:\n"
             f"{process.stdout[-4000:]}\n{process.stderr[-2000:]}"
         )
-    output = json.loads(process.stdout)
+    output, printed = callback_output(process.stdout)
     parts = spans(output)
     ramp, apply = parts["ramp"], parts.get("apply")
-    in_ramp = [method for at, method in kube.arrivals if ramp.holds(at)]
-    in_apply = [method for at, method in kube.arrivals if apply and apply.holds(at)]
+    in_ramp = [kind for at, kind in kube.arrivals if ramp.holds(at)]
+    in_apply = [kind for at, kind in kube.arrivals if apply and apply.holds(at)]
     queries, query_seconds = after.since(before, QUERY_HANDLER)
     rules, _ = after.since(before, RULES_HANDLER)
     rendered = sorted((s.workdir / "build" / "k8s").glob("*.yml")) if apply else []
+    rows = ramp_results(output)
     return RunResult(
         n=s.n,
         run=label,
@@ -438,10 +491,14 @@ def run_rollout(s: Stack, label: str, *, ramp_only: bool, reports: bool = True) 
         api_requests_apply=len(in_apply),
         api_requests_ramp=len(in_ramp),
         api_requests_ramp_per_service=round(len(in_ramp) / s.n, 2),
-        api_writes_ramp=sum(1 for method in in_ramp if method != "GET"),
+        api_lists_ramp=in_ramp.count("LIST"),
+        api_gets_ramp=in_ramp.count("GET"),
+        api_writes_ramp=sum(1 for kind in in_ramp if kind in WRITES),
         manifests_applied=len(rendered),
         manifests_per_service=sum(1 for path in rendered if f"-{service_name(1)}" in path.name),
-        changed_ramps=sum(1 for result in ramp_results(output) if result.get("changed")),
+        changed_ramps=sum(1 for row in rows if row.get("changed")),
+        service_rows=len(rows),
+        service_lines=sum(1 for line in printed if SERVICE_LINE.match(line)),
         load_1m=round(load, 2),
         slowest_tasks=slowest_tasks(output) if not ramp_only else {},
     )
@@ -450,29 +507,83 @@ def run_rollout(s: Stack, label: str, *, ramp_only: bool, reports: bool = True) 
 # -- the engine alone ------------------------------------------------------------------------
 
 
-class Timed:
-    """Wraps an object; the time spent in its methods adds up in `buckets[name]`."""
+class Meter:
+    """Calls and seconds of the functions it wraps, by bucket. The seconds are exclusive: a
+    wrapped call inside another wrapped call counts for its own bucket only (the grouped query
+    BatchedPrometheus sends is Prometheus's time, not the batch's). One thread: the caller's."""
 
-    def __init__(self, wrapped: Any, buckets: dict[str, float], name: str) -> None:
-        self._wrapped, self._buckets, self._name = wrapped, buckets, name
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: Counter[str] = Counter()
+        self._local = threading.local()
 
-    def __getattr__(self, attribute: str) -> Any:
-        value = getattr(self._wrapped, attribute)
-        if not callable(value):
-            return value
+    def _open(self) -> list[list[float]]:
+        if not hasattr(self._local, "open"):
+            self._local.open = []  # per wrapped call in progress: [started, seconds of inner calls]
+        return self._local.open
 
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
+    def wrap(self, fn: Callable[..., Any], bucket: str, counter: str | None) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def metered(*args: Any, **kwargs: Any) -> Any:
+            stack = self._open()
+            frame = [time.perf_counter(), 0.0]
+            stack.append(frame)
             try:
-                return value(*args, **kwargs)
+                return fn(*args, **kwargs)
             finally:
-                self._buckets[self._name] = self._buckets.get(self._name, 0.0) + time.perf_counter() - started
+                stack.pop()
+                elapsed = time.perf_counter() - frame[0]
+                self.seconds[bucket] += elapsed - frame[1]
+                if counter:
+                    self.calls[counter] += 1
+                if stack:
+                    stack[-1][1] += elapsed
 
-        return timed
+        return metered
+
+    @contextlib.contextmanager
+    def patched(self, owner: Any, name: str, bucket: str, counter: str | None = None) -> Iterator[None]:
+        """`owner.name` (a class's method or a module's function) metered until the block ends."""
+        own = name in vars(owner)
+        original = vars(owner)[name] if own else getattr(owner, name)
+        setattr(owner, name, self.wrap(getattr(owner, name), bucket, counter))
+        try:
+            yield
+        finally:
+            if own:
+                setattr(owner, name, original)
+            else:
+                delattr(owner, name)
+
+
+def metered_calls() -> list[tuple[Any, str, str, str | None]]:
+    """(owner, name, bucket, counter) of what execute_all calls on its way out of the process.
+
+    adapter's builders are looked up as module globals when execute_all calls them, the clients'
+    methods on their classes: patched there, every call of the run goes through the meter.
+    """
+    from kubernetes.client import CustomObjectsApi
+
+    return [
+        (PrometheusClient, "query", "prometheus", "queries"),
+        (PrometheusClient, "alert_rule_names", "prometheus", "rules"),
+        (PrometheusClient, "ready", "prometheus", "ready"),
+        (CustomObjectsApi, "list_namespaced_custom_object", "kubernetes", "LIST"),
+        (CustomObjectsApi, "get_namespaced_custom_object", "kubernetes", "GET"),
+        (CustomObjectsApi, "patch_namespaced_custom_object", "kubernetes", "PATCH"),
+        (CustomObjectsApi, "replace_namespaced_custom_object", "kubernetes", "PUT"),
+        (adapter, "build_prometheus", "clients", None),
+        (adapter, "build_api_client", "clients", None),
+        (adapter, "build_driver", "clients", None),
+        (BatchedPrometheus, "__init__", "clients", None),
+        # What the gates ask, per service; answered from the grouped queries (counted above).
+        (BatchedPrometheus, "query", "rest", "gate queries"),
+    ]
 
 
 def dev_ramp_arguments(s: Stack) -> dict[str, Any]:
-    """The mirror_ramp arguments rollout.yml passes with dev's ramp.yml, but those of one service."""
+    """The mirror_ramp arguments of roles/mirror_ramp with dev's ramp.yml: every service of the
+    stack in `services`, as mirror_ramp_targets gives them."""
     from jinja2 import Template
 
     group_vars = DEV_INVENTORY / "group_vars" / "all"
@@ -490,7 +601,14 @@ def dev_ramp_arguments(s: Stack) -> dict[str, Any]:
 
     return {
         "operation": "ramp",
-        "namespace": NAMESPACE,
+        "services": [
+            {
+                "name": service["name"],
+                "namespace": NAMESPACE,
+                "workloads": {"primary": f"{service['name']}-v1", "mirror": [f"{service['name']}-v2"]},
+            }
+            for service in services(s.n)
+        ],
         "environment": ENVIRONMENT,
         "driver": ramp["mirror_ramp_driver"],
         "host": s.kube.url,
@@ -513,60 +631,78 @@ class EngineResult:
     run: str
     total_s: float
     ms_per_service: float
-    arguments_ms: float  # validate and parse the arguments, build the two clients
-    kube_ms: float
-    prometheus_ms: float
-    rest_ms: float  # gate bookkeeping, the state machine, the result
-    queries_per_service: float
-    api_requests_per_service: float
+    # ms per run, where the run went (exclusive times of the metered calls):
+    arguments_ms: float  # the argument spec's checks and requests_from_arguments
+    clients_ms: float  # the Prometheus and Kubernetes clients, the drivers, the batch
+    kube_ms: float  # CustomObjectsApi calls (the test double answers in this process)
+    prometheus_ms: float  # PrometheusClient calls (HTTP and parsing)
+    rest_ms: float  # gates, splitting the grouped answers, the state machine, the result
+    queries: int  # sent by the client (PrometheusClient.query)
+    queries_server: int  # answered, by Prometheus's own counter
+    gate_queries: int  # asked by the services' gates (BatchedPrometheus.query)
+    rules_requests: int
+    api_lists: int
+    api_gets: int
+    api_writes: int
+    api_requests_server: int  # served, by the API double's record
     changed: int
+    failed: int
 
 
 def run_engine(s: Stack, label: str) -> EngineResult:
-    """Every service's ramp in this process, one after the other, as the task's loop does (no
-    ramp report: its cost is the ramp task's steady+report run minus its steady run)."""
+    """One run of the mirror_ramp action's work for every service, in this process: the
+    arguments checked as validate_argument_spec does, requests_from_arguments, execute_all
+    (no ramp report: its cost is the ramp task's steady+report run minus its steady run)."""
     from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-    validator = ArgumentSpecValidator(ARGUMENT_SPEC)
-    common = dev_ramp_arguments(s)
-    buckets: dict[str, float] = {}
+    validator = ArgumentSpecValidator(ARGUMENT_SPEC, **ARGUMENT_RULES)
+    arguments = dev_ramp_arguments(s)
+    meter = Meter()
     s.kube.clear_requests()
     before = PrometheusCounters.read(s.prometheus.url)
-    changed = 0
-    started = time.perf_counter()
-    for service in services(s.n):
-        building = time.perf_counter()
-        params = common | {
-            "service": service["name"],
-            "workloads": {"primary": f"{service['name']}-v1", "mirror": [f"{service['name']}-v2"]},
-        }
-        validated = validator.validate(params)
+    with contextlib.ExitStack() as patches:
+        for owner, name, bucket, counter in metered_calls():
+            patches.enter_context(meter.patched(owner, name, bucket, counter))
+        started = time.perf_counter()
+        validated = validator.validate(arguments)
         if validated.error_messages:
             raise RuntimeError(f"mirror_ramp arguments: {validated.error_messages}")
-        request = RampRequest.from_arguments(validated.validated_parameters, check_mode=False, diff=False)
-        driver = Timed(build_driver(request), buckets, "kube")
-        prometheus = Timed(build_prometheus(request), buckets, "prometheus")
-        buckets["arguments"] = buckets.get("arguments", 0.0) + time.perf_counter() - building
-        changed += bool(execute(request, driver=driver, prometheus=prometheus)["changed"])
-    total = time.perf_counter() - started
+        ramp_requests = requests_from_arguments(validated.validated_parameters, check_mode=False, diff=False)
+        parsed = time.perf_counter()
+        result = execute_all(ramp_requests)
+        total = time.perf_counter() - started
     after = PrometheusCounters.read(s.prometheus.url)
-    queries, _ = after.since(before, QUERY_HANDLER)
+    queries_server, _ = after.since(before, QUERY_HANDLER)
+    rows = result["results"]
+    for row in rows:
+        if row.get("failed"):
+            log(f"warning: engine, {s.n} services, {label}: {row['msg']}")
+    seconds = dict(meter.seconds) | {"arguments": parsed - started}
+    named = ("arguments", "clients", "kubernetes", "prometheus")
 
-    def per_service_ms(seconds: float) -> float:
-        return round(seconds * 1000 / s.n, 1)
+    def ms(value: float) -> float:
+        return round(value * 1000, 1)
 
     return EngineResult(
         n=s.n,
         run=label,
-        total_s=round(total, 2),
-        ms_per_service=per_service_ms(total),
-        arguments_ms=per_service_ms(buckets.get("arguments", 0.0)),
-        kube_ms=per_service_ms(buckets.get("kube", 0.0)),
-        prometheus_ms=per_service_ms(buckets.get("prometheus", 0.0)),
-        rest_ms=per_service_ms(total - sum(buckets.values())),
-        queries_per_service=round(queries / s.n, 2),
-        api_requests_per_service=round(len(s.kube.requests) / s.n, 2),
-        changed=changed,
+        total_s=round(total, 3),
+        ms_per_service=round(total * 1000 / s.n, 1),
+        arguments_ms=ms(seconds["arguments"]),
+        clients_ms=ms(seconds.get("clients", 0.0)),
+        kube_ms=ms(seconds.get("kubernetes", 0.0)),
+        prometheus_ms=ms(seconds.get("prometheus", 0.0)),
+        rest_ms=ms(total - sum(seconds.get(name, 0.0) for name in named)),
+        queries=meter.calls["queries"],
+        queries_server=queries_server,
+        gate_queries=meter.calls["gate queries"],
+        rules_requests=meter.calls["rules"],
+        api_lists=meter.calls["LIST"],
+        api_gets=meter.calls["GET"],
+        api_writes=meter.calls["PATCH"] + meter.calls["PUT"],
+        api_requests_server=len(s.kube.requests),
+        changed=sum(1 for row in rows if row.get("changed")),
+        failed=sum(1 for row in rows if row.get("failed")),
     )
 
 
@@ -586,144 +722,160 @@ def import_seconds() -> dict[str, float]:
     return json.loads(process.stdout)
 
 
-# -- the proposal's probe: one query per gate for every service -------------------------------
+# -- before: the last run with one mirror_ramp loop item per service --------------------------
 
-BY = "destination_service_name"  # what the primary and the mirror workloads of a service share
-
-
-def batched_queries(names: list[str], window: str) -> dict[str, str]:
-    """The five value gates of promql.py for every service in `names` at once: the workload
-    matchers become alternations and each aggregation keeps the service, so each answer has
-    one series per service."""
-
-    def selector(version: str) -> str:
-        workloads = "|".join(f"{name}-{version}" for name in names)
-        return (
-            f'reporter="destination",destination_workload_namespace="{NAMESPACE}",destination_workload=~"{workloads}"'
-        )
-
-    def rate(sel: str, extra: str = "") -> str:
-        return f"sum by ({BY}) (rate(istio_requests_total{{{sel}{extra}}}[{window}]))"
-
-    def error_ratio(sel: str) -> str:
-        # `or 0 * total`: a service with traffic and no 5xx yet gets 0, as `or vector(0)` gives one.
-        errors = rate(sel, ',response_code=~"5.."')
-        return f"(({errors}) or 0 * {rate(sel)}) / {rate(sel)}"
-
-    def p99(sel: str) -> str:
-        return (
-            f"histogram_quantile(0.99, sum by (le, {BY}) "
-            f"(rate(istio_request_duration_milliseconds_bucket{{{sel}}}[{window}])))"
-        )
-
-    mirror, primary = selector("v2"), selector("v1")
-    return {
-        "traffic": f"sum by ({BY}) (increase(istio_requests_total{{{mirror}}}[{window}]))",
-        "error_ratio": error_ratio(mirror),
-        "p99_latency": p99(mirror),
-        "error_ratio_delta": f"({error_ratio(mirror)}) - ({error_ratio(primary)})",
-        "p99_latency_ratio": f"({p99(mirror)}) / ({p99(primary)})",
-    }
-
-
-@dataclass
-class ProbeResult:
-    n: int
-    per_service_queries: int
-    per_service_s: float
-    batched_queries: int
-    batched_s: float
-    batched_series: dict[str, int]  # per gate: the series of the batched answer (N: one per service)
-
-
-def probe_batching(s: Stack, window: str = "5m") -> ProbeResult:
-    """The five value gates (traffic, 2 thresholds, 2 comparisons): one query per service and
-    gate as today, against one query per gate grouped by service; client-side seconds."""
-    templates = (
-        promql.REQUEST_COUNT,
-        promql.ERROR_RATIO,
-        promql.P99_LATENCY_MS,
-        promql.ERROR_RATIO_DELTA,
-        promql.P99_LATENCY_RATIO,
-    )
-    names = [service_name(i) for i in range(1, s.n + 1)]
-    with requests.Session() as session:
-
-        def ask(query: str) -> list[dict]:
-            response = session.get(f"{s.prometheus.url}{QUERY_HANDLER}", params={"query": query}, timeout=30)
-            response.raise_for_status()
-            return response.json()["data"]["result"]
-
-        started = time.perf_counter()
-        for name in names:
-            context = QueryContext(name, NAMESPACE, ENVIRONMENT, f"{name}-v1", (f"{name}-v2",), window)
-            for template in templates:
-                ask(promql.render(template, context))
-        per_service_s = time.perf_counter() - started
-        started = time.perf_counter()
-        series = {gate: len(ask(query)) for gate, query in batched_queries(names, window).items()}
-        batched_s = time.perf_counter() - started
-    return ProbeResult(
-        n=s.n,
-        per_service_queries=len(templates) * s.n,
-        per_service_s=round(per_service_s, 3),
-        batched_queries=len(templates),
-        batched_s=round(batched_s, 3),
-        batched_series=series,
-    )
+# Not measured by this script any more: the numbers docs/benchmarks.md showed from
+# `python scripts/bench/scale.py --write-doc` of 2026-11-26T03:49:39+00:00, before commits 435b599
+# (the report redrawn only when the ramp moved), 78025a3 (one grouped query per metric) and
+# e6b24a9 (one task for all services, one LIST per namespace). Same machine, same setup.
+BEFORE: dict[str, Any] = {
+    "source": "the run of 2026-11-26T03:49:39+00:00, before commits 435b599 (the report redrawn only when "
+    "the ramp moved), 78025a3 (grouped gate queries) and e6b24a9 (one task for all services)",
+    "runs": [
+        {"n": 1, "run": "start", "ramp_s": 0.99, "queries": 6, "api_requests_ramp": 3},
+        {"n": 1, "run": "steady", "ramp_s": 0.61, "queries": 6, "api_requests_ramp": 1},
+        {"n": 10, "run": "start", "ramp_s": 2.45, "queries": 60, "api_requests_ramp": 30},
+        {"n": 10, "run": "steady", "ramp_s": 1.81, "queries": 60, "api_requests_ramp": 10},
+        {"n": 100, "run": "start", "ramp_s": 25.35, "queries": 600, "api_requests_ramp": 300},
+        {"n": 100, "run": "steady", "ramp_s": 14.37, "queries": 600, "api_requests_ramp": 100},
+    ],
+    # The engine alone then: one service after the other, its own clients each.
+    "engine_steady_ms_per_service": [{"n": 1, "ms": 23.5}, {"n": 10, "ms": 27.8}, {"n": 100, "ms": 55.9}],
+    # The steady ramp task per service minus the engine's: Ansible's loop item.
+    "ansible_item_ms": {"n": 100, "ms": 87.8},
+    "report_ms_per_service": {"n": 10, "ms": 2065.0},
+}
 
 
 # -- what the numbers say -------------------------------------------------------------------
 
+# At most linear growth: the ramp task's ms per service at each larger N is at most this much
+# above the one at the next smaller N (timing noise of a shared machine).
+LINEAR_TOLERANCE = 1.10
 
-def _run(document: dict, n: int, run: str) -> dict | None:
-    return next((r for r in document["runs"] if r["n"] == n and r["run"] == run), None)
+
+def _by_n(document: dict, run: str) -> dict[int, dict]:
+    return {r["n"]: r for r in document["runs"] if r["run"] == run}
+
+
+def _engine_by_n(document: dict, run: str) -> dict[int, dict]:
+    return {e["n"]: e for e in document["engine"] if e["run"] == run}
+
+
+def _slope(values: dict[int, float], small: int, big: int) -> float | None:
+    """Per added service, from the smallest to the largest N."""
+    if big <= small or small not in values or big not in values:
+        return None
+    return round((values[big] - values[small]) / (big - small), 2)
 
 
 def summarize(document: dict) -> dict[str, Any]:
     """The numbers the analysis quotes, computed from the runs (so --from-json gives the same)."""
-    runs, engine, probes = document["runs"], document["engine"], document["batching_probe"]
-    sizes = sorted({r["n"] for r in runs if r["run"] == "steady"})
-    big, small = (sizes[-1], sizes[0]) if sizes else (0, 0)
+    runs = document["runs"]
+    steady_runs, start_runs = _by_n(document, "steady"), _by_n(document, "start")
+    sizes = sorted(steady_runs)
+    small, big = (sizes[0], sizes[-1]) if sizes else (0, 0)
     out: dict[str, Any] = {"sizes": sizes}
 
-    def per_added(run: str) -> float | None:
-        a, b = _run(document, small, run), _run(document, big, run)
-        if not a or not b or big == small:
-            return None
-        return round((b["ramp_s"] - a["ramp_s"]) * 1000 / (big - small), 1)
-
-    ramp_runs = [r for r in runs if r["run"] in ("start", "steady")]
-    out["linear"] = {
-        "queries_per_service": sorted({r["queries_per_service"] for r in ramp_runs}),
-        "api_requests_per_service": {
-            run: sorted({r["api_requests_ramp_per_service"] for r in ramp_runs if r["run"] == run})
-            for run in ("start", "steady")
-        },
-        "ramp_ms_per_added_service": {"start": per_added("start"), "steady": per_added("steady")},
-    }
-    steady = _run(document, big, "steady")
-    engine_steady = next((e for e in engine if e["n"] == big and e["run"] == "steady"), None)
-    if steady and engine_steady:
-        out["per_service_steady"] = {
-            "n": big,
-            "ramp_task_ms": steady["ramp_ms_per_service"],
-            "engine_ms": engine_steady["ms_per_service"],
-            "prometheus_ms": engine_steady["prometheus_ms"],
-            "kube_ms": engine_steady["kube_ms"],
-            "arguments_ms": engine_steady["arguments_ms"],
-            "rest_ms": engine_steady["rest_ms"],
-            "ansible_item_ms": round(steady["ramp_ms_per_service"] - engine_steady["ms_per_service"], 1),
-            "prometheus_server_ms_per_query": round(steady["prometheus_query_s"] * 1000 / max(steady["queries"], 1), 2),
+    per_run: dict[str, Any] = {}
+    for kind, by_n in (("start", start_runs), ("steady", steady_runs)):
+        shown = [n for n in sizes if n in by_n]
+        ms = {n: by_n[n]["ramp_ms_per_service"] for n in shown}
+        per_run[kind] = {
+            "sizes": shown,
+            "queries": [by_n[n]["queries"] for n in shown],
+            "lists": [by_n[n]["api_lists_ramp"] for n in shown],
+            "gets": [by_n[n]["api_gets_ramp"] for n in shown],
+            "writes": [by_n[n]["api_writes_ramp"] for n in shown],
+            "api_requests": [by_n[n]["api_requests_ramp"] for n in shown],
+            "ramp_s": [by_n[n]["ramp_s"] for n in shown],
+            "ramp_ms_per_service": [ms[n] for n in shown],
+            "queries_per_added_service": _slope({n: by_n[n]["queries"] for n in shown}, small, big),
+            "api_requests_per_added_service": _slope({n: by_n[n]["api_requests_ramp"] for n in shown}, small, big),
+            "ramp_ms_per_added_service": _slope({n: by_n[n]["ramp_s"] * 1000 for n in shown}, small, big),
+            "gets_per_added_service": _slope({n: by_n[n]["api_gets_ramp"] for n in shown}, small, big),
+            "writes_per_added_service": _slope({n: by_n[n]["api_writes_ramp"] for n in shown}, small, big),
+            # at most linear: ms per service never more than LINEAR_TOLERANCE above the smaller N's
+            "at_most_linear": len(shown) > 1
+            and all(ms[b] <= ms[a] * LINEAR_TOLERANCE for a, b in itertools.pairwise(shown)),
         }
-    one = _run(document, small, "steady")
-    if one:
-        out["fixed_per_run_s"] = {"ramp_task_n1": one["ramp_s"], "ansible_playbook_rest_n1": one["other_s"]}
+    out["per_run"] = per_run
+    steady = per_run["steady"]
+    # Per-service fixed costs removed: a steady run (nothing to write) sends as many queries and
+    # API requests for the largest N as for the smallest.
+    out["target"] = {
+        "judged": len(steady["sizes"]) > 1,
+        "linear": all(per_run[kind]["at_most_linear"] for kind in ("start", "steady") if per_run[kind]["sizes"]),
+        "fixed_costs_removed": len(steady["sizes"]) > 1
+        and len(set(steady["queries"])) == 1
+        and len(set(steady["api_requests"])) == 1
+        and not any(steady["writes"]),
+    }
+
+    engine_steady = _engine_by_n(document, "steady")
+    engine_record = _engine_by_n(document, "record")
+    if big in engine_steady:
+        e = engine_steady[big]
+        out["engine_steady"] = {
+            key: e[key]
+            for key in (
+                "n",
+                "total_s",
+                "ms_per_service",
+                "arguments_ms",
+                "clients_ms",
+                "kube_ms",
+                "prometheus_ms",
+                "rest_ms",
+                "queries",
+                "gate_queries",
+                "api_lists",
+                "api_gets",
+            )
+        }
+        out["engine_counts"] = {
+            run: {
+                "sizes": sorted(by_n),
+                "queries": [by_n[n]["queries"] for n in sorted(by_n)],
+                "gate_queries": [by_n[n]["gate_queries"] for n in sorted(by_n)],
+                "lists": [by_n[n]["api_lists"] for n in sorted(by_n)],
+                "gets": [by_n[n]["api_gets"] for n in sorted(by_n)],
+                "writes": [by_n[n]["api_writes"] for n in sorted(by_n)],
+            }
+            for run, by_n in (("record", engine_record), ("steady", engine_steady))
+            if by_n
+        }
+        # The ramp task around the engine: Ansible (the task's templating, the worker, the
+        # imports, validate_argument_spec, the result through the callback, one line per service).
+        around = {
+            n: steady_runs[n]["ramp_s"] * 1000 - engine_steady[n]["total_s"] * 1000 for n in sizes if n in engine_steady
+        }
+        out["ansible_around_engine_ms"] = {
+            "n": big,
+            "ms": round(around[big], 1),
+            "per_service_ms": [[n, round(ms / n, 1)] for n, ms in sorted(around.items())],
+            "per_added_service_ms": _slope(around, small, big),
+            "engine_per_added_service_ms": _slope(
+                {n: engine_steady[n]["total_s"] * 1000 for n in sizes if n in engine_steady}, small, big
+            ),
+        }
+        if big in steady_runs:
+            r = steady_runs[big]
+            out["prometheus_server_ms_per_query"] = round(r["prometheus_query_s"] * 1000 / max(r["queries"], 1), 2)
+    if small in steady_runs:
+        one = steady_runs[small]
+        out["fixed_per_run_s"] = {"n": small, "ramp_task": one["ramp_s"], "ansible_playbook_rest": one["other_s"]}
     for r in runs:
-        if r["run"] == "steady+report":
-            plain = _run(document, r["n"], "steady")
-            if plain:
-                out["report_ms_per_service"] = round((r["ramp_s"] - plain["ramp_s"]) * 1000 / r["n"], 1)
+        if r["run"] == "steady+report" and r["n"] in steady_runs:
+            plain = steady_runs[r["n"]]
+            out["report"] = {
+                "n": r["n"],
+                "ms_per_service": round((r["ramp_s"] - plain["ramp_s"]) * 1000 / r["n"], 1),
+                "ramp_s": [plain["ramp_s"], r["ramp_s"]],  # steady, steady+report
+            }
+            first = _by_n(document, "first report").get(r["n"])
+            if first:
+                out["report"]["first_ms_per_service"] = round((first["ramp_s"] - plain["ramp_s"]) * 1000 / r["n"], 1)
     wholes = sorted((r for r in runs if r["run"] == "whole start"), key=lambda r: r["n"])
     if wholes:
         first, last = wholes[0], wholes[-1]
@@ -748,13 +900,50 @@ def summarize(document: dict) -> dict[str, Any]:
             "render_s_per_manifest": round(render_per, 2),
             "apply_s_per_manifest": round(apply_per, 2),
             "basis": basis,
-            "n": big,
+            "n": max(big, 1),
             "manifests": manifests_big,
             "render_apply_s_estimate": round((render_per + apply_per) * manifests_big),
         }
-    probe = next((p for p in probes if p["n"] == big), None)
-    if probe:
-        out["batching"] = probe
+    out["before"] = _before(document, steady_runs, start_runs, engine_steady, out)
+    return out
+
+
+def _before(
+    document: dict,
+    steady_runs: dict[int, dict],
+    start_runs: dict[int, dict],
+    engine_steady: dict[int, dict],
+    summary: dict[str, Any],
+) -> dict[str, Any]:
+    """The reference numbers next to this run's, for the N both have."""
+    before = document.get("before") or BEFORE
+    now = {"start": start_runs, "steady": steady_runs}
+    pairs = []
+    for old in before["runs"]:
+        new = now.get(old["run"], {}).get(old["n"])
+        if new:
+            pairs.append(
+                {
+                    "n": old["n"],
+                    "run": old["run"],
+                    "ramp_s": [old["ramp_s"], new["ramp_s"]],
+                    "queries": [old["queries"], new["queries"]],
+                    "api_requests_ramp": [old["api_requests_ramp"], new["api_requests_ramp"]],
+                }
+            )
+    engine = [
+        {"n": old["n"], "ms_per_service": [old["ms"], engine_steady[old["n"]]["ms_per_service"]]}
+        for old in before["engine_steady_ms_per_service"]
+        if old["n"] in engine_steady
+    ]
+    out: dict[str, Any] = {"source": before["source"], "runs": pairs, "engine_steady": engine}
+    around = dict((summary.get("ansible_around_engine_ms") or {}).get("per_service_ms", []))
+    old_n = before["ansible_item_ms"]["n"]
+    if old_n in around:
+        out["ansible_per_service_ms"] = [old_n, before["ansible_item_ms"]["ms"], around[old_n]]
+    report = summary.get("report")
+    if report and report["n"] == before["report_ms_per_service"]["n"]:
+        out["report_ms_per_service"] = [before["report_ms_per_service"]["ms"], report["ms_per_service"]]
     return out
 
 
@@ -773,19 +962,26 @@ RUN_HEADER = [
     "queries/service",
     "API requests",
     "of them ramp",
-    "ramp/service",
+    "ramp LIST",
+    "ramp GET",
+    "ramp writes",
     "load",
 ]
 ENGINE_HEADER = [
     "services",
     "pass",
+    "run ms",
     "ms/service",
     "arguments",
+    "clients",
     "Kubernetes API",
     "Prometheus",
     "rest",
-    "queries/service",
-    "API requests/service",
+    "queries",
+    "gate queries",
+    "LIST",
+    "GET",
+    "writes",
 ]
 
 
@@ -802,7 +998,9 @@ def _run_row(r: dict) -> list[Any]:
         f"{r['queries_per_service']:g}",
         r["api_requests"],
         r["api_requests_ramp"],
-        f"{r['api_requests_ramp_per_service']:g}",
+        r["api_lists_ramp"],
+        r["api_gets_ramp"],
+        r["api_writes_ramp"],
         f"{r['load_1m']:.1f}",
     ]
 
@@ -811,27 +1009,19 @@ def _engine_row(e: dict) -> list[Any]:
     return [
         e["n"],
         e["run"],
+        f"{e['total_s'] * 1000:.0f}",
         f"{e['ms_per_service']:.1f}",
         f"{e['arguments_ms']:.1f}",
+        f"{e['clients_ms']:.1f}",
         f"{e['kube_ms']:.1f}",
         f"{e['prometheus_ms']:.1f}",
         f"{e['rest_ms']:.1f}",
-        f"{e['queries_per_service']:g}",
-        f"{e['api_requests_per_service']:g}",
+        e["queries"],
+        e["gate_queries"],
+        e["api_lists"],
+        e["api_gets"],
+        e["api_writes"],
     ]
-
-
-def _probe_row(p: dict) -> list[Any]:
-    return [
-        p["n"],
-        p["per_service_queries"],
-        f"{p['per_service_s']:.3f}",
-        p["batched_queries"],
-        f"{p['batched_s']:.3f}",
-    ]
-
-
-PROBE_HEADER = ["services", "queries, one per service and gate", "s", "queries, one per gate", "s"]
 
 
 def _text_table(header: list[str], rows: list[list[Any]]) -> str:
@@ -847,7 +1037,7 @@ def _text_table(header: list[str], rows: list[list[Any]]) -> str:
 
 def table(document: dict) -> str:
     parts = [
-        "rollout.yml in scheduled mode (wall: the whole ansible-playbook; ramp task: mirror_ramp's loop)",
+        "rollout.yml in scheduled mode (wall: the whole ansible-playbook; ramp task: the one mirror_ramp task)",
         _text_table(RUN_HEADER, [_run_row(r) for r in document["runs"]]),
     ]
     for r in document["runs"]:
@@ -856,132 +1046,200 @@ def table(document: dict) -> str:
             parts += [f"  {seconds:7.2f} s  {name}" for name, seconds in r["slowest_tasks"].items()]
     if document["engine"]:
         parts += [
-            "\nthe engine alone, in this process (ms per service)",
+            "\nthe engine alone, in this process: requests_from_arguments + execute_all (ms per run, counts per run)",
             _text_table(ENGINE_HEADER, [_engine_row(e) for e in document["engine"]]),
-            "\nthe five value gates of a steady run, client seconds",
-            _text_table(PROBE_HEADER, [_probe_row(p) for p in document["batching_probe"]]),
         ]
     parts.append(f"\nimports paid once per task run (s): {document['imports_once_per_task_s']}")
+    parts += ["\nwhat the numbers say:", *analysis(summarize(document))]
     return "\n".join(parts)
 
 
+def _list(values: list[Any]) -> str:
+    return ", ".join(f"{value:g}" for value in values)
+
+
+def _ms(values: list[float]) -> str:
+    return ", ".join(f"{value:.0f}" for value in values)
+
+
+def _same(values: list[Any]) -> str:
+    """ "7 at every N" or "7, 8, 9"."""
+    return f"{values[0]:g} at every N" if len(set(values)) == 1 and len(values) > 1 else _list(values)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} minutes" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def _added(value: float | None, unit: str) -> str:
+    """ "; +1 GET per added service", nothing when it does not grow."""
+    return f"; {value:+g} {unit} per added service" if value else ""
+
+
 def analysis(summary: dict[str, Any]) -> list[str]:
-    """Where a service's time goes, in sentences with this run's numbers."""
-    linear = summary["linear"]
-    constant = len(linear["queries_per_service"]) == 1 and all(
-        len(values) == 1 for values in linear["api_requests_per_service"].values()
-    )
-    lines = [
-        f"- **Target**: at most linear growth: **{'met' if constant else 'missed'}** (queries and API "
-        f"requests per service {'the same' if constant else 'not the same'} at every N); per-service fixed "
-        "costs removed: **not yet**, every cost below is paid once per service (see the proposal)."
-    ]
-    added = linear["ramp_ms_per_added_service"]
-    lines.append(
-        f"- **Growth is linear, and every cost is per service.** Each service costs the same "
-        f"{', '.join(f'{q:g}' for q in linear['queries_per_service'])} Prometheus queries and "
-        f"{', '.join(f'{q:g}' for q in linear['api_requests_per_service']['start'])} API requests (start: read, "
-        f"patch, read back; steady: "
-        f"{', '.join(f'{q:g}' for q in linear['api_requests_per_service']['steady'])} read) whatever N"
-        + (
-            f"; the ramp task grows by {added['steady']:.0f} ms per added service in a steady run and "
-            f"{added['start']:.0f} ms in a start run (from the smallest to the largest N)"
-            if added["steady"] is not None and added["start"] is not None
-            else ""
+    """What the run measured, in sentences with its numbers."""
+    per_run, target = summary["per_run"], summary["target"]
+    steady, start = per_run["steady"], per_run["start"]
+    sizes = _list(summary["sizes"])
+    lines: list[str] = []
+    if not target["judged"]:
+        lines.append("- **Target** (at most linear growth, per-service fixed costs removed): not judged, one N only.")
+    else:
+        tolerance = round((LINEAR_TOLERANCE - 1) * 100)
+        counts_same = len(set(steady["queries"])) == 1 and len(set(steady["api_requests"])) == 1
+        counts = (
+            f"{steady['queries'][0]} Prometheus queries and {steady['api_requests'][0]} API "
+            f"request{'' if steady['api_requests'][0] == 1 else 's'} at every N"
+            if counts_same
+            else f"{_list(steady['queries'])} Prometheus queries and {_list(steady['api_requests'])} API requests "
+            f"at N = {sizes}: not the same at every N"
         )
-        + ". Nothing is shared between services: that is the fixed cost to remove."
-    )
-    per = summary.get("per_service_steady")
-    if per:
         lines.append(
-            f"- **Where a steady service's {per['ramp_task_ms']:.0f} ms go ({per['n']} services):** the engine "
-            f"{per['engine_ms']:.0f} ms in all, of which Prometheus {per['prometheus_ms']:.0f} ms (6 queries, a new "
-            f"HTTP connection per service; Prometheus itself spends {per['prometheus_server_ms_per_query']:.1f} ms "
-            f"on a query, the same at every N), the Kubernetes API {per['kube_ms']:.0f} ms (1 GET), arguments and "
-            f"clients {per['arguments_ms']:.0f} ms, the rest {per['rest_ms']:.0f} ms; Ansible's loop item "
-            f"about {per['ansible_item_ms']:.0f} ms (templating about 35 arguments per item, among them the gates "
-            "and two lookups, `validate_argument_spec`, the result through the callback). A trivial "
-            "`ansible.builtin.debug` loop item costs about 10 ms on this machine, so most of it is this task's "
-            "own templating."
+            f"- **Target**: at most linear growth: **{'met' if target['linear'] else 'not met'}** (the ramp "
+            f"task's ms per service at N = {sizes}: steady {_ms(steady['ramp_ms_per_service'])}, start "
+            f"{_ms(start['ramp_ms_per_service'])}; the rule: at no larger N more than {tolerance}% above the "
+            f"smaller N's); per-service fixed costs removed: "
+            f"**{'met' if target['fixed_costs_removed'] else 'not met'}** by the counts (a steady run sends "
+            f"{counts}{'' if not any(steady['writes']) else ', and writes'})"
+            + (
+                f"; in time, a steady ramp task changes by {steady['ramp_ms_per_added_service']:+.0f} ms per "
+                f"added service from N = {summary['sizes'][0]} to {summary['sizes'][-1]} (where it goes: below)."
+                if steady["ramp_ms_per_added_service"] is not None
+                else "."
+            )
+        )
+    if steady["sizes"]:
+        lines.append(
+            f"- **Prometheus queries per run** (N = {sizes}): steady {_same(steady['queries'])}"
+            f"{_added(steady['queries_per_added_service'], 'queries')}; start {_same(start['queries'])}"
+            f"{_added(start['queries_per_added_service'], 'queries')}."
+            + (
+                f" Prometheus spends {summary['prometheus_server_ms_per_query']:.1f} ms on a query at "
+                f"{summary['sizes'][-1]} services (its own counter)."
+                if "prometheus_server_ms_per_query" in summary
+                else ""
+            )
+        )
+        lines.append(
+            "- **Kubernetes API requests per run** (LIST / GET / writes): steady "
+            + "; ".join(
+                f"{n}: {lst} / {get} / {w}"
+                for n, lst, get, w in zip(
+                    steady["sizes"], steady["lists"], steady["gets"], steady["writes"], strict=True
+                )
+            )
+            + ". Start "
+            + "; ".join(
+                f"{n}: {lst} / {get} / {w}"
+                for n, lst, get, w in zip(start["sizes"], start["lists"], start["gets"], start["writes"], strict=True)
+            )
+            + _added(start["gets_per_added_service"], "GET")
+            + (
+                f", {start['writes_per_added_service']:+g} writes"
+                if start["writes_per_added_service"] is not None
+                else ""
+            )
+            + "."
+        )
+    counts = summary.get("engine_counts")
+    engine = summary.get("engine_steady")
+    if engine and counts:
+        around = summary["ansible_around_engine_ms"]
+        steady_counts = counts["steady"]
+        lines.append(
+            f"- **The engine alone** (this process, the action's work without Ansible) at N = "
+            f"{_list(steady_counts['sizes'])}, steady: the gates asked {_list(steady_counts['gate_queries'])} "
+            f"queries, the client sent {_list(steady_counts['queries'])}; API LIST "
+            f"{_list(steady_counts['lists'])}, GET {_list(steady_counts['gets'])}, writes "
+            f"{_list(steady_counts['writes'])}"
+            + (
+                f". Recording the first look at the gates (a write per service): sent "
+                f"{_list(counts['record']['queries'])} queries; LIST {_list(counts['record']['lists'])}, GET "
+                f"{_list(counts['record']['gets'])}, writes {_list(counts['record']['writes'])}"
+                if "record" in counts
+                else ""
+            )
+            + "."
+        )
+        ramp_s = per_run["steady"]["ramp_s"][-1] if per_run["steady"]["ramp_s"] else None
+        lines.append(
+            f"- **Where a steady run's time goes ({engine['n']} services"
+            + (f", ramp task {ramp_s:.2f} s" if ramp_s is not None else "")
+            + f"):** the engine {engine['total_s'] * 1000:.0f} ms ({engine['ms_per_service']:.1f} ms per service): "
+            f"arguments {engine['arguments_ms']:.0f} ms, clients {engine['clients_ms']:.0f} ms, the Kubernetes API "
+            f"{engine['kube_ms']:.0f} ms ({engine['api_lists']} LIST, {engine['api_gets']} GET), Prometheus "
+            f"{engine['prometheus_ms']:.0f} ms ({engine['queries']} queries), the rest {engine['rest_ms']:.0f} ms "
+            f"(gates, splitting the grouped answers per service, the state machine, the result). The rest of the "
+            f"ramp task, {around['ms']:.0f} ms, is Ansible's part (not split here: the task's templating, the "
+            "worker and its imports, the result through the callback)"
+            + (
+                f"; from N = {summary['sizes'][0]} to {summary['sizes'][-1]} it changes by "
+                f"{around['per_added_service_ms']:+.1f} ms per added service, the engine by "
+                f"{around['engine_per_added_service_ms']:+.1f} ms"
+                if around["per_added_service_ms"] is not None
+                else ""
+            )
+            + "."
         )
     fixed = summary.get("fixed_per_run_s")
     if fixed:
         lines.append(
-            f"- **Fixed per run:** the ramp task's first item, {fixed['ramp_task_n1']:.2f} s for 1 service "
-            "(the worker, the imports of the engine, the kubernetes client and Ansible's action plugin: see "
-            f"the imports above), and {fixed['ansible_playbook_rest_n1']:.1f} s of ansible-playbook around it."
+            f"- **Fixed per run:** the ramp task takes {fixed['ramp_task']:.2f} s for {fixed['n']} service(s) "
+            "(it includes the worker and the imports of the engine, the kubernetes client and Ansible's action "
+            f"plugin: see the imports above), and ansible-playbook {fixed['ansible_playbook_rest']:.1f} s around it."
         )
-    report_ms = summary.get("report_ms_per_service")
-    if report_ms is not None and per:
+    report = summary.get("report")
+    if report:
         lines.append(
-            f"- **The ramp report is the largest per-service cost when it is on** (dev's default): "
-            f"{report_ms:.0f} ms per service per run, about {report_ms / per['ramp_task_ms']:.0f}x all the "
-            "rest of the service's ramp; it redraws the whole history (matplotlib, constrained layout, "
-            f"a PNG) on every run, also when nothing changed: {report_ms * per['n'] / 1000:.0f} s of every "
-            f"scheduled run at {per['n']} services."
+            f"- **The ramp report** (dev's default; steady+report minus steady, ramp task "
+            f"{report['ramp_s'][1]:.2f} s against {report['ramp_s'][0]:.2f} s, one run each): "
+            f"{report['ms_per_service']:.0f} ms per service at {report['n']} services in a run that changes "
+            "nothing and finds the reports there"
+            + (
+                f"; {report['first_ms_per_service']:.0f} ms per service in the first run that writes them "
+                "(first report minus steady)"
+                if "first_ms_per_service" in report
+                else ""
+            )
+            + "."
+        )
+    before = summary.get("before") or {}
+    compared = []
+    for pair in before.get("runs", []):
+        compared.append(
+            f"{pair['run']} at {pair['n']}: queries {pair['queries'][0]} -> {pair['queries'][1]}, ramp API requests "
+            f"{pair['api_requests_ramp'][0]} -> {pair['api_requests_ramp'][1]}, ramp task "
+            f"{pair['ramp_s'][0]:.2f} -> {pair['ramp_s'][1]:.2f} s"
+        )
+    for pair in before.get("engine_steady", []):
+        compared.append(
+            f"the engine alone, steady at {pair['n']}: {pair['ms_per_service'][0]:.1f} -> "
+            f"{pair['ms_per_service'][1]:.1f} ms per service"
+        )
+    if "ansible_per_service_ms" in before:
+        n, old, new = before["ansible_per_service_ms"]
+        compared.append(
+            f"Ansible's part of a steady ramp task (the task minus the engine alone) over N at {n}: {old:.0f} ms "
+            f"per service (then a loop item each) -> {new:.1f} ms"
+        )
+    if "report_ms_per_service" in before:
+        old, new = before["report_ms_per_service"]
+        compared.append(f"the ramp report in a steady run: {old:.0f} -> {new:.0f} ms per service")
+    if compared:
+        lines.append(
+            f"- **Before -> now** (before: {before['source']}, not measured again): " + "; ".join(compared) + "."
         )
     whole = summary.get("whole")
     if whole:
         lines.append(
-            f"- **Render and apply dwarf the ramp.** {whole['manifests_per_service']} manifests per service "
-            f"(+{whole['shared_manifests']} shared), each a loop item of `template`, of `kubernetes.core.k8s` "
-            f"and of `copy` (the kept copy): {whole['render_s_per_manifest']:.1f} s render + "
-            f"{whole['apply_s_per_manifest']:.1f} s apply per manifest ({whole['basis']}). At {whole['n']} services, "
-            f"{whole['manifests']} manifests: about {whole['render_apply_s_estimate'] / 60:.0f} minutes per run "
-            "before the ramp starts, on this machine; rollout.yml does that on every scheduled run."
+            f"- **Render and apply remain per manifest** (rollout.yml): {whole['manifests_per_service']} manifests "
+            f"per service (+{whole['shared_manifests']} shared), {whole['render_s_per_manifest']:.2f} s render + "
+            f"{whole['apply_s_per_manifest']:.2f} s apply per manifest ({whole['basis']}). At {whole['n']} "
+            f"services, {whole['manifests']} manifests: about {_minutes(whole['render_apply_s_estimate'])} of "
+            "every rollout.yml run before the ramp task, on this machine. playbooks/ramp.yml is the scheduled "
+            "run without them (the services selected, then the same mirror_ramp task); this benchmark does not "
+            "run it: its start and steady runs are rollout.yml from the ramp task on."
         )
-    return lines
-
-
-def proposal(summary: dict[str, Any]) -> list[str]:
-    """What would remove the per-service fixed costs, with this run's numbers as the gain."""
-    per = summary.get("per_service_steady") or {}
-    n = per.get("n", 100)
-    batching = summary.get("batching")
-    report_ms = summary.get("report_ms_per_service")
-    whole = summary.get("whole")
-    lines = []
-    if whole:
-        lines.append(
-            f"1. **Keep render and apply out of the scheduled run** (roles and the CI examples, not the engine): "
-            "the scheduled job runs only the ramp (a `playbooks/ramp.yml`, or tags on rollout.yml), render + "
-            "apply run when the inventory changes; where both must stay in one run, apply all manifests in one "
-            "`kubernetes.core.k8s` call (a list of definitions) and keep the copy as one file. Gain: about "
-            f"{whole['render_apply_s_estimate'] / 60:.0f} minutes of every scheduled run at {whole['n']} services. "
-            "About 1-2 days."
-        )
-    if report_ms is not None:
-        lines.append(
-            "2. **Redraw the ramp report only when the ramp moved** (engine, `adapter.execute`: append the "
-            "JSONL record every run, draw the PNG and HTML when `outcome.changed` or when none exists yet). "
-            f"Gain: {report_ms:.0f} ms per service on nearly every scheduled run ({report_ms * n / 1000:.0f} s "
-            f"at {n} services). About half a day."
-        )
-    if per:
-        lines.append(
-            "3. **All services in one action invocation** (engine + role: a `services` list argument, the "
-            "engine loops over it with one Prometheus session and one Kubernetes client, one result with a "
-            "row per service, a failing service does not stop the others). Gain: Ansible's "
-            f"{per['ansible_item_ms']:.0f} ms per service and the per-service client set-up, "
-            f"{per['ansible_item_ms'] * n / 1000:.0f} s at {n} services. About 2-3 days (check mode, --diff, "
-            "per-service `changed`, the status and stop operations, docs, tests)."
-        )
-    if batching:
-        lines.append(
-            "4. **One query per gate for all services** (engine, on top of 3): render each default gate query "
-            'once for all services, `destination_workload=~"<all mirror workloads>"` and every `sum` by '
-            "`destination_service_name` (what the primary and the mirror workloads of a service share), and "
-            "split the answer per service; a service without its series is inconclusive, as today; custom "
-            "queries using a per-service placeholder stay per service; the whole-step look stays per service "
-            f"(only at the end of a hold). Probe at {batching['n']} services: {batching['per_service_queries']} "
-            f"queries in {batching['per_service_s']:.2f} s become {batching['batched_queries']} in "
-            f"{batching['batched_s']:.2f} s, one series per service each. About 3 days."
-        )
-    lines.append(
-        "5. **One LIST of the VirtualServices per namespace** (label `mirror-ramp.io/environment`) instead of "
-        f"a GET per service (on top of 3): {n} reads become 1 per run; writes stay one JSON patch per "
-        "service with its resourceVersion. About half a day."
-    )
     return lines
 
 
@@ -995,30 +1253,30 @@ def doc_section(document: dict) -> str:
         "",
         f"Command: `{document['command']}` ({document['when']}, {document['seconds']:.0f} s in all; "
         f"load average at the start: {load}); {document['ansible']}, USER "
-        f"{'set' if document['user_env_set'] else 'unset (the task runs `id -un` once per service)'}.",
+        f"{'set' if document['user_env_set'] else 'unset (the task runs `id -un` once per run)'}.",
         "",
         f"Setup: {setup['inventory']}; {setup['mode']}; {setup['traffic']}; the "
         f"Kubernetes API test double. whole start: {setup['whole start']}. start, steady: {setup['start, steady']}. "
-        f"steady+report: {setup['steady+report']}. load: the 1-minute load average at the start of the run.",
+        f"first report: {setup.get('first report', '-')}. steady+report: {setup['steady+report']}. ramp LIST, GET, writes: the API requests during the ramp task. "
+        "load: the 1-minute load average at the start of the run.",
         "",
         results.markdown_table(RUN_HEADER, [_run_row(r) for r in document["runs"]]),
     ]
     if document["engine"]:
         lines += [
             "",
-            "The engine alone, in the benchmark's process, ms per service (the pass between start and steady "
-            "records the first look at the gates: read, patch, read back; its Kubernetes time is the test "
-            "double's, which checks each patch against the Istio schema in Python: the counts carry over to a "
-            "real API server, the times do not):",
+            "The engine alone, in the benchmark's process: the mirror_ramp action's work without Ansible (the "
+            "argument spec's checks, `requests_from_arguments` on a `services` list, `execute_all`), ms per run "
+            "split by where it goes (exclusive times of the wrapped client calls; clients: the Prometheus and "
+            "Kubernetes clients, the drivers, the batch), and per run the queries the client sent, the queries "
+            "the gates asked (answered from the grouped ones) and the API requests. The pass between start and "
+            "steady records the first look at the gates (a write per service); its Kubernetes time is the test "
+            "double's, which answers in this process and checks each patch against the Istio schema in Python: "
+            "the counts carry over to a real API server, the times do not.",
             "",
             results.markdown_table(ENGINE_HEADER, [_engine_row(e) for e in document["engine"]]),
-            "",
-            "The five value gates of a steady run (traffic, 2 thresholds, 2 comparisons), client seconds:",
-            "",
-            results.markdown_table(PROBE_HEADER, [_probe_row(p) for p in document["batching_probe"]]),
         ]
     lines += ["", "Where the time goes:", "", *analysis(summary)]
-    lines += ["", "Proposal: remove the per-service fixed costs (none of it implemented yet):", "", *proposal(summary)]
     return "\n".join(lines)
 
 
@@ -1037,6 +1295,23 @@ def _progress(result: RunResult) -> RunResult:
     expected = result.n if result.run.endswith("start") else 0
     if result.changed_ramps != expected:
         log(f"warning: {result.changed_ramps} ramps changed, expected {expected}")
+    if result.service_rows != result.n or result.service_lines != result.n:
+        log(f"warning: {result.service_rows} result rows and {result.service_lines} printed lines, expected {result.n}")
+    return result
+
+
+def _engine_progress(result: EngineResult) -> EngineResult:
+    log(
+        f"{result.n} service(s), engine {result.run}: {result.total_s * 1000:.0f} ms, {result.queries} queries, "
+        f"API LIST {result.api_lists} GET {result.api_gets} writes {result.api_writes}"
+    )
+    if result.queries != result.queries_server:
+        log(f"warning: the client sent {result.queries} queries, Prometheus counted {result.queries_server}")
+    client_requests = result.api_lists + result.api_gets + result.api_writes
+    if client_requests != result.api_requests_server:
+        log(f"warning: the client sent {client_requests} API requests, the double served {result.api_requests_server}")
+    if result.failed:
+        log(f"warning: {result.failed} service(s) failed")
     return result
 
 
@@ -1044,7 +1319,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     runs: list[RunResult] = []
     engine: list[EngineResult] = []
-    probes: list[ProbeResult] = []
     rendered = ""
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         kube = TimedKubeApi(Path(tmp) / "kube-api").start()
@@ -1064,20 +1338,23 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     kube.ensure_namespace(NAMESPACE)
                     seed_virtual_services(kube, rendered, n)
                     runs.append(_progress(run_rollout(s, "start", ramp_only=True, reports=False)))
-                    recorded = run_engine(s, "record")  # the first look at step 1's gates, written once
+                    # the first look at step 1's gates, written once
+                    recorded = _engine_progress(run_engine(s, "record"))
                     runs.append(_progress(run_rollout(s, "steady", ramp_only=True, reports=False)))
                     if n in args.report_sizes:
+                        # The first run with a report draws it for every service; the next is a
+                        # scheduled run's: the report is there, the ramp held.
+                        runs.append(_progress(run_rollout(s, "first report", ramp_only=True, reports=True)))
                         runs.append(_progress(run_rollout(s, "steady+report", ramp_only=True, reports=True)))
                     if not args.no_engine:
-                        engine += [recorded, run_engine(s, "steady")]
-                        probes.append(probe_batching(s))
+                        engine += [recorded, _engine_progress(run_engine(s, "steady"))]
         finally:
             kube.stop()
     document: dict[str, Any] = {
         "benchmark": SECTION,
         "quick": args.quick,
         "ansible": _first_line([str(VENV_BIN / "ansible"), "--version"]),
-        # Unset, the ramp task's `by` argument runs `id -un` (lookup pipe) once per service.
+        # Unset, the ramp task's `by` argument runs `id -un` (lookup pipe), once per run.
         "user_env_set": bool(os.environ.get("USER")),
         "setup": {
             "inventory": "inventories/dev with N services (a stable and a candidate subset each)",
@@ -1085,14 +1362,16 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "traffic": f"{FEED_REQUESTS} healthy requests per workload every {FEED_INTERVAL:g} s, scraped every "
             f"{SCRAPE_INTERVAL}",
             "whole start": "rollout.yml: render, apply, ramp with dev's ramp report",
-            "start, steady": f"rollout.yml --start-at-task '{START_AT_RAMP}' with mirror_reports_dir '' (no "
-            "report), the VirtualServices seeded as mirror_istio renders them",
-            "steady+report": "the same with dev's ramp report (an HTML page and a PNG per service and run)",
+            "start, steady": "playbooks/ramp.yml (the ramp alone, rollout.yml's last play) with "
+            "mirror_reports_dir '' (no report), the VirtualServices seeded as mirror_istio renders them",
+            "first report": "the same with dev's ramp report (an HTML page and a PNG per service), the first "
+            "run that writes it",
+            "steady+report": "the run after it, with the same report directory",
         },
         "runs": [asdict(r) for r in runs],
         "engine": [asdict(e) for e in engine],
-        "batching_probe": [asdict(p) for p in probes],
         "imports_once_per_task_s": import_seconds(),
+        "before": BEFORE,
     }
     document["seconds"] = round(time.monotonic() - started, 1)
     document["summary"] = summarize(document)
@@ -1119,9 +1398,9 @@ def main(argv: list[str] | None = None) -> int:
         "--report-sizes",
         type=_sizes,
         default=list(DEFAULT_REPORT_SIZES),
-        help="service counts with one more steady run that writes dev's ramp reports",
+        help="service counts with two more steady runs that write dev's ramp reports (the first draws them)",
     )
-    parser.add_argument("--no-engine", action="store_true", help="skip the in-process engine and the batching probe")
+    parser.add_argument("--no-engine", action="store_true", help="leave the engine-alone runs out of the results")
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 1 and 10 services, written to scale.quick.json"
     )
