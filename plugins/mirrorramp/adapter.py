@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from mirrorramp import report
 from mirrorramp.batch import BatchedPrometheus
 from mirrorramp.drivers.base import Driver, TargetSnapshot
-from mirrorramp.drivers.istio import preload_namespaces
+from mirrorramp.drivers.istio import IstioDriver, KubeConnection, api_client, preload_namespaces
 from mirrorramp.durations import parse_duration, prometheus_duration
 from mirrorramp.errors import ConfigError, MirrorRampError
 from mirrorramp.freeze import parse_freeze_windows
@@ -119,7 +119,8 @@ ARGUMENT_SPEC: dict[str, Any] = {
 }
 # The rules between arguments, checked with the spec (ActionBase.validate_argument_spec).
 ARGUMENT_RULES: dict[str, Any] = {
-    "mutually_exclusive": [["service", "services"]],
+    # With services, each entry names its own workloads and VirtualService.
+    "mutually_exclusive": [["service", "services"], ["workloads", "services"], ["virtual_service", "services"]],
     "required_one_of": [["service", "services"]],
     "required_by": {"service": ["namespace", "workloads"]},
 }
@@ -296,8 +297,6 @@ def _approved(entries: list[str], service: str, steps: int) -> frozenset[int]:
 
 def build_api_client(request: RampRequest):
     """The Kubernetes API client of the task's connection options (the istio driver's)."""
-    from mirrorramp.drivers.istio import KubeConnection, api_client
-
     options = request.driver_options
     connection = KubeConnection(
         kubeconfig=options["kubeconfig"],
@@ -315,8 +314,6 @@ def build_driver(request: RampRequest, api=None) -> Driver:
     options = request.driver_options
     cfg = request.config
     if request.driver_name == "istio":
-        from mirrorramp.drivers.istio import IstioDriver
-
         return IstioDriver(
             api or build_api_client(request),
             cfg.namespace,
@@ -433,7 +430,7 @@ def execute_all(
         if isinstance(prometheus, BatchedPrometheus):
             prometheus.new_pass()
         if api is not None:
-            preload_namespaces([runner.driver for runner in runners])  # type: ignore[misc]
+            preload_namespaces([runner.driver for runner in runners])
 
     results: list[dict | MirrorRampError] = []
     try:

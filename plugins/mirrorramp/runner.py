@@ -287,34 +287,33 @@ def run_all(
             results[i] = outcome
             runners[i].on_pass(outcome)
 
-    def going() -> list[int]:
+    def going() -> list[tuple[int, RunOutcome]]:
         return [
-            i
+            (i, result)
             for i, result in enumerate(results)
             if isinstance(result, RunOutcome) and result.after.state.status not in TERMINAL_STATUSES
         ]
 
     one_pass(list(range(len(runners))))
     config = runners[0].config if runners else None
-    if config is None or config.mode != "watch" or config.dry_run:
-        return results  # type: ignore[return-value]  # every slot is filled by the pass
-    deadline = time.monotonic() + config.deadline_seconds
-    while active := going():
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            for i in active:
-                results[i].warnings.append(  # type: ignore[union-attr]
-                    f"watch deadline of {format_duration(config.deadline_seconds)} reached; "
-                    "the ramp goes on at the next run"
-                )
-            break
-        for i in active:
-            last = results[i].last  # type: ignore[union-attr]
-            if last is not None and not last.changed:  # changes were announced already
-                runners[i].progress(f"{runners[i].config.environment}/{runners[i].config.service}: {last.reason}")
-        runners[0].sleep(min(config.poll_interval, remaining))
-        one_pass(active)
-    return results  # type: ignore[return-value]
+    if config is not None and config.mode == "watch" and not config.dry_run:
+        deadline = time.monotonic() + config.deadline_seconds
+        while active := going():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                for _, outcome in active:
+                    outcome.warnings.append(
+                        f"watch deadline of {format_duration(config.deadline_seconds)} reached; "
+                        "the ramp goes on at the next run"
+                    )
+                break
+            for i, outcome in active:
+                last = outcome.last
+                if last is not None and not last.changed:  # changes were announced already
+                    runners[i].progress(f"{runners[i].config.environment}/{runners[i].config.service}: {last.reason}")
+            runners[0].sleep(min(config.poll_interval, remaining))
+            one_pass([i for i, _ in active])
+    return [result for result in results if result is not None]  # the first pass filled every slot
 
 
 def _new_wait(decision: Decision, before: TargetSnapshot) -> bool:

@@ -210,6 +210,14 @@ def test_service_and_services_together_or_neither_are_refused_by_the_spec() -> N
     validator = ArgumentSpecValidator(ARGUMENT_SPEC, **ARGUMENT_RULES)
     both = {k: v for k, v in arguments(services=[entry("a")]).items() if v is not None}
     assert "mutually exclusive: service|services" in " ".join(validator.validate(both).error_messages)
+    services_and_workloads = {
+        k: v
+        for k, v in arguments(services=[entry("a")], virtual_service="vs").items()
+        if v is not None and k != "service"
+    }
+    refused = " ".join(validator.validate(services_and_workloads).error_messages)
+    assert "mutually exclusive: workloads|services" in refused
+    assert "mutually exclusive: virtual_service|services" in refused
     neither = {k: v for k, v in arguments().items() if v is not None and k != "service"}
     assert "one of the following is required: service, services" in " ".join(validator.validate(neither).error_messages)
 
