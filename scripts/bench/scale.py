@@ -5,10 +5,10 @@ Prometheus (tests/support/prometheus_server.py) scraping the Istio metrics of N 
 services (tests/support/istio_metrics_source.py). The inventory is inventories/dev with N
 services in mirror_services and 1h holds, written to a temporary directory.
 
-1. whole start (N = 1; more with --whole-sizes): `ansible-playbook rollout.yml -i <inventory>`,
+1. whole start (N = 1 and 10; --whole-sizes): `ansible-playbook rollout.yml -i <inventory>`,
    render + apply + ramp with dev's ramp report, split into its parts with the
-   ansible.posix.json callback. Render and apply (6 manifests per service, 4 shared) are
-   measured on 1 service and scaled (an upper bound), never run for 100 in the default.
+   ansible.posix.json callback. Render and apply (6 manifests per service, 4 shared) cost per
+   manifest the slope from 1 to 10 services, scaled to 100.
 2. For N = 1, 10, 100: the VirtualServices as mirror_istio renders them (the one of 1, renamed
    per service), then the ramp alone, as a scheduled job of a large environment runs it:
 
@@ -40,11 +40,11 @@ docs/benchmarks.md) are kept as a reference, not measured again.
 
 Run from the repository root with the venv (`make bench` runs every benchmark):
 
-    python scripts/bench/scale.py                   # about 4 minutes
+    python scripts/bench/scale.py                   # about 3 minutes
     python scripts/bench/scale.py --quick           # smoke run: 1 and 10 services, build/bench/scale.quick.json
     python scripts/bench/scale.py --write-doc       # and rewrite its section of docs/benchmarks.md
     python scripts/bench/scale.py --from-json --write-doc   # the doc from the last build/bench/scale.json
-    python scripts/bench/scale.py --whole-sizes 1,10        # the whole run for 10 too (+10 minutes)
+    python scripts/bench/scale.py --whole-sizes 1,100       # the whole run for 100 too
 
 (`python -m scripts.bench.scale` works too.) Prints the tables, writes build/bench/scale.json.
 It listens on 127.0.0.1 only (free ports) and stops what it started: Prometheus, the metrics
@@ -102,7 +102,7 @@ ENVIRONMENT = "dev"
 RAMP_TASK = "Mirror of each service: ramp"
 APPLY_ROLE = "mirror_apply"
 DEFAULT_SIZES = (1, 10, 100)
-DEFAULT_WHOLE_SIZES = (1,)
+DEFAULT_WHOLE_SIZES = (1, 10)
 DEFAULT_REPORT_SIZES = (10,)
 QUICK_SIZES = (1, 10)
 QUERY_HANDLER = "/api/v1/query"
@@ -337,12 +337,12 @@ def spans(callback_output: dict[str, Any]) -> dict[str, Span]:
         for task in play["tasks"]:
             name, duration = task["task"]["name"], task["task"]["duration"]
             span = Span(_timestamp(duration["start"]), _timestamp(duration["end"]))
-            if index == 0:
-                found["render"].append(span)
+            if name.endswith(RAMP_TASK):  # first: playbooks/ramp.yml has only the ramp's play
+                found["ramp"].append(span)
             elif name.startswith(f"{APPLY_ROLE} : "):
                 found["apply"].append(span)
-            elif name.endswith(RAMP_TASK):
-                found["ramp"].append(span)
+            elif index == 0:
+                found["render"].append(span)
     return {
         part: Span(min(s.start for s in found_spans), max(s.end for s in found_spans))
         for part, found_spans in found.items()
@@ -422,7 +422,7 @@ class RunResult:
 
 
 def run_rollout(s: Stack, label: str, *, ramp_only: bool, reports: bool = True) -> RunResult:
-    """`ansible-playbook rollout.yml` (from the ramp task on, with ramp_only) in scheduled mode.
+    """`ansible-playbook rollout.yml` (playbooks/ramp.yml with ramp_only) in scheduled mode.
 
     reports=False: mirror_reports_dir "" (the task's report_dir is empty: no ramp report).
     """
@@ -1237,8 +1237,8 @@ def analysis(summary: dict[str, Any]) -> list[str]:
             f"{whole['apply_s_per_manifest']:.2f} s apply per manifest ({whole['basis']}). At {whole['n']} "
             f"services, {whole['manifests']} manifests: about {_minutes(whole['render_apply_s_estimate'])} of "
             "every rollout.yml run before the ramp task, on this machine. playbooks/ramp.yml is the scheduled "
-            "run without them (the services selected, then the same mirror_ramp task); this benchmark does not "
-            "run it: its start and steady runs are rollout.yml from the ramp task on."
+            "run without them (the services selected, then the same mirror_ramp task): the start and steady runs "
+            "above."
         )
     return lines
 
@@ -1248,8 +1248,8 @@ def doc_section(document: dict) -> str:
     setup = document["setup"]
     load = ", ".join(f"{x:g}" for x in document["machine"]["load_average"])
     lines = [
-        "Run: `python scripts/bench/scale.py [--quick] [--write-doc]` (about 4 minutes; `--help` for the sizes; "
-        "`--whole-sizes 1,10` adds the whole run for 10 services, about 10 minutes more).",
+        "Run: `python scripts/bench/scale.py [--quick] [--write-doc]` (about 3 minutes; `--help` for the sizes; "
+        "`--whole-sizes 1,100` runs render and apply for 100 services too).",
         "",
         f"Command: `{document['command']}` ({document['when']}, {document['seconds']:.0f} s in all; "
         f"load average at the start: {load}); {document['ansible']}, USER "
@@ -1343,7 +1343,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     runs.append(_progress(run_rollout(s, "steady", ramp_only=True, reports=False)))
                     if n in args.report_sizes:
                         # The first run with a report draws it for every service; the next is a
-                        # scheduled run's: the report is there, the ramp held.
+                        # scheduled run's: the report is there, the ramp held. (The whole start of the
+                        # same size wrote reports into the same directory: start without them.)
+                        shutil.rmtree(s.workdir / "reports", ignore_errors=True)
                         runs.append(_progress(run_rollout(s, "first report", ramp_only=True, reports=True)))
                         runs.append(_progress(run_rollout(s, "steady+report", ramp_only=True, reports=True)))
                     if not args.no_engine:
@@ -1392,7 +1394,7 @@ def main(argv: list[str] | None = None) -> int:
         "--whole-sizes",
         type=_sizes,
         default=list(DEFAULT_WHOLE_SIZES),
-        help="service counts of the whole run (render + apply + ramp; 1 always runs; about 1 min per service)",
+        help="service counts of the whole run (render + apply + ramp; 1 always runs)",
     )
     parser.add_argument(
         "--report-sizes",
