@@ -17,7 +17,9 @@ $(STAMP): requirements.txt pyproject.toml
 	@# A venv without pip is one whose creation was cut short: make it again.
 	@test -x $(BIN)/pip || $(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements.txt -e .
+	@# --no-compile: byte-compiling every installed file (ansible's collections are thousands)
+	@# doubled the set-up; Python compiles and caches what is imported, on first use.
+	$(BIN)/python -m pip install -q --no-compile -r requirements.txt -e .
 	@touch $@
 
 system-packages:
@@ -40,8 +42,15 @@ PYTEST_WORKERS ?= 2
 pytest: setup
 	pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=15
 
+# The scenarios are independent (each its own ephemeral directory): side by side, each one's
+# output printed whole when it ends.
+MOLECULE_SCENARIOS := $(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/molecule.yml))
+.PHONY: $(MOLECULE_SCENARIOS:%=molecule-%)
 molecule: setup
-	molecule test --all
+	$(MAKE) --no-print-directory -j2 --output-sync=target $(MOLECULE_SCENARIOS:%=molecule-%)
+
+$(MOLECULE_SCENARIOS:%=molecule-%): molecule-%: setup
+	molecule test -s $*
 
 test: setup lint pytest molecule
 
