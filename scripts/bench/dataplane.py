@@ -16,6 +16,12 @@ then in one run:
         off, healthy 10%, off, healthy 50%, off, healthy 100%, off, slow (2 s) 10%, off, ...,
         failing (500) 100%, off                                               (19 cells)
 
+The candidate (with Prometheus and Alertmanager) runs on a core of its own and everything on the
+primary path (the client, nginx, the primary) on the others, as in a cluster, where the candidate
+has its own pods: the primary then pays the proxy's own work of mirroring, not the candidate's
+CPU. --shared-cores leaves every process on every core (the candidate's work then competes with
+the primary's).
+
 Per cell, the primary path as the client sees it: p50, p99, requests/s answered 200, errors
 (no answer or not 200), and the share of its requests the candidate received. Each mirrored
 cell is compared with the two off cells around it, pooled: on a shared machine the load of
@@ -43,6 +49,7 @@ if __package__ in (None, ""):  # python scripts/bench/dataplane.py
 
 import argparse
 import math
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -195,11 +202,50 @@ def judge(cells: list[Cell], latencies: dict[int, list[float]]) -> None:
             cell.p99_vs_healthy = round(cell.p99_ms / healthy.p99_ms, 3) if healthy.p99_ms else None
 
 
+# The processes of the candidate's side: its own core; the rest (nginx, the primary) the others.
+CANDIDATE_SIDE = ("candidate", "prometheus", "alertmanager")
+
+
+def _children(pid: int) -> list[int]:
+    """The child processes of `pid` (nginx's workers), from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def pin_cores(sandbox: Sandbox) -> dict[str, list[int]] | None:
+    """The candidate's side on the last core, the primary path (and this process: the client) on
+    the others; None (nothing pinned) with fewer than 2 cores. nginx's workers inherit the
+    master's cores at each reload."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return None
+    own, rest = {cores[-1]}, set(cores[:-1])
+    pinned = {}
+    for name, pid in sandbox.pids.items():
+        target = own if name in CANDIDATE_SIDE else rest
+        for each in (pid, *_children(pid)):
+            os.sched_setaffinity(each, target)
+        pinned[name] = sorted(target)
+    os.sched_setaffinity(0, rest)
+    pinned["client"] = sorted(rest)
+    return pinned
+
+
 def measure(args: argparse.Namespace) -> dict:
     started = time.monotonic()
     cells: list[Cell] = []
     latencies: dict[int, list[float]] = {}
+    all_cores = os.sched_getaffinity(0)
     with running_sandbox(load_seconds=0) as sandbox:
+        cores = None if args.shared_cores else pin_cores(sandbox)
+        log(f"cores: {cores or 'every process on every core'}")
         capacity = {percent: measure_capacity(sandbox, percent, args.capacity_seconds) for percent in (0, 100)}
         rate = min(MAX_RATE, max(10.0, round(args.load_fraction * min(capacity.values()))))
         log(
@@ -215,6 +261,7 @@ def measure(args: argparse.Namespace) -> dict:
             )
         sandbox.control("candidate")
         sandbox.set_percent(0)
+    os.sched_setaffinity(0, all_cores)
     judge(cells, latencies)
     off = [c for c in cells if c.percent == 0]
     pooled = loadgen.Summary(latencies_ms=[x for c in off for x in latencies[c.index]])
@@ -229,6 +276,7 @@ def measure(args: argparse.Namespace) -> dict:
             "rate_rps": rate,
             "cell_seconds": args.cell_seconds,
             "concurrency": CONCURRENCY,
+            "cores": cores,
             "method": "GET",
             "candidates": CANDIDATES,
         },
@@ -301,8 +349,15 @@ def verdict(document: dict) -> str:
 
 def setup_line(document: dict) -> str:
     setup = document["setup"]
+    cores = setup.get("cores")
+    placement = (
+        f"the candidate, Prometheus and Alertmanager on core {cores['candidate']}, the client, nginx and the "
+        f"primary on {cores['client']}"
+        if cores
+        else "every process on every core"
+    )
     return (
-        f"capacity (flat out, the client on the same cores): {setup['capacity_rps']['mirror_off']:.0f} requests/s "
+        f"{placement}; capacity (flat out): {setup['capacity_rps']['mirror_off']:.0f} requests/s "
         f"with the mirror off, {setup['capacity_rps']['mirror_100_healthy']:.0f} mirroring 100% to a healthy "
         f"candidate; every cell {setup['rate_rps']:.0f} requests/s ({setup['load_fraction']:g} of the lower) for "
         f"{setup['cell_seconds']:g} s, GET, {setup['concurrency']} client connections"
@@ -364,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load-fraction", type=float, default=0.5, help="share of the lower measured capacity to send")
     parser.add_argument("--capacity-seconds", type=float, default=4.0, help="flat-out load to measure the capacity")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 s cells, written to dataplane.quick.json")
+    parser.add_argument(
+        "--shared-cores", action="store_true", help="leave every process on every core (no candidate core)"
+    )
     parser.add_argument("--out", type=Path, help="JSON output (default build/bench/dataplane.json)")
     parser.add_argument("--write-doc", action="store_true", help="rewrite the dataplane section of docs/benchmarks.md")
     parser.add_argument("--from-json", action="store_true", help="measure nothing: use the JSON of the last run")
