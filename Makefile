@@ -40,7 +40,7 @@ lint: $(STAMP)
 # Each test module runs whole in one worker (its module fixtures: a sandbox, an API double).
 PYTEST_WORKERS ?= 2
 pytest: setup
-	pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
+	pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=15
 
 # The scenarios are independent (each its own ephemeral directory): side by side, each one's
 # output printed whole when it ends.
