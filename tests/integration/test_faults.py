@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from mirrorramp.adapter import RampRequest, build_prometheus, execute
-from mirrorramp.drivers.istio import IstioDriver, KubeConnection, api_client
+from mirrorramp.drivers.istio import IstioDriver, KubeConnection, api_client, preload_namespaces
 from mirrorramp.errors import ConfigError, DriverError
 from mirrorramp.machine import Action
 from mirrorramp.model import Verdict
@@ -514,6 +514,35 @@ def test_kubernetes_api_not_answering_a_read_fails_clearly_and_changes_nothing(
     )
     assert patches(kube) == []
     assert live(kube) == seeded
+
+
+LIST_PATH = r"/virtualservices$"
+
+
+def test_a_list_without_answer_fails_the_reads_at_once_a_refused_list_falls_back_to_gets(kube: KubeApiServer) -> None:
+    """The LIST of a pass (several services of one namespace) finds the API server hung: every
+    read of the pass fails at once with that, instead of one timed-out GET after another. A
+    LIST the server refuses (RBAC may allow get, not list) leaves each read to its GET."""
+    seed(kube, 0)
+    drivers = [impatient_driver(kube) for _ in range(3)]
+    kube.clear_requests()
+    hung = kube.inject("GET", LIST_PATH, delay=API_DELAY, times=2)
+    started = time.monotonic()
+    preload_namespaces(drivers)
+    for driver in drivers:
+        with pytest.raises(DriverError, match="not tried, the LIST before it failed: listing VirtualService") as e:
+            driver.read()
+        assert "Read timed out" in str(e.value) and kube.token not in str(e.value)
+    assert time.monotonic() - started < 2 * API_TIMEOUT + 1.5  # one LIST and its retry, no GET after it
+    assert hung.served == 2 and kube.requests_matching("GET", VS_PATH) == []
+    # Only the next read: the one after it asks again.
+    assert drivers[0].read().state.status == "ramping"
+
+    refused = kube.inject("GET", LIST_PATH, status=403, times=1)
+    kube.clear_requests()
+    preload_namespaces(drivers)
+    assert [driver.read().state.status for driver in drivers] == ["ramping"] * 3
+    assert refused.served == 1 and len(kube.requests_matching("GET", VS_PATH)) == 3
 
 
 @pytest.mark.parametrize(

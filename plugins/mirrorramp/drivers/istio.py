@@ -137,8 +137,9 @@ class IstioDriver:
             unknown = "" if what == "reading" else "; the write may have landed: the next run reads it back"
             raise DriverError(f"{what} {self.description} failed: {type(e).__name__}: {e}{unknown}") from e
 
-    def preload(self, vs: dict) -> None:
+    def preload(self, vs: dict | DriverError) -> None:
         """The object as a LIST of its namespace returned it: the next read uses it, not a GET.
+        Or the LIST's failure to reach the API server: the next read fails with it at once.
 
         Only the next one: a read after a write (the check that it landed) or after a conflict
         asks the API server again.
@@ -147,6 +148,8 @@ class IstioDriver:
 
     def read(self) -> TargetSnapshot:
         vs, self._preloaded = self._preloaded, None
+        if isinstance(vs, DriverError):
+            raise DriverError(f"reading {self.description} failed: not tried, the LIST before it failed: {vs}")
         if vs is None:
             vs = self._call(
                 "reading",
@@ -213,8 +216,9 @@ class IstioDriver:
 def preload_namespaces(drivers: Iterable[IstioDriver]) -> None:
     """One LIST of VirtualServices per namespace for all `drivers`, instead of a GET each.
 
-    Each driver's next read uses its object from the list. A LIST that fails, or one without
-    the object, leaves that driver to its own GET, which reports its own error.
+    Each driver's next read uses its object from the list. A LIST the server refuses, or one
+    without the object, leaves that driver to its own GET, which reports its own error; a LIST
+    that gets no answer fails those reads at once.
     """
     by_namespace: dict[tuple[str, str], list[IstioDriver]] = defaultdict(list)
     for driver in drivers:
@@ -226,12 +230,25 @@ def preload_namespaces(drivers: Iterable[IstioDriver]) -> None:
             listed = group[0]._call(
                 "listing", group[0]._api.list_namespaced_custom_object, GROUP, version, namespace, PLURAL
             )
-        except DriverError:
+        except DriverError as e:
+            if _answered(e):
+                continue  # the server said no (RBAC may allow get, not list): a GET each
+            # No answer at all (timed out, refused): a GET each would wait as long, one after the
+            # other; the pass fails now for these services and the next run tries again.
+            for driver in group:
+                driver.preload(e)
             continue
         items = {(item.get("metadata") or {}).get("name"): item for item in listed.get("items") or []}
         for driver in group:
             if driver._name in items:
                 driver.preload(items[driver._name])
+
+
+def _answered(error: DriverError) -> bool:
+    """The API server answered (an HTTP status), as opposed to no answer (a timeout, a refused connection)."""
+    from kubernetes.client.exceptions import ApiException
+
+    return isinstance(error.__cause__, ApiException)
 
 
 def _status_message(e) -> str:
