@@ -422,15 +422,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--shared-cores", action="store_true", help="leave every process on every core (no candidate core)"
     )
-    parser.add_argument("--out", type=Path, help="JSON output (default build/bench/dataplane.json)")
-    parser.add_argument("--write-doc", action="store_true", help="rewrite the dataplane section of docs/benchmarks.md")
-    parser.add_argument("--from-json", action="store_true", help="measure nothing: use the JSON of the last run")
+    results.add_output_arguments(parser, SECTION)
     args = parser.parse_args(argv)
     if args.quick:
         args.cell_seconds, args.capacity_seconds = 2.0, 2.0
     if not 1 <= args.cell_seconds <= 120 or not 0 < args.load_fraction <= 1 or not 1 <= args.capacity_seconds <= 30:
         parser.error("1 <= --cell-seconds <= 120, 0 < --load-fraction <= 1, 1 <= --capacity-seconds <= 30")
-    out = args.out or results.BENCH_DIR / ("dataplane.quick.json" if args.quick else "dataplane.json")
+    out = results.output_path(args, SECTION)
     if args.write_doc and args.quick:
         parser.error("--write-doc needs a full run, not --quick")
 

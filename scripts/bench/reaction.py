@@ -407,15 +407,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=float, default=5.0, help="the gates' window, seconds")
     parser.add_argument("--poll", type=float, default=1.0, help="the engine's poll interval, seconds")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 trials, written to reaction.quick.json")
-    parser.add_argument("--out", type=Path, help="JSON output (default build/bench/reaction.json)")
-    parser.add_argument("--write-doc", action="store_true", help="rewrite the reaction section of docs/benchmarks.md")
-    parser.add_argument("--from-json", action="store_true", help="measure nothing: use the JSON of the last run")
+    results.add_output_arguments(parser, SECTION)
     args = parser.parse_args(argv)
     if args.quick:
         args.trials = 2
     if args.trials < 1 or not 0 < args.percent <= 100 or args.window < 2 or args.poll <= 0:
         parser.error("--trials >= 1, 0 < --percent <= 100, --window >= 2, --poll > 0")
-    out = args.out or results.BENCH_DIR / ("reaction.quick.json" if args.quick else "reaction.json")
+    out = results.output_path(args, SECTION)
     if args.write_doc and (args.quick or args.trials < 10):
         parser.error("--write-doc needs a full run (at least 10 trials, not --quick)")
 

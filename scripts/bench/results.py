@@ -9,6 +9,7 @@ interpretation, written by a person) is left alone.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -121,6 +122,18 @@ def write_doc(name: str, content: str, machine_info: dict[str, Any], doc: Path =
     text = replace_section(text, "machine", machine_markdown(machine_info))
     doc.write_text(text)
     print(f"rewrote the {name} and machine sections of {shown(doc)}", file=sys.stderr)
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, section: str) -> None:
+    """--out, --write-doc and --from-json, the same in every benchmark."""
+    parser.add_argument("--out", type=Path, help=f"JSON output (default build/bench/{section}.json)")
+    parser.add_argument("--write-doc", action="store_true", help=f"rewrite the {section} section of docs/benchmarks.md")
+    parser.add_argument("--from-json", action="store_true", help="measure nothing: use the JSON of the last run")
+
+
+def output_path(args: argparse.Namespace, section: str) -> Path:
+    """--out, else build/bench/<section>.json (<section>.quick.json for a --quick run)."""
+    return args.out or BENCH_DIR / (f"{section}.quick.json" if args.quick else f"{section}.json")
 
 
 def finish(

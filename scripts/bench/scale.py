@@ -1406,13 +1406,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 1 and 10 services, written to scale.quick.json"
     )
-    parser.add_argument("--out", type=Path, help="JSON output (default build/bench/scale.json)")
-    parser.add_argument("--write-doc", action="store_true", help="rewrite the scale section of docs/benchmarks.md")
-    parser.add_argument("--from-json", action="store_true", help="measure nothing: use the JSON of the last run")
+    results.add_output_arguments(parser, SECTION)
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes = list(QUICK_SIZES)
-    out = args.out or results.BENCH_DIR / ("scale.quick.json" if args.quick else "scale.json")
+    out = results.output_path(args, SECTION)
     if args.write_doc and args.quick:
         parser.error("--write-doc needs a full run, not --quick")
 
