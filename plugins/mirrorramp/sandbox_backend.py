@@ -13,8 +13,9 @@ Admin port (never counted as traffic):
   GET  /healthz    200 "ok"
   GET  /control    the current behaviour, JSON
   POST /control    JSON {"error_ratio": 0.3, "latency_ms": 0}: answer that share with 500, add latency
-  GET  /requests   ?prefix=/p&limit=20: how many requests under the path prefix were served,
-                   and the last ones (method, path, X-Request-Id, body length and sha256)
+  GET  /requests   ?prefix=/p/&limit=20: how many requests under the path /p/ were served since the
+                   start (every one counted), and the last ones of the most recent 20,000
+                   (method, path, X-Request-Id, body length and sha256)
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ LABELS = (
     "connection_security_policy",
 )
 MAX_BODY = 1 << 20  # bodies above 1 MiB are refused (413): the sandbox has no use for them
-RECENT_LIMIT = 20000
+RECENT_LIMIT = 20000  # requests kept with their details; counts cover every request served
 
 
 @dataclass
@@ -116,6 +117,10 @@ class Backend:
         self.behaviour = Behaviour()
         self.lock = threading.Lock()
         self.recent: deque[dict] = deque(maxlen=RECENT_LIMIT)
+        # Requests served under each directory ("/", "/load/", "/load/a/"): exact however many there
+        # are, where counting the recent ones stops at RECENT_LIMIT (a 30 s benchmark cell at
+        # 800 requests/s is 24,000).
+        self.counts: dict[str, int] = {}
         self.registry = CollectorRegistry()
         # prometheus_client appends _total itself: the exposed name is istio_requests_total.
         self.requests = Counter("istio_requests", "Requests served.", LABELS, registry=self.registry)
@@ -160,13 +165,26 @@ class Backend:
         labels = {**self.base_labels, "response_code": str(code)}
         self.requests.labels(**labels).inc()
         self.duration.labels(**labels).observe(elapsed_ms)
+        path = urlsplit(entry["path"]).path
         with self.lock:
             self.recent.append(entry)
+            for directory in directories(path):
+                self.counts[directory] = self.counts.get(directory, 0) + 1
 
     def served(self, prefix: str, limit: int) -> dict:
+        """Requests served under the directory `prefix` ("/load" means "/load/"): their count since
+        the start, and the last `limit` of the most recent RECENT_LIMIT."""
+        directory = prefix if prefix.endswith("/") else f"{prefix}/"
         with self.lock:
-            matching = [e for e in self.recent if e["path"].startswith(prefix)]
-        return {"count": len(matching), "recent": matching[-limit:] if limit else []}
+            count = self.counts.get(directory, 0)
+            recent = [e for e in self.recent if e["path"].startswith(directory)][-limit:] if limit else []
+        return {"count": count, "recent": recent}
+
+
+def directories(path: str) -> list[str]:
+    """Every directory that `path` lies under: "/load/7" -> ["/", "/load/"]."""
+    parts = path.split("/")[1:-1]
+    return ["/" + "".join(f"{part}/" for part in parts[:depth]) for depth in range(len(parts) + 1)]
 
 
 class _Server(ThreadingHTTPServer):

@@ -219,10 +219,20 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _threads(pid: int) -> list[int]:
+    """Every thread of `pid`: sched_setaffinity(pid) moves only the main one, and a thread started
+    before it (the backends' server threads, Go's threads in Prometheus) would go on starting
+    its own threads on every core."""
+    try:
+        return [int(task.name) for task in Path(f"/proc/{pid}/task").iterdir()]
+    except OSError:
+        return [pid]
+
+
 def pin_cores(sandbox: Sandbox) -> dict[str, list[int]] | None:
     """The candidate's side on the last core, the primary path (and this process: the client) on
-    the others; None (nothing pinned) with fewer than 2 cores. nginx's workers inherit the
-    master's cores at each reload."""
+    the others; None (nothing pinned) with fewer than 2 cores. Every thread is moved; threads
+    started later inherit their parent's cores, and nginx's workers the master's at each reload."""
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < 2:
         return None
@@ -231,7 +241,8 @@ def pin_cores(sandbox: Sandbox) -> dict[str, list[int]] | None:
     for name, pid in sandbox.pids.items():
         target = own if name in CANDIDATE_SIDE else rest
         for each in (pid, *_children(pid)):
-            os.sched_setaffinity(each, target)
+            for thread in _threads(each):
+                os.sched_setaffinity(thread, target)
         pinned[name] = sorted(target)
     os.sched_setaffinity(0, rest)
     pinned["client"] = sorted(rest)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,11 +18,12 @@ from tests.integration.test_sandbox import Sandbox, http_json, send, start_sandb
 pytestmark = pytest.mark.slow
 
 SERVICE = "demo-service"
+OPEN_COPIES = 16  # this module's sandbox: mirror_sandbox_mirror_max_open (default 1024)
 
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory) -> Iterator[Sandbox]:
-    sb = start_sandbox(tmp_path_factory.mktemp("build"))
+    sb = start_sandbox(tmp_path_factory.mktemp("build"), mirror_sandbox_mirror_max_open=OPEN_COPIES)
     try:
         yield sb
     finally:
@@ -64,6 +66,31 @@ def test_set_10_then_0_turns_the_mirror_on_and_off(sandbox: Sandbox, driver: Ngi
     send(sandbox.info["proxy_url"], [f"/off/{i}" for i in range(300)])
     assert sandbox.settled_count("candidate", "/off/") == 0
     assert sandbox.served("primary", "/off/")["count"] == 300
+
+
+def test_open_mirrored_copies_are_bounded_and_the_primary_keeps_answering(
+    sandbox: Sandbox, driver: NginxDriver
+) -> None:
+    """A slow candidate holds its copies open; past the bound the relay drops copies (as Envoy's
+    circuit breaker on the mirror's cluster does), never the primary's requests."""
+    driver.write(driver.read(), ramping(100), 100, dry_run=False)
+    sandbox.control("candidate", latency_ms=2000)
+    try:
+        started = time.monotonic()
+        statuses = send(sandbox.info["proxy_url"], [f"/bound/{i}" for i in range(100)], threads=8)
+        elapsed = time.monotonic() - started
+        held = sandbox.settled_count("candidate", "/bound/", timeout=20, quiet=2.6)
+        # The bound is on copies open at once: once those ended, new copies go through again.
+        send(sandbox.info["proxy_url"], [f"/after/{i}" for i in range(5)], threads=1)
+        after = sandbox.settled_count("candidate", "/after/", timeout=20, quiet=2.6)
+    finally:
+        sandbox.control("candidate")
+        driver.write(driver.read(), RampState.initial(), 0, dry_run=False)
+    assert statuses == [200] * 100, "the primary answered every request"
+    # Every copy sent within the candidate's 2 s is held: exactly the bound gets through; a slower
+    # send lets a new round in every 2 s.
+    assert OPEN_COPIES <= held <= OPEN_COPIES * (1 + int(elapsed // 2)), f"{held} copies in {elapsed:.1f} s"
+    assert after == 5
 
 
 def test_config_that_fails_nginx_t_is_reported_and_the_old_percent_stays(

@@ -143,8 +143,8 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def start_sandbox(build: Path, *, load_seconds: float = 0, rps: float = 5) -> Sandbox:
-    extra = sandbox_vars(build, load_seconds=load_seconds, rps=rps)
+def start_sandbox(build: Path, *, load_seconds: float = 0, rps: float = 5, **role_vars) -> Sandbox:
+    extra = {**sandbox_vars(build, load_seconds=load_seconds, rps=rps), **role_vars}
     run = run_playbook(PLAYBOOK, extra_vars={**extra, "sandbox_state": "started"})
     sandbox = Sandbox(build, extra, {}, run)
     if run.returncode != 0:
@@ -353,3 +353,21 @@ def test_stopped_leaves_no_process_or_port(sandbox: Sandbox) -> None:
     again = sandbox.run("stopped")
     assert again.returncode == 0, again.output[-4000:]
     assert recap_counts(again.output)["changed"] == 0, again.output[-4000:]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (0, "mirror_sandbox_mirror_max_open is 0; expected a whole number"),
+        (20000, "mirror_sandbox_mirror_max_open is 20000; expected a whole number"),
+        ("lots", "mirror_sandbox_mirror_max_open"),  # the role's argument spec: not an int
+    ],
+    ids=["zero", "above-16384", "not-a-number"],
+)
+def test_a_bad_bound_on_open_copies_is_refused_and_nothing_starts(tmp_path: Path, value: object, message: str) -> None:
+    extra = {**sandbox_vars(tmp_path / "build"), "mirror_sandbox_mirror_max_open": value, "sandbox_state": "started"}
+    run = run_playbook(PLAYBOOK, extra_vars=extra)
+    assert run.returncode != 0
+    assert message in run.output, run.output[-3000:]
+    assert not (tmp_path / "build" / "sandbox").exists(), "the sandbox wrote nothing"
+    assert not [port for port in extra["mirror_sandbox"]["ports"].values() if port_open(port)]
