@@ -4,35 +4,39 @@ One local sandbox (playbooks/sandbox.yml on free ports, in a tmp build dir, no b
 then in one run:
 
   1. capacity: the project's load generator (mirrorramp.loadgen.run, bounded) flat out against
-     the proxy for a few seconds, with the mirror off and mirroring 100% to a healthy candidate
-     (on one machine the candidate then does as much work as the primary, on the same cores):
+     the proxy for a few seconds, with the mirror off and mirroring 100% to a healthy candidate:
      requests/s answered 200;
   2. a fixed rate of --load-fraction (0.5) of the lower capacity for every cell, so that no cell
      runs saturated;
-  3. the cells, --cell-seconds (6) each, GET only (the sandbox mirrors GET and HEAD unless
-     mirror_all_methods), the mirror set through the nginx driver, the candidate through its
-     /control; every mirrored cell between two cells with the mirror off:
+  3. --rounds (10) rounds; each round runs every condition once, one short cell each
+     (--cell-seconds, 2): mirroring off, and a healthy, a slow (2 s) and a failing (500)
+     candidate at 10%, 50% and 100%. The order turns by one place each round, so every
+     condition meets every moment of the run. GET only (the sandbox mirrors GET and HEAD unless
+     mirror_all_methods); the mirror set through the nginx driver, the candidate through its
+     /control.
 
-        off, healthy 10%, off, healthy 50%, off, healthy 100%, off, slow (2 s) 10%, off, ...,
-        failing (500) 100%, off                                               (19 cells)
+Why rounds: on a shared 2-core machine a 1-4 ms p99 drifts by 2x between cells of the same
+condition, seconds apart (measured: off cells differ by 18-165%). Long cells do not help (the
+drift is in time, not in the sample size); interleaving does: each condition's p99 is taken over
+all its rounds pooled, and its ratio to the off cells' pooled p99 gets a 95% interval from a
+bootstrap over rounds (a round's cells are resampled together, so the drift they share cancels).
 
-The candidate (with Prometheus and Alertmanager) runs on a core of its own and everything on the
-primary path (the client, nginx, the primary) on the others, as in a cluster, where the candidate
-has its own pods: the primary then pays the proxy's own work of mirroring, not the candidate's
-CPU. --shared-cores leaves every process on every core (the candidate's work then competes with
-the primary's).
+The candidate (with the mirror relay, Prometheus and Alertmanager) runs on a core of its own and
+everything on the primary path (the client, the proxy nginx, the primary) on the others, every
+thread of each process, as in a cluster, where the candidate has its own pods: the primary then
+pays the proxy's own work of mirroring (one request more per copy, handed to the relay), not the
+candidate's CPU. --shared-cores leaves every process on every core (the candidate's work then
+competes with the primary's).
 
-Per cell, the primary path as the client sees it: p50, p99, requests/s answered 200, errors
-(no answer or not 200), and the share of its requests the candidate received. Each mirrored
-cell is compared with the two off cells around it, pooled: on a shared machine the load of
-other jobs drifts, and neighbours in time see the same drift; how far those two off cells differ
-from each other is printed too (off noise), since a verdict within it is not one.
-Target: with a slow or a failing candidate, p99 within 10% of mirroring off.
+Per condition: p50, p99, requests/s answered 200, errors (no answer or not 200), the share of its
+requests the candidate received, and p99/off with its interval. Target: with a slow or a failing
+candidate, p99 within 10% of mirroring off. A cell passes when the whole interval is at or below
+1.10, fails when the whole interval is above, and is within the noise otherwise.
 
 Run from the repository root with the venv (`make bench` runs every benchmark):
 
-    python scripts/bench/dataplane.py                 # 19 cells of 6 s, about 3-4 minutes
-    python scripts/bench/dataplane.py --quick         # smoke run: 2 s cells, build/bench/dataplane.quick.json
+    python scripts/bench/dataplane.py                 # 10 rounds of 10 cells of 2 s, about 5 minutes
+    python scripts/bench/dataplane.py --quick         # smoke run: 3 rounds of 1 s cells, build/bench/dataplane.quick.json
     python scripts/bench/dataplane.py --write-doc     # and rewrite its section of docs/benchmarks.md
     python scripts/bench/dataplane.py --from-json --write-doc   # the doc from the last build/bench/dataplane.json
 
@@ -54,6 +58,8 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from mirrorramp import loadgen
 from scripts.bench import results
 from scripts.bench.sandbox import Sandbox, log, running_sandbox
@@ -67,42 +73,67 @@ CANDIDATES: dict[str, dict[str, float]] = {
     "failing": {"error_ratio": 1.0, "latency_ms": 0.0},
 }
 PERCENTS = (10, 50, 100)
+OFF = ("-", 0)
+CONDITIONS = [OFF, *((candidate, percent) for candidate in CANDIDATES for percent in PERCENTS)]
 JUDGED = ("slow", "failing")
 TARGET_RATIO = 1.10  # slow or failing: p99 <= 1.10 x the p99 with mirroring off
+CONFIDENCE = 0.95
+RESAMPLES = 2000
+SEED = 7  # the bootstrap's draws: the same data gives the same interval
 CONCURRENCY = 16  # client connections: enough that a stall does not hold back the paced requests
 REQUEST_TIMEOUT_S = 5.0
-MAX_RATE = 800.0  # a slow candidate holds rate x 2 s mirrored requests open (nginx worker_connections 4096)
+MAX_RATE = 800.0
+
+
+def key(candidate: str, percent: int) -> str:
+    """A condition's name, and the path its requests go under: off, healthy-10, slow-100, ..."""
+    return "off" if percent == 0 else f"{candidate}-{percent}"
+
+
+def round_order(index: int) -> list[tuple[str, int]]:
+    """Every condition once, the order turned by one place per round."""
+    shift = index % len(CONDITIONS)
+    return CONDITIONS[shift:] + CONDITIONS[:shift]
+
+
+def p99(values: np.ndarray) -> float:
+    """The same rank as loadgen.Summary.percentile(0.99)."""
+    rank = min(len(values) - 1, int(0.99 * len(values)))
+    return float(np.partition(values, rank)[rank])
 
 
 @dataclass
-class Cell:
-    index: int
+class CellRun:
+    """One condition in one round."""
+
+    round: int
     candidate: str  # "-" for mirroring off
     percent: int
-    rate_rps: float
-    seconds: float
     sent: int
-    ok: int
     errors: int  # no answer, or not 200
     throughput_rps: float
     p50_ms: float
     p99_ms: float
-    mirrored: int  # requests of this cell the candidate served
+
+
+@dataclass
+class Condition:
+    """One condition, all its rounds pooled."""
+
+    candidate: str
+    percent: int
+    cells: int
+    sent: int
+    errors: int
+    throughput_rps: float  # mean over its cells
+    p50_ms: float
+    p99_ms: float
+    mirrored: int  # requests of this condition the candidate served
     mirrored_share: float
-    off_p99_ms: float | None = None  # p99 of the off cells just before and after this one, pooled
     p99_vs_off: float | None = None
-    noise: float | None = None  # p99 of those two off cells, the higher over the lower
+    interval: tuple[float, float] | None = None  # CONFIDENCE interval of p99_vs_off, bootstrap over rounds
     p99_vs_healthy: float | None = None  # slow, failing: against the healthy candidate at the same percent
-    target: str = "-"  # pass / FAIL for slow and failing cells
-
-
-def plan() -> list[tuple[str, int]]:
-    """Every mirrored cell between two off cells: off, healthy 10%, off, healthy 50%, off, ..."""
-    cells: list[tuple[str, int]] = [("-", 0)]
-    for candidate in CANDIDATES:
-        for percent in PERCENTS:
-            cells += [(candidate, percent), ("-", 0)]
-    return cells
+    target: str = "-"  # pass / FAIL / noise for slow and failing
 
 
 def measure_capacity(sandbox: Sandbox, percent: int, seconds: float) -> float:
@@ -148,13 +179,12 @@ def settle(sandbox: Sandbox, prefix: str, quiet_s: float, timeout_s: float = 15.
 
 def run_cell(
     sandbox: Sandbox, index: int, candidate: str, percent: int, rate: float, seconds: float
-) -> tuple[Cell, list[float]]:
+) -> tuple[CellRun, list[float]]:
     sandbox.control("candidate", **CANDIDATES.get(candidate, CANDIDATES["healthy"]))
     sandbox.set_percent(percent)
     time.sleep(0.2)  # the reload's old worker winds down
-    prefix = f"dp{index:02d}"
     summary = loadgen.run(
-        f"{sandbox.proxy_url}{prefix}",
+        f"{sandbox.proxy_url}{key(candidate, percent)}/r{index:02d}",
         rps=rate,
         duration=seconds,
         max_requests=math.ceil(rate * seconds),
@@ -162,48 +192,80 @@ def run_cell(
         concurrency=CONCURRENCY,
         timeout=REQUEST_TIMEOUT_S,
     )
-    quiet = CANDIDATES.get(candidate, CANDIDATES["healthy"])["latency_ms"] / 1000 + 0.5
-    mirrored = settle(sandbox, f"/{prefix}/", quiet) if percent else sandbox.served("candidate", f"/{prefix}/")["count"]
     ok = summary.statuses.get(200, 0)
-    return Cell(
-        index=index,
+    return CellRun(
+        round=index,
         candidate=candidate,
         percent=percent,
-        rate_rps=round(rate, 1),
-        seconds=seconds,
         sent=summary.sent,
-        ok=ok,
         errors=summary.sent - ok,
         throughput_rps=round(ok / summary.elapsed_s, 1),
         p50_ms=summary.percentile(0.50) or 0.0,
         p99_ms=summary.percentile(0.99) or 0.0,
-        mirrored=mirrored,
-        mirrored_share=round(mirrored / summary.sent, 4) if summary.sent else 0.0,
     ), summary.latencies_ms
 
 
-def judge(cells: list[Cell], latencies: dict[int, list[float]]) -> None:
-    """Each mirrored cell against the off cells just before and just after it (drift on a shared
-    machine cancels out); `noise` is how far those two off cells differ."""
-    off = [c for c in cells if c.percent == 0]
-    for cell in cells:
-        if cell.percent == 0:
-            continue
-        before = max((c for c in off if c.index < cell.index), key=lambda c: c.index)
-        after = min((c for c in off if c.index > cell.index), key=lambda c: c.index)
-        pooled = loadgen.Summary(latencies_ms=latencies[before.index] + latencies[after.index])
-        cell.off_p99_ms = pooled.percentile(0.99) or 0.0
-        cell.p99_vs_off = round(cell.p99_ms / cell.off_p99_ms, 3) if cell.off_p99_ms else None
-        low, high = sorted((before.p99_ms, after.p99_ms))
-        cell.noise = round(high / low, 3) if low else None
-        if cell.candidate in JUDGED:
-            cell.target = "pass" if cell.p99_ms <= TARGET_RATIO * cell.off_p99_ms else "FAIL"
-            healthy = next(c for c in cells if c.candidate == "healthy" and c.percent == cell.percent)
-            cell.p99_vs_healthy = round(cell.p99_ms / healthy.p99_ms, 3) if healthy.p99_ms else None
+def intervals(latencies: dict[str, list[np.ndarray]], rounds: int) -> dict[str, tuple[float, float]]:
+    """Each mirrored condition's p99/off: its CONFIDENCE interval from a bootstrap over rounds. A
+    draw takes `rounds` rounds with replacement, the same ones for the condition and for off, so
+    what a round's cells share (the machine's drift) stays paired."""
+    rng = np.random.default_rng(SEED)
+    ratios: dict[str, list[float]] = {name: [] for name in latencies if name != "off"}
+    for _ in range(RESAMPLES):
+        picked = rng.integers(0, rounds, rounds)
+        off = p99(np.concatenate([latencies["off"][i] for i in picked]))
+        for name in ratios:
+            ratios[name].append(p99(np.concatenate([latencies[name][i] for i in picked])) / off)
+    tail = (1 - CONFIDENCE) / 2
+    return {
+        name: (round(float(np.quantile(values, tail)), 3), round(float(np.quantile(values, 1 - tail)), 3))
+        for name, values in ratios.items()
+    }
 
 
-# The processes of the candidate's side: its own core; the rest (nginx, the primary) the others.
-CANDIDATE_SIDE = ("candidate", "prometheus", "alertmanager")
+def pooled(
+    runs: list[CellRun], latencies: dict[str, list[np.ndarray]], mirrored: dict[str, int], rounds: int
+) -> list[Condition]:
+    """The conditions, each pooled over its rounds and judged against off."""
+    bounds = intervals(latencies, rounds)
+    off_p99 = p99(np.concatenate(latencies["off"]))
+    conditions = []
+    for candidate, percent in CONDITIONS:
+        name = key(candidate, percent)
+        mine = [run for run in runs if (run.candidate, run.percent) == (candidate, percent)]
+        values = np.concatenate(latencies[name])
+        sent = sum(run.sent for run in mine)
+        condition = Condition(
+            candidate=candidate,
+            percent=percent,
+            cells=len(mine),
+            sent=sent,
+            errors=sum(run.errors for run in mine),
+            throughput_rps=round(sum(run.throughput_rps for run in mine) / len(mine), 1),
+            p50_ms=round(float(np.partition(values, len(values) // 2)[len(values) // 2]), 2),
+            p99_ms=round(p99(values), 2),
+            mirrored=mirrored[name],
+            mirrored_share=round(mirrored[name] / sent, 4) if sent else 0.0,
+        )
+        if percent:
+            condition.p99_vs_off = round(p99(values) / off_p99, 3)
+            condition.interval = bounds[name]
+        if candidate in JUDGED:
+            low, high = condition.interval
+            condition.target = "pass" if high <= TARGET_RATIO else "FAIL" if low > TARGET_RATIO else "noise"
+        conditions.append(condition)
+    for condition in conditions:
+        if condition.candidate in JUDGED:
+            healthy = next(c for c in conditions if (c.candidate, c.percent) == ("healthy", condition.percent))
+            condition.p99_vs_healthy = round(condition.p99_ms / healthy.p99_ms, 3) if healthy.p99_ms else None
+    return conditions
+
+
+# The processes of the candidate's side: its own core; the rest (the proxy nginx, the primary) the
+# others. The relay is the asynchronous half of Envoy's shadowing (the copy held open while the
+# candidate answers), which nginx's mirror lacks: on the candidate's side, the proxy paying one
+# request more per copy to hand it over.
+CANDIDATE_SIDE = ("candidate", "relay", "prometheus", "alertmanager")
 
 
 def _children(pid: int) -> list[int]:
@@ -251,8 +313,8 @@ def pin_cores(sandbox: Sandbox) -> dict[str, list[int]] | None:
 
 def measure(args: argparse.Namespace) -> dict:
     started = time.monotonic()
-    cells: list[Cell] = []
-    latencies: dict[int, list[float]] = {}
+    runs: list[CellRun] = []
+    latencies: dict[str, list[np.ndarray]] = {key(*condition): [] for condition in CONDITIONS}
     all_cores = os.sched_getaffinity(0)
     with running_sandbox(load_seconds=0) as sandbox:
         cores = None if args.shared_cores else pin_cores(sandbox)
@@ -261,23 +323,31 @@ def measure(args: argparse.Namespace) -> dict:
         rate = min(MAX_RATE, max(10.0, round(args.load_fraction * min(capacity.values()))))
         log(
             f"capacity {capacity[0]:.0f} requests/s with the mirror off, {capacity[100]:.0f} mirroring 100% to a "
-            f"healthy candidate; every cell at {rate:.0f} requests/s"
+            f"healthy candidate; {args.rounds} rounds of {len(CONDITIONS)} cells at {rate:.0f} requests/s"
         )
-        for index, (candidate, percent) in enumerate(plan(), start=1):
-            cell, latencies[index] = run_cell(sandbox, index, candidate, percent, rate, args.cell_seconds)
-            cells.append(cell)
+        for index in range(args.rounds):
+            for candidate, percent in round_order(index):
+                run, values = run_cell(sandbox, index, candidate, percent, rate, args.cell_seconds)
+                runs.append(run)
+                latencies[key(candidate, percent)].append(np.array(values))
+            this = [run for run in runs if run.round == index]
             log(
-                f"cell {index:>2} {candidate:<8} {percent:>3}%: p50 {cell.p50_ms:.2f} ms, p99 {cell.p99_ms:.2f} ms, "
-                f"{cell.throughput_rps:.0f}/s, {cell.errors} errors, {cell.mirrored_share:.0%} mirrored"
+                f"round {index + 1}/{args.rounds}: p99 "
+                + ", ".join(f"{key(r.candidate, r.percent)} {r.p99_ms:.2f}" for r in this)
+                + f" ms; {sum(r.errors for r in this)} errors"
             )
         sandbox.control("candidate")
         sandbox.set_percent(0)
+        # Copies arrive after the answer; a slow candidate counts a request when it answers.
+        mirrored = {
+            key(c, p): settle(
+                sandbox, f"/{key(c, p)}/", CANDIDATES.get(c, CANDIDATES["healthy"])["latency_ms"] / 1000 + 0.5
+            )
+            for c, p in CONDITIONS
+        }
     os.sched_setaffinity(0, all_cores)
-    judge(cells, latencies)
-    off = [c for c in cells if c.percent == 0]
-    pooled = loadgen.Summary(latencies_ms=[x for c in off for x in latencies[c.index]])
-    judged = [c for c in cells if c.target != "-"]
-    noisy = [c.index for c in judged if c.noise is None or c.noise > TARGET_RATIO]
+    conditions = pooled(runs, latencies, mirrored, args.rounds)
+    judged = [c for c in conditions if c.target != "-"]
     return {
         "benchmark": SECTION,
         "quick": args.quick,
@@ -285,27 +355,24 @@ def measure(args: argparse.Namespace) -> dict:
             "capacity_rps": {"mirror_off": round(capacity[0], 1), "mirror_100_healthy": round(capacity[100], 1)},
             "load_fraction": args.load_fraction,
             "rate_rps": rate,
+            "rounds": args.rounds,
             "cell_seconds": args.cell_seconds,
             "concurrency": CONCURRENCY,
             "cores": cores,
             "method": "GET",
             "candidates": CANDIDATES,
+            "bootstrap": {"resamples": RESAMPLES, "confidence": CONFIDENCE, "seed": SEED},
         },
-        "cells": [asdict(c) for c in cells],
-        "baseline": {
-            "cells": len(off),
-            "p50_ms": pooled.percentile(0.50),
-            "p99_ms": pooled.percentile(0.99),
-            "p99_ms_per_cell": [c.p99_ms for c in off],
-        },
+        "conditions": [asdict(c) for c in conditions],
+        "cells": [asdict(r) for r in runs],
         "summary": {
-            "target": f"slow or failing candidate: p99 <= {TARGET_RATIO:g} x the off cells around it",
+            "target": f"slow or failing candidate: p99 <= {TARGET_RATIO:g} x mirroring off",
             "cells_judged": len(judged),
-            "cells_passed": sum(1 for c in judged if c.target == "pass"),
+            "passed": sum(1 for c in judged if c.target == "pass"),
+            "failed": sum(1 for c in judged if c.target == "FAIL"),
+            "within_noise": sum(1 for c in judged if c.target == "noise"),
             "target_met": all(c.target == "pass" for c in judged),
-            # Cells whose two off cells differ by more than the target: there the verdict is noise.
-            "noisy_cells": noisy,
-            "errors": sum(c.errors for c in cells),
+            "errors": sum(c.errors for c in conditions),
         },
         "seconds": round(time.monotonic() - started, 1),
     }
@@ -315,45 +382,39 @@ def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
-HEADER = ["cell", "candidate", "mirror", "req/s", "p50 ms", "p99 ms", "off p99 ms", "p99/off", "off noise"]
+HEADER = ["candidate", "mirror", "req/s", "p50 ms", "p99 ms", "p99/off", f"{CONFIDENCE:.0%} interval"]
 HEADER += ["p99/healthy", "errors", "mirrored", "target"]
-
-
-def _target(cell: dict) -> str:
-    if cell["target"] == "-":
-        return "-"
-    noisy = cell["noise"] is None or cell["noise"] > TARGET_RATIO
-    return f"{cell['target']} (noise)" if noisy else cell["target"]
 
 
 def rows(document: dict) -> list[list[str]]:
     return [
         [
-            str(c["index"]),
             c["candidate"],
             "off" if c["percent"] == 0 else f"{c['percent']}%",
             f"{c['throughput_rps']:.1f}",
             f"{c['p50_ms']:.2f}",
             f"{c['p99_ms']:.2f}",
-            "-" if c["off_p99_ms"] is None else f"{c['off_p99_ms']:.2f}",
             _ratio(c["p99_vs_off"]),
-            _ratio(c["noise"]),
-            _ratio(c.get("p99_vs_healthy")),
+            "-" if c["interval"] is None else f"{c['interval'][0]:.2f}-{c['interval'][1]:.2f}x",
+            _ratio(c["p99_vs_healthy"]),
             str(c["errors"]),
             f"{c['mirrored_share']:.1%}",
-            _target(c),
+            c["target"],
         ]
-        for c in document["cells"]
+        for c in document["conditions"]
     ]
 
 
 def verdict(document: dict) -> str:
     s = document["summary"]
-    text = f"{s['cells_passed']} of {s['cells_judged']} cells pass: {'met' if s['target_met'] else 'MISSED'}"
-    if s["noisy_cells"]:
+    state = "met" if s["target_met"] else "MISSED" if s["failed"] else "not shown"
+    text = (
+        f"{s['passed']} of {s['cells_judged']} pass, {s['failed']} fail, {s['within_noise']} within the noise: {state}"
+    )
+    if s["within_noise"]:
         text += (
-            f"; but around cells {', '.join(map(str, s['noisy_cells']))} the two off cells themselves differ by "
-            f"more than {TARGET_RATIO - 1:.0%} (column off noise), so there the verdict is within the noise"
+            f" (within the noise: the {CONFIDENCE:.0%} interval of p99/off holds {TARGET_RATIO:g}, so the rounds "
+            "can tell neither a pass nor a fail)"
         )
     return text
 
@@ -362,8 +423,8 @@ def setup_line(document: dict) -> str:
     setup = document["setup"]
     cores = setup.get("cores")
     placement = (
-        f"the candidate, Prometheus and Alertmanager on core {cores['candidate']}, the client, nginx and the "
-        f"primary on {cores['client']}"
+        f"the candidate, the relay, Prometheus and Alertmanager on core {cores['candidate']}, the client, the proxy "
+        f"nginx and the primary on {cores['client']}"
         if cores
         else "every process on every core"
     )
@@ -371,16 +432,16 @@ def setup_line(document: dict) -> str:
         f"{placement}; capacity (flat out): {setup['capacity_rps']['mirror_off']:.0f} requests/s "
         f"with the mirror off, {setup['capacity_rps']['mirror_100_healthy']:.0f} mirroring 100% to a healthy "
         f"candidate; every cell {setup['rate_rps']:.0f} requests/s ({setup['load_fraction']:g} of the lower) for "
-        f"{setup['cell_seconds']:g} s, GET, {setup['concurrency']} client connections"
+        f"{setup['cell_seconds']:g} s, {setup['rounds']} rounds of {len(document['conditions'])} cells, GET, "
+        f"{setup['concurrency']} client connections"
     )
 
 
-def baseline_line(document: dict) -> str:
-    base = document["baseline"]
-    per_cell = ", ".join(f"{p99:.2f}" for p99 in base["p99_ms_per_cell"])
+def off_line(document: dict) -> str:
+    per_cell = sorted(r["p99_ms"] for r in document["cells"] if r["percent"] == 0)
     return (
-        f"mirroring off, {base['cells']} cells pooled: p50 {base['p50_ms']:.2f} ms, p99 {base['p99_ms']:.2f} ms "
-        f"(each off cell's p99: {per_cell} ms)"
+        f"the off cells' own p99 ranged from {per_cell[0]:.2f} to {per_cell[-1]:.2f} ms (median "
+        f"{per_cell[len(per_cell) // 2]:.2f}): the drift the rounds are there to cancel"
     )
 
 
@@ -395,7 +456,7 @@ def table(document: dict) -> str:
             "",
             *lines,
             "",
-            baseline_line(document),
+            off_line(document),
             f"target ({document['summary']['target']}): {verdict(document)}",
         ]
     )
@@ -408,15 +469,15 @@ def doc_section(document: dict) -> str:
             f"Command: `{document['command']}` ({document['when']}, {document['seconds']:.0f} s in all; "
             f"load average at the start: {load}).",
             "",
-            f"Setup: {setup_line(document)}; latencies as the client sees them. off p99: the p99 of the off cells "
-            "just before and just after the cell, pooled; off noise: those two off cells' p99, the higher over "
-            "the lower; p99/healthy: a slow or failing candidate's cell against the healthy candidate's at the "
-            "same percent (what the bad candidate adds beyond mirroring itself).",
+            f"Setup: {setup_line(document)}; latencies as the client sees them, each condition pooled over its "
+            f"rounds. p99/off: against the off cells of all rounds, pooled; {CONFIDENCE:.0%} interval: of p99/off, "
+            "from a bootstrap over rounds; p99/healthy: a slow or failing candidate against the healthy one at "
+            "the same percent (what the bad candidate adds beyond mirroring itself).",
             "",
             results.markdown_table(HEADER, rows(document)),
             "",
-            f"{baseline_line(document)[0].upper()}{baseline_line(document)[1:]}. "
-            f"Errors in all cells: {document['summary']['errors']}.",
+            f"{off_line(document)[0].upper()}{off_line(document)[1:]}. Errors in all cells: "
+            f"{document['summary']['errors']}.",
             "",
             f"Target ({document['summary']['target']}): **{verdict(document)}**.",
         ]
@@ -426,19 +487,26 @@ def doc_section(document: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--cell-seconds", type=float, default=6.0, help="load per cell, seconds")
+    parser.add_argument("--rounds", type=int, default=10, help="rounds; each runs every condition once")
+    parser.add_argument("--cell-seconds", type=float, default=2.0, help="load per cell, seconds")
     parser.add_argument("--load-fraction", type=float, default=0.5, help="share of the lower measured capacity to send")
     parser.add_argument("--capacity-seconds", type=float, default=4.0, help="flat-out load to measure the capacity")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 2 s cells, written to dataplane.quick.json")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 3 rounds of 1 s cells, written to dataplane.quick.json"
+    )
     parser.add_argument(
         "--shared-cores", action="store_true", help="leave every process on every core (no candidate core)"
     )
     results.add_output_arguments(parser, SECTION)
     args = parser.parse_args(argv)
     if args.quick:
-        args.cell_seconds, args.capacity_seconds = 2.0, 2.0
-    if not 1 <= args.cell_seconds <= 120 or not 0 < args.load_fraction <= 1 or not 1 <= args.capacity_seconds <= 30:
-        parser.error("1 <= --cell-seconds <= 120, 0 < --load-fraction <= 1, 1 <= --capacity-seconds <= 30")
+        args.rounds, args.cell_seconds, args.capacity_seconds = 3, 1.0, 2.0
+    if not 2 <= args.rounds <= 100 or not 0.5 <= args.cell_seconds <= 60:
+        parser.error(f"--rounds {args.rounds}, --cell-seconds {args.cell_seconds}: allowed 2..100 and 0.5..60")
+    if not 0 < args.load_fraction <= 1 or not 1 <= args.capacity_seconds <= 30:
+        parser.error(
+            f"--load-fraction {args.load_fraction}, --capacity-seconds {args.capacity_seconds}: allowed (0, 1] and 1..30"
+        )
     out = results.output_path(args, SECTION)
     if args.write_doc and args.quick:
         parser.error("--write-doc needs a full run, not --quick")

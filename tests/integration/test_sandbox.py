@@ -114,6 +114,7 @@ class Sandbox:
     def recorded_pids(self) -> dict[str, int]:
         pidfiles = {p.stem: p for p in (self.build / "sandbox" / "run").glob("*.pid")}
         pidfiles["nginx"] = self.build / "sandbox" / "nginx" / "nginx.pid"
+        pidfiles["relay"] = self.build / "sandbox" / "relay" / "nginx.pid"
         return {name: int(path.read_text().split()[0]) for name, path in pidfiles.items() if path.exists()}
 
 
