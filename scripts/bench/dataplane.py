@@ -9,8 +9,10 @@ then in one run:
   2. a fixed rate of --load-fraction (0.5) of the lower capacity for every cell, so that no cell
      runs saturated;
   3. --rounds (10) rounds; each round runs every condition once, one short cell each
-     (--cell-seconds, 2): mirroring off, and a healthy, a slow (2 s) and a failing (500)
-     candidate at 10%, 50% and 100%. The order turns by one place each round, so every
+     (--cell-seconds, 2): mirroring off, a healthy, a slow (2 s) and a failing (500)
+     candidate at 10%, 50% and 100%, and mirroring off again (the A/A control: judged against
+     the first off cells like the others, it shows the smallest difference the run can tell
+     from the machine's noise). The order turns by one place each round, so every
      condition meets every moment of the run. GET only (the sandbox mirrors GET and HEAD unless
      mirror_all_methods); the mirror set through the nginx driver, the candidate through its
      /control.
@@ -35,7 +37,7 @@ candidate, p99 within 10% of mirroring off. A cell passes when the whole interva
 
 Run from the repository root with the venv (`make bench` runs every benchmark):
 
-    python scripts/bench/dataplane.py                 # 10 rounds of 10 cells of 2 s, about 5 minutes
+    python scripts/bench/dataplane.py                 # 10 rounds of 11 cells of 2 s, about 5 minutes
     python scripts/bench/dataplane.py --quick         # smoke run: 3 rounds of 1 s cells, build/bench/dataplane.quick.json
     python scripts/bench/dataplane.py --write-doc     # and rewrite its section of docs/benchmarks.md
     python scripts/bench/dataplane.py --from-json --write-doc   # the doc from the last build/bench/dataplane.json
@@ -74,7 +76,12 @@ CANDIDATES: dict[str, dict[str, float]] = {
 }
 PERCENTS = (10, 50, 100)
 OFF = ("-", 0)
-CONDITIONS = [OFF, *((candidate, percent) for candidate in CANDIDATES for percent in PERCENTS)]
+# Mirroring off a second time in every round, judged against the first like any condition: the
+# A/A control, whose interval shows the smallest difference these rounds can resolve.
+OFF_AGAIN = ("- (A/A)", 0)
+MIRRORED = [(candidate, percent) for candidate in CANDIDATES for percent in PERCENTS]
+CONDITIONS = [OFF, OFF_AGAIN, *MIRRORED]  # the table's order
+RUN_ORDER = [OFF, *MIRRORED[:4], OFF_AGAIN, *MIRRORED[4:]]  # a round's: its two off cells apart
 JUDGED = ("slow", "failing")
 TARGET_RATIO = 1.10  # slow or failing: p99 <= 1.10 x the p99 with mirroring off
 CONFIDENCE = 0.95
@@ -86,14 +93,16 @@ MAX_RATE = 800.0
 
 
 def key(candidate: str, percent: int) -> str:
-    """A condition's name, and the path its requests go under: off, healthy-10, slow-100, ..."""
-    return "off" if percent == 0 else f"{candidate}-{percent}"
+    """A condition's name, and the path its requests go under: off, off-again, healthy-10, slow-100, ..."""
+    if percent == 0:
+        return "off" if (candidate, percent) == OFF else "off-again"
+    return f"{candidate}-{percent}"
 
 
 def round_order(index: int) -> list[tuple[str, int]]:
     """Every condition once, the order turned by one place per round."""
-    shift = index % len(CONDITIONS)
-    return CONDITIONS[shift:] + CONDITIONS[:shift]
+    shift = index % len(RUN_ORDER)
+    return RUN_ORDER[shift:] + RUN_ORDER[:shift]
 
 
 def p99(values: np.ndarray) -> float:
@@ -247,7 +256,7 @@ def pooled(
             mirrored=mirrored[name],
             mirrored_share=round(mirrored[name] / sent, 4) if sent else 0.0,
         )
-        if percent:
+        if name != "off":
             condition.p99_vs_off = round(p99(values) / off_p99, 3)
             condition.interval = bounds[name]
         if candidate in JUDGED:
@@ -407,6 +416,7 @@ def rows(document: dict) -> list[list[str]]:
 
 def verdict(document: dict) -> str:
     s = document["summary"]
+    control = next(c for c in document["conditions"] if (c["candidate"], c["percent"]) == OFF_AGAIN)
     state = "met" if s["target_met"] else "MISSED" if s["failed"] else "not shown"
     text = (
         f"{s['passed']} of {s['cells_judged']} pass, {s['failed']} fail, {s['within_noise']} within the noise: {state}"
@@ -416,7 +426,8 @@ def verdict(document: dict) -> str:
             f" (within the noise: the {CONFIDENCE:.0%} interval of p99/off holds {TARGET_RATIO:g}, so the rounds "
             "can tell neither a pass nor a fail)"
         )
-    return text
+    low, high = control["interval"]
+    return text + f"; the A/A control (off against off): {control['p99_vs_off']:.2f}x, interval {low:.2f}-{high:.2f}x"
 
 
 def setup_line(document: dict) -> str:
@@ -438,7 +449,7 @@ def setup_line(document: dict) -> str:
 
 
 def off_line(document: dict) -> str:
-    per_cell = sorted(r["p99_ms"] for r in document["cells"] if r["percent"] == 0)
+    per_cell = sorted(r["p99_ms"] for r in document["cells"] if (r["candidate"], r["percent"]) == OFF)
     return (
         f"the off cells' own p99 ranged from {per_cell[0]:.2f} to {per_cell[-1]:.2f} ms (median "
         f"{per_cell[len(per_cell) // 2]:.2f}): the drift the rounds are there to cancel"
