@@ -8,7 +8,7 @@ then in one run:
      requests/s answered 200;
   2. a fixed rate of --load-fraction (0.5) of the lower capacity for every cell, so that no cell
      runs saturated;
-  3. --rounds (10) rounds; each round runs every condition once, one short cell each
+  3. --rounds (6) rounds; each round runs every condition once, one short cell each
      (--cell-seconds, 2): mirroring off, a healthy, a slow (2 s) and a failing (500)
      candidate at 10%, 50% and 100%, and mirroring off again (the A/A control: judged against
      the first off cells like the others, it shows the smallest difference the run can tell
@@ -37,7 +37,8 @@ candidate, p99 within 10% of mirroring off. A cell passes when the whole interva
 
 Run from the repository root with the venv (`make bench` runs every benchmark):
 
-    python scripts/bench/dataplane.py                 # 10 rounds of 11 cells of 2 s, about 5 minutes
+    python scripts/bench/dataplane.py                 # 6 rounds of 11 cells of 2 s, about 3.5 minutes
+    python scripts/bench/dataplane.py --rounds 30     # the run in docs/benchmarks.md, about 15 minutes
     python scripts/bench/dataplane.py --quick         # smoke run: 3 rounds of 1 s cells, build/bench/dataplane.quick.json
     python scripts/bench/dataplane.py --write-doc     # and rewrite its section of docs/benchmarks.md
     python scripts/bench/dataplane.py --from-json --write-doc   # the doc from the last build/bench/dataplane.json
@@ -498,7 +499,7 @@ def doc_section(document: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--rounds", type=int, default=10, help="rounds; each runs every condition once")
+    parser.add_argument("--rounds", type=int, default=6, help="rounds; each runs every condition once")
     parser.add_argument("--cell-seconds", type=float, default=2.0, help="load per cell, seconds")
     parser.add_argument("--load-fraction", type=float, default=0.5, help="share of the lower measured capacity to send")
     parser.add_argument("--capacity-seconds", type=float, default=4.0, help="flat-out load to measure the capacity")
