@@ -359,8 +359,8 @@ def test_stopped_leaves_no_process_or_port(sandbox: Sandbox) -> None:
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        (0, "mirror_sandbox_mirror_max_open is 0; expected a whole number"),
-        (20000, "mirror_sandbox_mirror_max_open is 20000; expected a whole number"),
+        (0, "mirror_sandbox_mirror_max_open) is 0; expected a whole number"),
+        (20000, "mirror_sandbox_mirror_max_open) is 20000; expected a whole number"),
         ("lots", "mirror_sandbox_mirror_max_open"),  # the role's argument spec: not an int
     ],
     ids=["zero", "above-16384", "not-a-number"],
