@@ -27,8 +27,9 @@ The candidate (with the mirror relay, Prometheus and Alertmanager) runs on a cor
 everything on the primary path (the client, the proxy nginx, the primary) on the others, every
 thread of each process, as in a cluster, where the candidate has its own pods: the primary then
 pays the proxy's own work of mirroring (one request more per copy, handed to the relay), not the
-candidate's CPU. --shared-cores leaves every process on every core (the candidate's work then
-competes with the primary's).
+candidate's CPU. On that core the candidate, Prometheus and Alertmanager run at nice 10, behind
+the relay: the proxy waits for the relay's answer (see BEHIND_THE_RELAY). --shared-cores leaves
+every process on every core (the candidate's work then competes with the primary's).
 
 Per condition: p50, p99, requests/s answered 200, errors (no answer or not 200), the share of its
 requests the candidate received, and p99/off with its interval. Target: with a slow or a failing
