@@ -449,9 +449,6 @@ def setup_line(document: dict) -> str:
     placement = (
         f"the relay, and at nice {setup['behind_the_relay_nice']} the candidate, Prometheus and Alertmanager, on core "
         f"{cores['candidate']}; the client, the proxy nginx and the primary on {cores['client']}"
-        if cores and "behind_the_relay_nice" in setup
-        else f"the candidate, the relay, Prometheus and Alertmanager on core {cores['candidate']}, the client, the proxy "
-        f"nginx and the primary on {cores['client']}"
         if cores
         else "every process on every core"
     )
