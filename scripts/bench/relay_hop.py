@@ -6,7 +6,7 @@ mirror subrequest has ended: the proxy waits for the relay's answer to every cop
 shadowing does not wait. That wait is the one cost the sandbox adds beyond Envoy's, and the p99
 of dataplane.py cannot resolve it on a 2-core machine (its A/A control spans +-30%). p50 and the
 mean can: this script measures them, mirroring 100% to a healthy candidate against mirroring
-off, for three ways of handing the copy to the relay:
+off, for four ways of handing the copy over:
 
   tcp         as shipped: a new loopback TCP connection to the relay for every copy
   unix        the same relay over a Unix socket (no TCP handshake, no TIME_WAIT)
@@ -15,16 +15,20 @@ off, for three ways of handing the copy to the relay:
               njs's ngx.fetch too) holds the proxy's connection until its forward ends, so a
               kept-alive connection would stall behind a slow candidate. It shows what a relay
               that answers at once and never holds a connection could reach.
+  log         no hand-off to wait for: the copy leaves as an access-log line over UDP (syslog) to a
+              sink that reads it and forwards nothing. The floor of a hand-off that is truly
+              fire-and-forget, as Envoy's is: nginx sends the line after the answer, in its log
+              phase, and waits for nothing.
 
-Each round runs every variant (the proxy reloaded with its upstream to the relay), each with one
+Each round runs every variant (the proxy's nginx.conf rewritten and reloaded), each with one
 cell mirroring off and one mirroring 100%, --cell-seconds each, at --rate requests/s; the cost of
 a variant is its p50 and mean with mirroring 100% minus with mirroring off, pooled over the
-rounds, with a 95% bootstrap interval over rounds. The placement of dataplane.py: the relay and
-the candidate on a core of their own.
+rounds, with a 95% bootstrap interval over rounds. The placement of dataplane.py: the relay, the
+log lines' sink and the candidate on a core of their own.
 
 Run from the repository root with the venv:
 
-    python scripts/bench/relay_hop.py                # 8 rounds, about 3 minutes
+    python scripts/bench/relay_hop.py                # 8 rounds, about 4 minutes
     python scripts/bench/relay_hop.py --write-doc    # and rewrite its section of docs/benchmarks.md
 
 Prints a table, writes build/bench/relay_hop.json.
@@ -39,10 +43,13 @@ if __package__ in (None, ""):  # python scripts/bench/relay_hop.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import argparse
+import contextlib
 import math
 import os
 import signal
+import socket
 import stat
+import subprocess
 import time
 
 import numpy as np
@@ -54,7 +61,7 @@ from scripts.bench.sandbox import Sandbox, free_ports, log, running_sandbox
 
 SCRIPT = "scripts/bench/relay_hop.py"
 SECTION = "relay_hop"
-VARIANTS = ("tcp", "unix", "keepalive")
+VARIANTS = ("tcp", "unix", "keepalive", "log")
 RESAMPLES = 2000
 SEED = 7
 CONFIDENCE = 0.95
@@ -87,7 +94,7 @@ def _reachable(path: Path, stop: Path) -> None:
             return
 
 
-def prepare(sandbox: Sandbox) -> dict[str, str]:
+def prepare(sandbox: Sandbox, sink_port: int) -> dict[str, str]:
     """The relay gains a Unix socket and a floor server; returns the proxy's nginx.conf per variant."""
     relay_conf, proxy_conf = _config(sandbox, "relay.conf"), _config(sandbox, "nginx.conf")
     socket_path = relay_conf.parent / "relay.sock"
@@ -116,7 +123,64 @@ def prepare(sandbox: Sandbox) -> dict[str, str]:
             kept_alive,
             proxy_conf,
         ),
+        "log": _as_log_line(shipped, handoff, sink_port, proxy_conf),
     }
+
+
+def _as_log_line(shipped: str, handoff: str, sink_port: int, where: Path) -> str:
+    """The copy as a log line over UDP, sent in the log phase; the mirror subrequest still runs
+    (answering 204 at once, as with the mirror off) so that only the hand-off differs."""
+    text = _replace_once(
+        shipped,
+        "    access_log off;\n",
+        "    access_log off;\n    log_format mirror_copy '$request_method $request_uri $request_id';\n",
+        where,
+    )
+    text = _replace_once(
+        text,
+        "            mirror_request_body on;\n",
+        "            mirror_request_body on;\n"
+        f"            access_log syslog:server=127.0.0.1:{sink_port},nohostname mirror_copy if=$mirror_send;\n",
+        where,
+    )
+    return _replace_once(text, handoff, "return 204;", where)
+
+
+# Counts the lines it reads, prints the count when terminated.
+SINK = """
+import signal, socket, sys
+received = 0
+def stop(*_):
+    print(received, flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+while True:
+    s.recv(65536)
+    received += 1
+"""
+
+
+@contextlib.contextmanager
+def udp_sink(core: set[int], received: dict[str, int]):
+    """A process that reads the log lines and throws them away, on the candidate's core; ended by
+    PID. `received["lines"]`: how many it read, once it has ended."""
+    port = free_udp_port()
+    sink = subprocess.Popen([sys.executable, "-c", SINK, str(port)], stdout=subprocess.PIPE, text=True)
+    try:
+        os.sched_setaffinity(sink.pid, core)
+        yield port
+    finally:
+        sink.terminate()
+        out, _ = sink.communicate(timeout=10)
+        received["lines"] = int(out.strip() or 0)
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def cell(sandbox: Sandbox, path: str, percent: int, rate: float, seconds: float) -> tuple[np.ndarray, int]:
@@ -152,11 +216,14 @@ def measure(args: argparse.Namespace) -> dict:
     all_cores = os.sched_getaffinity(0)
     cells: dict[str, dict[str, list[np.ndarray]]] = {v: {"off": [], "on": []} for v in VARIANTS}
     errors = dict.fromkeys(VARIANTS, 0)
-    with running_sandbox(load_seconds=0) as sandbox:
+    received: dict[str, int] = {}
+    with contextlib.ExitStack() as stack:
+        sandbox = stack.enter_context(running_sandbox(load_seconds=0))
         cores = pin_cores(sandbox)
         log(f"cores: {cores or 'every process on every core'}")
         proxy_conf = _config(sandbox, "nginx.conf")
-        variants = prepare(sandbox)
+        sink_port = stack.enter_context(udp_sink({max(all_cores)}, received))
+        variants = prepare(sandbox, sink_port)
         sandbox.control("candidate")
         try:
             for index in range(args.rounds):
@@ -184,6 +251,7 @@ def measure(args: argparse.Namespace) -> dict:
             sandbox.set_percent(0)
         forwarded = {v: sandbox.served("candidate", f"/{v}-on/")["count"] for v in VARIANTS}
     os.sched_setaffinity(0, all_cores)
+    forwarded["log"] = received["lines"]  # not forwarded: sent to the sink as log lines
     rows = []
     for variant in VARIANTS:
         off, on = cells[variant]["off"], cells[variant]["on"]
