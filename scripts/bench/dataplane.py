@@ -470,10 +470,7 @@ def off_line(document: dict) -> str:
 
 
 def table(document: dict) -> str:
-    body = [HEADER, *rows(document)]
-    widths = [max(len(row[i]) for row in body) for i in range(len(HEADER))]
-    lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) for row in body]
-    lines.insert(1, "-" * len(lines[0]))
+    lines = results.text_table(HEADER, rows(document)).split("\n")
     return "\n".join(
         [
             setup_line(document),
