@@ -251,7 +251,7 @@ def measure(args: argparse.Namespace) -> dict:
             sandbox.set_percent(0)
         forwarded = {v: sandbox.served("candidate", f"/{v}-on/")["count"] for v in VARIANTS}
     os.sched_setaffinity(0, all_cores)
-    forwarded["log"] = received["lines"]  # not forwarded: sent to the sink as log lines
+    forwarded["log"] = received["lines"]  # delivered to the sink as log lines, not forwarded
     rows = []
     for variant in VARIANTS:
         off, on = cells[variant]["off"], cells[variant]["on"]
@@ -289,7 +289,8 @@ def measure(args: argparse.Namespace) -> dict:
 
 
 HEADER = ["hand-off", "p50 off", "p50 100%", "p50 cost", "95% interval", "mean cost", "95% interval", "errors"]
-HEADER += ["copies forwarded"]
+# delivered: copies the candidate served (tcp, unix; keepalive forwards none), lines the sink read (log)
+HEADER += ["copies delivered"]
 
 
 def _ms(value: float) -> str:
