@@ -276,7 +276,7 @@ def pooled(
 # others. The relay is the asynchronous half of Envoy's shadowing (the copy held open while the
 # candidate answers), which nginx's mirror lacks: on the candidate's side, the proxy paying one
 # request more per copy to hand it over.
-CANDIDATE_SIDE = ("candidate", "relay", "prometheus", "alertmanager")
+CANDIDATE_SIDE = ("candidate", "relay", "forwarder", "prometheus", "alertmanager")
 # On that core the relay goes first: the proxy waits for the relay's answer before it reads the
 # next request on the connection (nginx's mirror), so a relay delayed by the candidate's CPU
 # (a thousand threads of a slow candidate) would put the candidate's load on the primary's path,
