@@ -1,24 +1,26 @@
-"""What the sandbox's copy costs the primary, hop by hop: the proxy's wait for the relay's answer.
+"""What the sandbox's copy costs the primary, by how it is handed over.
 
 A diagnostic for benchmark 2 (dataplane.py), not one of `make bench`'s three. nginx's mirror
 finishes a request, and reads the next one on a kept-alive client connection, only once its
-mirror subrequest has ended: the proxy waits for the relay's answer to every copy. Envoy's
-shadowing does not wait. That wait is the one cost the sandbox adds beyond Envoy's, and the p99
-of dataplane.py cannot resolve it on a 2-core machine (its A/A control spans +-30%). p50 and the
-mean can: this script measures them, mirroring 100% to a healthy candidate against mirroring
+mirror subrequest has ended: with a relay, the proxy waits for the relay's answer to every copy.
+Envoy's shadowing does not wait. The sandbox paid that wait for every copy until copies without
+a body became log lines (nginx.conf.j2); copies with a body still pay it. dataplane.py's p99
+cannot resolve it on a 2-core machine (its A/A control spans +-30%); the p50 can. This script
+measures the primary's p50 and mean, mirroring 100% to a healthy candidate against mirroring
 off, for four ways of handing the copy over:
 
-  tcp         as shipped: a new loopback TCP connection to the relay for every copy
+  tcp         a new loopback TCP connection to the relay for every copy (how every copy went
+              before the log line; how copies with a body still go)
   unix        the same relay over a Unix socket (no TCP handshake, no TIME_WAIT)
   keepalive   the floor: connections to the relay kept alive, and a relay that answers at once
               and forwards nothing. Not a design: a relay that forwards (nginx's mirror, and
               njs's ngx.fetch too) holds the proxy's connection until its forward ends, so a
               kept-alive connection would stall behind a slow candidate. It shows what a relay
               that answers at once and never holds a connection could reach.
-  log         no hand-off to wait for: the copy leaves as an access-log line over UDP (syslog) to a
-              sink that reads it and forwards nothing. The floor of a hand-off that is truly
-              fire-and-forget, as Envoy's is: nginx sends the line after the answer, in its log
-              phase, and waits for nothing.
+  log         as shipped for GET and HEAD: no hand-off to wait for, the copy leaves as an access-log
+              line over UDP (syslog), here to a sink that reads it and forwards nothing (as
+              shipped, to mirror_forwarder). Fire-and-forget, as Envoy's shadowing is: nginx
+              sends the line after the answer, in its log phase, and waits for nothing.
 
 Each round runs every variant (the proxy's nginx.conf rewritten and reloaded), each with one
 cell mirroring off and one mirroring 100%, --cell-seconds each, at --rate requests/s; the cost of
@@ -109,41 +111,27 @@ def prepare(sandbox: Sandbox, sink_port: int) -> dict[str, str]:
     _reachable(socket_path, sandbox.build.parent)
 
     shipped = proxy_conf.read_text()
+    # As shipped, GET copies leave as log lines to the forwarder on the relay's port number; here
+    # to the sink, which counts them and forwards nothing.
+    log_line = f"access_log syslog:server=127.0.0.1:{sandbox.ports['relay']},"
+    as_log_line = _replace_once(shipped, log_line, f"access_log syslog:server=127.0.0.1:{sink_port},", proxy_conf)
+    # Through the relay, as every copy went before the log line: no line, the subrequest for all.
+    tcp = _replace_once(shipped, "if ($mirror_via_relay = 0) {", "if ($mirror_send = 0) {", proxy_conf)
+    tcp = "\n".join(line for line in tcp.split("\n") if log_line not in line)
     upstream = f"server 127.0.0.1:{sandbox.ports['relay']};\n    }}"
     handoff = "proxy_pass http://sandbox_mirror_relay$request_uri;"
     kept_alive = f'proxy_http_version 1.1;\n            proxy_set_header Connection "";\n            {handoff}'
     return {
-        "tcp": shipped,
-        "unix": _replace_once(shipped, upstream, f"server unix:{socket_path};\n    }}", proxy_conf),
+        "tcp": tcp,
+        "unix": _replace_once(tcp, upstream, f"server unix:{socket_path};\n    }}", proxy_conf),
         "keepalive": _replace_once(
-            _replace_once(
-                shipped, upstream, f"server 127.0.0.1:{floor_port};\n        keepalive 32;\n    }}", proxy_conf
-            ),
+            _replace_once(tcp, upstream, f"server 127.0.0.1:{floor_port};\n        keepalive 32;\n    }}", proxy_conf),
             handoff,
             kept_alive,
             proxy_conf,
         ),
-        "log": _as_log_line(shipped, handoff, sink_port, proxy_conf),
+        "log": as_log_line,
     }
-
-
-def _as_log_line(shipped: str, handoff: str, sink_port: int, where: Path) -> str:
-    """The copy as a log line over UDP, sent in the log phase; the mirror subrequest still runs
-    (answering 204 at once, as with the mirror off) so that only the hand-off differs."""
-    text = _replace_once(
-        shipped,
-        "    access_log off;\n",
-        "    access_log off;\n    log_format mirror_copy '$request_method $request_uri $request_id';\n",
-        where,
-    )
-    text = _replace_once(
-        text,
-        "            mirror_request_body on;\n",
-        "            mirror_request_body on;\n"
-        f"            access_log syslog:server=127.0.0.1:{sink_port},nohostname mirror_copy if=$mirror_send;\n",
-        where,
-    )
-    return _replace_once(text, handoff, "return 204;", where)
 
 
 # Counts the lines it reads, prints the count when terminated.
@@ -222,6 +210,7 @@ def measure(args: argparse.Namespace) -> dict:
         cores = pin_cores(sandbox)
         log(f"cores: {cores or 'every process on every core'}")
         proxy_conf = _config(sandbox, "nginx.conf")
+        shipped = proxy_conf.read_text()
         sink_port = stack.enter_context(udp_sink({max(all_cores)}, received))
         variants = prepare(sandbox, sink_port)
         sandbox.control("candidate")
@@ -246,7 +235,7 @@ def measure(args: argparse.Namespace) -> dict:
                     + " ms"
                 )
         finally:
-            proxy_conf.write_text(variants["tcp"])
+            proxy_conf.write_text(shipped)
             _reload(sandbox.pids["nginx"])
             sandbox.set_percent(0)
         forwarded = {v: sandbox.served("candidate", f"/{v}-on/")["count"] for v in VARIANTS}
