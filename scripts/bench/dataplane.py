@@ -23,12 +23,12 @@ drift is in time, not in the sample size); interleaving does: each condition's p
 all its rounds pooled, and its ratio to the off cells' pooled p99 gets a 95% interval from a
 bootstrap over rounds (a round's cells are resampled together, so the drift they share cancels).
 
-The candidate (with the mirror relay, Prometheus and Alertmanager) runs on a core of its own and
-everything on the primary path (the client, the proxy nginx, the primary) on the others, every
-thread of each process, as in a cluster, where the candidate has its own pods: the primary then
-pays the proxy's own work of mirroring (one request more per copy, handed to the relay), not the
-candidate's CPU. On that core the candidate, Prometheus and Alertmanager run at nice 10, behind
-the relay: the proxy waits for the relay's answer (see BEHIND_THE_RELAY). --shared-cores leaves
+The candidate (with the mirror forwarder and relay, Prometheus and Alertmanager) runs on a core
+of its own and everything on the primary path (the client, the proxy nginx, the primary) on the
+others, every thread of each process, as in a cluster, where the candidate has its own pods: the
+primary then pays the proxy's own work of mirroring (a log line per copy; GET only here, so no
+copy goes through the relay), not the candidate's CPU. On that core the candidate, Prometheus and
+Alertmanager run at nice 10, behind the forwarder and the relay (see BEHIND_THE_RELAY). --shared-cores leaves
 every process on every core (the candidate's work then competes with the primary's).
 
 Per condition: p50, p99, requests/s answered 200, errors (no answer or not 200), the share of its
@@ -273,15 +273,16 @@ def pooled(
 
 
 # The processes of the candidate's side: its own core; the rest (the proxy nginx, the primary) the
-# others. The relay is the asynchronous half of Envoy's shadowing (the copy held open while the
-# candidate answers), which nginx's mirror lacks: on the candidate's side, the proxy paying one
-# request more per copy to hand it over.
+# others. The forwarder and the relay are the asynchronous half of Envoy's shadowing (the copy
+# held open while the candidate answers), which nginx's mirror lacks: on the candidate's side.
 CANDIDATE_SIDE = ("candidate", "relay", "forwarder", "prometheus", "alertmanager")
-# On that core the relay goes first: the proxy waits for the relay's answer before it reads the
-# next request on the connection (nginx's mirror), so a relay delayed by the candidate's CPU
-# (a thousand threads of a slow candidate) would put the candidate's load on the primary's path,
-# which a cluster does not (the candidate's pods have CPU of their own). Measured with 10 rounds:
-# slow 50% p99/healthy 2.28x with every process at the same priority, 0.96x with this.
+# On that core the relay and the forwarder go first. The proxy waits for the relay's answer (copies
+# with a body) before it reads the next request on the connection (nginx's mirror), so a relay
+# delayed by the candidate's CPU (a thousand threads of a slow candidate) would put the
+# candidate's load on the primary's path, which a cluster does not (the candidate's pods have CPU
+# of their own). Measured with 10 rounds, when every copy went through the relay: slow 50%
+# p99/healthy 2.28x with every process at the same priority, 0.96x with this. The forwarder
+# (copies without a body) is never waited for; ahead of the candidate, it keeps up.
 BEHIND_THE_RELAY = ("candidate", "prometheus", "alertmanager")
 BEHIND_THE_RELAY_NICE = 10
 
@@ -447,7 +448,8 @@ def setup_line(document: dict) -> str:
     setup = document["setup"]
     cores = setup.get("cores")
     placement = (
-        f"the relay, and at nice {setup['behind_the_relay_nice']} the candidate, Prometheus and Alertmanager, on core "
+        f"the forwarder and the relay, and at nice {setup['behind_the_relay_nice']} the candidate, Prometheus and "
+        f"Alertmanager, on core "
         f"{cores['candidate']}; the client, the proxy nginx and the primary on {cores['client']}"
         if cores
         else "every process on every core"
