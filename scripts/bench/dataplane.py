@@ -188,14 +188,12 @@ def settle(sandbox: Sandbox, prefix: str, quiet_s: float, timeout_s: float = 15.
         time.sleep(0.1)
 
 
-def run_cell(
-    sandbox: Sandbox, index: int, candidate: str, percent: int, rate: float, seconds: float
-) -> tuple[CellRun, list[float]]:
-    sandbox.control("candidate", **CANDIDATES.get(candidate, CANDIDATES["healthy"]))
+def paced_cell(sandbox: Sandbox, path: str, percent: int, rate: float, seconds: float) -> loadgen.Summary:
+    """One cell: the mirror set to `percent`, then GETs under `path` at `rate` for `seconds`."""
     sandbox.set_percent(percent)
     time.sleep(0.2)  # the reload's old worker winds down
-    summary = loadgen.run(
-        f"{sandbox.proxy_url}{key(candidate, percent)}/r{index:02d}",
+    return loadgen.run(
+        f"{sandbox.proxy_url}{path}",
         rps=rate,
         duration=seconds,
         max_requests=math.ceil(rate * seconds),
@@ -203,6 +201,13 @@ def run_cell(
         concurrency=CONCURRENCY,
         timeout=REQUEST_TIMEOUT_S,
     )
+
+
+def run_cell(
+    sandbox: Sandbox, index: int, candidate: str, percent: int, rate: float, seconds: float
+) -> tuple[CellRun, list[float]]:
+    sandbox.control("candidate", **CANDIDATES.get(candidate, CANDIDATES["healthy"]))
+    summary = paced_cell(sandbox, f"{key(candidate, percent)}/r{index:02d}", percent, rate, seconds)
     ok = summary.statuses.get(200, 0)
     return CellRun(
         round=index,
@@ -486,11 +491,9 @@ def table(document: dict) -> str:
 
 
 def doc_section(document: dict) -> str:
-    load = ", ".join(f"{x:g}" for x in document["machine"]["load_average"])
     return "\n".join(
         [
-            f"Command: `{document['command']}` ({document['when']}, {document['seconds']:.0f} s in all; "
-            f"load average at the start: {load}).",
+            results.run_line(document),
             "",
             f"Setup: {setup_line(document)}; latencies as the client sees them, each condition pooled over its "
             f"rounds. p99/off: against the off cells of all rounds, pooled; {CONFIDENCE:.0%} interval: of p99/off, "

@@ -363,11 +363,9 @@ def doc_section(document: dict) -> str:
         for t in document["trials"]
     ]
     verdict = "**met**" if s["target_met"] else "**missed**"
-    load = ", ".join(f"{x:g}" for x in document["machine"]["load_average"])
     return "\n".join(
         [
-            f"Command: `{document['command']}` ({document['when']}, {document['seconds']:.0f} s in all; "
-            f"load average at the start: {load}).",
+            results.run_line(document),
             "",
             f"Setup: mirror at {setup['percent']:g}% of {setup['load_rps']:g} requests/s "
             f"({setup['load_post_ratio']:.0%} of them POSTs, not mirrored); window {setup['window_s']:g}s, "

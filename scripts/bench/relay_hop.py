@@ -46,7 +46,6 @@ if __package__ in (None, ""):  # python scripts/bench/relay_hop.py
 
 import argparse
 import contextlib
-import math
 import os
 import signal
 import socket
@@ -56,9 +55,8 @@ import time
 
 import numpy as np
 
-from mirrorramp import loadgen
 from scripts.bench import results
-from scripts.bench.dataplane import CONCURRENCY, REQUEST_TIMEOUT_S, pin_cores
+from scripts.bench.dataplane import CONCURRENCY, paced_cell, pin_cores
 from scripts.bench.sandbox import Sandbox, free_ports, log, running_sandbox
 
 SCRIPT = "scripts/bench/relay_hop.py"
@@ -172,17 +170,7 @@ def free_udp_port() -> int:
 
 
 def cell(sandbox: Sandbox, path: str, percent: int, rate: float, seconds: float) -> tuple[np.ndarray, int]:
-    sandbox.set_percent(percent)
-    time.sleep(0.2)
-    summary = loadgen.run(
-        f"{sandbox.proxy_url}{path}",
-        rps=rate,
-        duration=seconds,
-        max_requests=math.ceil(rate * seconds),
-        post_ratio=0.0,
-        concurrency=CONCURRENCY,
-        timeout=REQUEST_TIMEOUT_S,
-    )
+    summary = paced_cell(sandbox, path, percent, rate, seconds)
     return np.array(summary.latencies_ms), summary.sent - summary.statuses.get(200, 0)
 
 
@@ -318,11 +306,9 @@ def table(document: dict) -> str:
 
 
 def doc_section(document: dict) -> str:
-    load = ", ".join(f"{x:g}" for x in document["machine"]["load_average"])
     return "\n".join(
         [
-            f"Command: `{document['command']}` ({document['when']}, {document['seconds']:.0f} s in all; "
-            f"load average at the start: {load}).",
+            results.run_line(document),
             "",
             f"Setup: {setup_line(document)}. Cost: with mirroring 100% minus with mirroring off, each pooled over "
             f"the rounds; {CONFIDENCE:.0%} interval from a bootstrap over rounds.",

@@ -86,6 +86,15 @@ def shown(path: Path) -> str:
     return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
 
+def run_line(document: dict) -> str:
+    """The first line of a benchmark's section: the command, when, how long, how busy the machine was."""
+    load = ", ".join(f"{x:g}" for x in document["machine"]["load_average"])
+    return (
+        f"Command: `{document['command']}` ({document['when']}, {document['seconds']:.0f} s in all; "
+        f"load average at the start: {load})."
+    )
+
+
 def text_table(header: list[str], rows: list[list[str]]) -> str:
     """A table for the terminal: columns right-aligned, a rule under the header."""
     body = [header, *rows]
