@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 from mirrorramp.durations import parse_duration
 from mirrorramp.errors import ConfigError
+from mirrorramp.loopback import loopback_host
 
 METHODS = frozenset({"GET", "HEAD"})  # the proxy sends only these as lines
 
@@ -153,12 +154,6 @@ async def serve(args: argparse.Namespace) -> None:
         print(f"mirror_forwarder: stopped; {counts}", flush=True)
 
 
-def _loopback(host: str) -> str:
-    if host not in ("127.0.0.1", "::1"):
-        raise argparse.ArgumentTypeError(f"{host} is not a loopback address: the sandbox listens on loopback only")
-    return host
-
-
 def _bounded(low: float, high: float, kind: type):
     def parse(text: str) -> float:
         try:
@@ -183,8 +178,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m mirrorramp.mirror_forwarder", description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=_bounded(1, 65535, int), required=True, help="UDP port of the proxy's lines")
     parser.add_argument("--candidate-port", type=_bounded(1, 65535, int), required=True, help="the candidate's port")
-    parser.add_argument("--host", type=_loopback, default="127.0.0.1")
-    parser.add_argument("--candidate-host", type=_loopback, default="127.0.0.1")
+    parser.add_argument("--host", type=loopback_host, default="127.0.0.1")
+    parser.add_argument("--candidate-host", type=loopback_host, default="127.0.0.1")
     parser.add_argument("--max-open", type=_bounded(1, 16384, int), default=1024, help="copies open at once")
     parser.add_argument(
         "--timeout", type=_timeout, default=5.0, help="how long a forward may take: the route's timeout (5s, 500ms, 2)"

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import ipaddress
 import json
 import random
 import signal
@@ -36,6 +35,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from mirrorramp.loopback import loopback_host
 
 # Istio's default buckets of istio_request_duration_milliseconds.
 ISTIO_DURATION_BUCKETS_MS = (
@@ -319,18 +320,12 @@ def admin_handler(backend: Backend) -> type[BaseHTTPRequestHandler]:
     return AdminHandler
 
 
-def _loopback(host: str) -> str:
-    if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
-        raise argparse.ArgumentTypeError(f"{host} is not a loopback address: the sandbox listens on loopback only")
-    return host
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m mirrorramp.sandbox_backend", description=__doc__.split("\n")[0])
     parser.add_argument("--name", required=True, help="short name, e.g. v1 (also the default version)")
     parser.add_argument("--port", type=int, required=True, help="traffic port")
     parser.add_argument("--admin-port", type=int, required=True, help="port of /metrics, /control, /requests")
-    parser.add_argument("--host", type=_loopback, default="127.0.0.1")
+    parser.add_argument("--host", type=loopback_host, default="127.0.0.1")
     parser.add_argument("--workload", help="destination_workload (default demo-service-NAME)")
     parser.add_argument("--namespace", default="sandbox", help="destination_workload_namespace")
     parser.add_argument("--service", default="demo-service", help="destination_service_name")
