@@ -230,7 +230,8 @@ class RampRequest:
                 pause=args["pause"],
                 resume=args["resume"],
                 approval_steps=approval_steps,
-                approved=_approved(args["approve"], service, len(plan)),
+                # Only a ramp reads approvals: a stray or malformed one never stands in the way of a stop.
+                approved=_approved(args["approve"], service, len(plan)) if args["operation"] == "ramp" else frozenset(),
                 approve_hint=f"-e approve={service}:{{step}}",
                 freeze=parse_freeze_windows(args["freeze"]),
             ),
@@ -278,7 +279,23 @@ def requests_from_arguments(args: dict, *, check_mode: bool, diff: bool) -> list
         one = {**args, "service": entry["name"], "namespace": namespace, "workloads": entry["workloads"]}
         one["virtual_service"] = entry.get("virtual_service")
         requests.append(RampRequest.from_arguments(one, check_mode=check_mode, diff=diff))
+    if args["operation"] == "ramp":
+        _check_approvals_name_a_service(args["approve"], [request.config.service for request in requests])
     return requests
+
+
+def _check_approvals_name_a_service(entries: list[str], services: list[str]) -> None:
+    """With `services`, the task holds every service of the run, so an approval naming none of them
+    is a typo that would leave its step waiting without a word. (With `service` alone, entries of
+    other services are expected: a playbook may loop over services with one list of approvals.)
+    Only when ramping: a stray approval must never stand in the way of an emergency stop."""
+    known = set(services)
+    for entry in entries:
+        name = str(entry).partition(":")[0]
+        if name not in known:
+            raise ConfigError(
+                f"approve: {entry!r} names no service of this run; its services: {', '.join(sorted(known))}"
+            )
 
 
 def _approved(entries: list[str], service: str, steps: int) -> frozenset[int]:

@@ -121,7 +121,8 @@ options:
         C(result <operator> value), operator one of C(<), C(<=), C(>), C(>=).
       - C(alerts) - list of C({name, alertname} or {name, matchers}); fails when the alert was
         firing at any time in the window (C(max_over_time(ALERTS{...}[window]))), also if it has
-        resolved since; inconclusive when no such alert rule is loaded.
+        resolved since; inconclusive when no loaded alert rule could fire an alert with these labels
+        (its name C(alertname), every label it sets itself equal).
       - C(comparisons) - list of C({name, metric, max_delta | max_ratio}), mirror against primary -
         C(error_ratio) (mirror minus primary 5xx share) or C(p99_latency) (mirror p99 / primary p99).
       - Every query is sent once before the first change; a syntax error fails the task naming the gate.
@@ -216,7 +217,10 @@ options:
     elements: int
     default: []
   approve:
-    description: Approvals for this run, each C(<service>:<step>); entries of other services are ignored.
+    description:
+      - Approvals for this run, each C(<service>:<step>).
+      - With O(services) and O(operation=ramp), an entry that names none of the services is refused (a typo
+        would leave its step waiting); with O(service) alone, entries of other services are ignored.
     type: list
     elements: str
     default: []

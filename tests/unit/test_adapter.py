@@ -204,6 +204,23 @@ def test_bad_services_are_refused_before_anything_runs(entries, given, message) 
         requests_from_arguments(services_arguments(*entries, **given), check_mode=False, diff=False)
 
 
+def test_with_services_an_approval_naming_none_of_them_is_refused_unless_stopping() -> None:
+    typo = services_arguments(
+        entry("user-service"), entry("order-service"), approval_steps=[2], approve=["order-service:2", "user-servce:2"]
+    )
+    with pytest.raises(ConfigError, match=r"approve: 'user-servce:2' names no service of this run; its services: "):
+        requests_from_arguments(typo, check_mode=False, diff=False)
+    # A stray approval never stands in the way of an emergency stop.
+    for operation in ("stop", "status"):
+        for approve in (["user-servce:2"], ["order-service"], ["order-service:9"]):
+            given = {**typo, "operation": operation, "approve": approve}
+            requests = requests_from_arguments(given, check_mode=False, diff=False)
+            assert [(r.operation, r.config.policy.approved) for r in requests] == [(operation, frozenset())] * 2
+    given = {**typo, "approve": ["order-service:2"]}
+    first, second = requests_from_arguments(given, check_mode=False, diff=False)
+    assert (first.config.policy.approved, second.config.policy.approved) == (frozenset(), {2})
+
+
 def test_service_and_services_together_or_neither_are_refused_by_the_spec() -> None:
     from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
