@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from mirrorramp import promql
 from mirrorramp.errors import ConfigError, PrometheusError, QueryError
 from mirrorramp.gates import AlertGate, GateSet, alert_query
-from mirrorramp.prometheus import PrometheusClient, QueryResult
+from mirrorramp.prometheus import AlertRule, PrometheusClient, QueryResult
 from mirrorramp.promql import QueryContext
 
 # ("mirror" | "primary", metric) or ("alerts", gate name)
@@ -45,7 +45,7 @@ def _divide(a: float, b: float) -> float:
 
 
 class BatchedPrometheus:
-    """A PrometheusClient for many services at once (query, alert_rule_names, ready)."""
+    """A PrometheusClient for many services at once (query, alert_rules, ready)."""
 
     def __init__(
         self,
@@ -60,7 +60,7 @@ class BatchedPrometheus:
         self._routes: dict[str, Route] = {}
         # Per pass: (group, at) -> (the answer, its series by (namespace, workload)), or the error.
         self._answers: dict[tuple[Group, float | None], tuple[QueryResult, dict] | PrometheusError | None] = {}
-        self._rules: set[str] | PrometheusError | None = None
+        self._rules: tuple[AlertRule, ...] | PrometheusError | None = None
         single = [QueryContext.of(c).with_window(window_seconds) for c in contexts]
         single = [c for c in single if len(c.mirror_workloads) == 1]
         if not single:
@@ -182,11 +182,11 @@ class BatchedPrometheus:
             return self._client.query(query, at=at)
         return route(query, at)
 
-    def alert_rule_names(self) -> set[str]:
+    def alert_rules(self) -> tuple[AlertRule, ...]:
         """The loaded alert rules, listed once per pass."""
         if self._rules is None:
             try:
-                self._rules = self._client.alert_rule_names()
+                self._rules = self._client.alert_rules()
             except PrometheusError as e:
                 self._rules = e
         if isinstance(self._rules, PrometheusError):

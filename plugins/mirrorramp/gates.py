@@ -11,7 +11,8 @@ The `gates` argument:
     thresholds:                    # PASS when <value of query> <operator> <value>
       - {name: error-ratio, query: "<promql with ${placeholders}>", operator: "<", value: 0.05}
       - {name: p99, metric: p99_latency, operator: "<", value: 1000, severity: warning}
-    alerts:                        # FAIL if the alert fired at any time in the window
+    alerts:                        # FAIL if the alert fired at any time in the window; INCONCLUSIVE
+                                   # while no loaded alert rule could fire one with these labels
       - {name: no-critical-alert, alertname: MirrorErrorRatioCritical}
       - {name: any-critical, matchers: {severity: critical, destination_workload: "${mirror_workload}"}}
     comparisons:                   # the mirror against the primary
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from mirrorramp import promql
 from mirrorramp.errors import ConfigError, PrometheusError, QueryError
 from mirrorramp.model import NOT_CHECKED, GateResult, Verdict
-from mirrorramp.prometheus import PrometheusClient, QueryResult
+from mirrorramp.prometheus import AlertRule, PrometheusClient, QueryResult
 from mirrorramp.promql import QueryContext
 
 # The PASS condition of a threshold gate: passes when `value <operator> threshold`.
@@ -231,12 +232,40 @@ def parse_gates(raw: Mapping | None) -> GateSet:
 # -- rendering -------------------------------------------------------------------------------
 
 
+def alert_matchers(gate: AlertGate, context: QueryContext) -> dict[str, str]:
+    """The gate's label matchers with their ${placeholders} filled in."""
+    return {label: promql.render(value, context, gate.name, raw=True) for label, value in gate.matchers.items()}
+
+
 def alert_query(gate: AlertGate, context: QueryContext) -> str:
     """max_over_time over the window: an alert that fired and resolved since the last run
     still counts, not only one firing now."""
-    matchers = {label: promql.render(value, context, gate.name, raw=True) for label, value in gate.matchers.items()}
-    selector = promql.label_matchers({"alertstate": "firing", **matchers})
+    selector = promql.label_matchers({"alertstate": "firing", **alert_matchers(gate, context)})
     return f"max_over_time(ALERTS{selector}[{context.window}])"
+
+
+def _could_fire(rule: AlertRule, matchers: Mapping[str, str]) -> bool:
+    """Whether `rule` could fire an alert with these labels. A label the rule sets itself must be
+    equal; one it leaves to its expression's series, or sets from a template, could be anything."""
+    for label, value in matchers.items():
+        if label == "alertname":
+            if rule.name != value:
+                return False
+        elif label in rule.labels and "{{" not in rule.labels[label] and rule.labels[label] != value:
+            return False
+    return True
+
+
+def no_rule_could_fire(matchers: Mapping[str, str], rules: tuple[AlertRule, ...]) -> str | None:
+    """Why no loaded rule could fire an alert the gate matches, or None when one could. Without
+    such a rule the gate could never fail: its "nothing fired" would be no evidence at all (a
+    service whose rules were never applied, a typo in a label)."""
+    if any(_could_fire(rule, matchers) for rule in rules):
+        return None
+    wanted = promql.label_matchers(dict(matchers))
+    if "alertname" in matchers and all(rule.name != matchers["alertname"] for rule in rules):
+        return f"no alert rule {matchers['alertname']} loaded"
+    return f"none of the {len(rules)} loaded alert rules could fire an alert with {wanted}"
 
 
 def _rendered_queries(gateset: GateSet, context: QueryContext) -> dict[str, str]:
@@ -254,7 +283,7 @@ def check_queries(gateset: GateSet, client: PrometheusClient, context: QueryCont
 
     A query Prometheus rejects (syntax, 400 bad_data; 422 execution) or one that does not
     give an instant value raises ConfigError naming the gate. An unreachable Prometheus raises
-    PrometheusError. Returns warnings: alert gates whose alert rule is not loaded (yet).
+    PrometheusError. Returns warnings: alert gates that no loaded alert rule could fire (yet).
     """
     queries = _rendered_queries(gateset, QueryContext.of(context))
     for name, query in queries.items():
@@ -268,14 +297,13 @@ def check_queries(gateset: GateSet, client: PrometheusClient, context: QueryCont
                 f"or a scalar (aggregate a range with e.g. sum(rate(...[${{window}}]))); the query: {query}"
             )
     warnings = []
-    wanted = [gate for gate in gateset.alerts if gate.alertname]
-    if wanted:
-        loaded = client.alert_rule_names()
-        warnings = [
-            f"gate {gate.name!r}: no alert rule {gate.alertname!r} loaded in Prometheus"
-            for gate in wanted
-            if gate.alertname not in loaded
-        ]
+    if gateset.alerts:
+        rules = client.alert_rules()
+        context = QueryContext.of(context)
+        for gate in gateset.alerts:
+            why = no_rule_could_fire(alert_matchers(gate, context), rules)
+            if why:
+                warnings.append(f"gate {gate.name!r}: {why} in Prometheus; the gate stays inconclusive until one is")
     return warnings
 
 
@@ -404,15 +432,16 @@ def _alert(
     client: PrometheusClient,
     query: str,
     at: float | None,
-    loaded: set[str] | None,
+    rules: tuple[AlertRule, ...] | None,
     rules_error: str,
-    window: str,
+    context: QueryContext,
 ) -> GateResult:
-    if gate.alertname is not None:
-        if loaded is None:
-            return _alert_result(gate, query, Verdict.INCONCLUSIVE, rules_error)
-        if gate.alertname not in loaded:
-            return _alert_result(gate, query, Verdict.INCONCLUSIVE, f"no alert rule {gate.alertname} loaded")
+    window = context.window
+    if rules is None:
+        return _alert_result(gate, query, Verdict.INCONCLUSIVE, rules_error)
+    why = no_rule_could_fire(alert_matchers(gate, context), rules)
+    if why:
+        return _alert_result(gate, query, Verdict.INCONCLUSIVE, why)
     try:
         result = client.query(query, at=at)
     except QueryError as e:
@@ -449,7 +478,6 @@ def evaluate(
     traffic: a fired alert fails the step. One query per gate, the rule list once.
     """
     context = QueryContext.of(context).with_window(window_seconds)
-    window = context.window
     queries = _rendered_queries(gateset, context)
 
     traffic, unreachable = _traffic(gateset, client, queries[TRAFFIC_GATE], at)
@@ -494,15 +522,14 @@ def evaluate(
                 _alert_result(gate, queries[gate.name], Verdict.INCONCLUSIVE, f"{NOT_CHECKED}{traffic.reason}")
             )
     elif gateset.alerts:
-        loaded: set[str] | None = None
+        rules: tuple[AlertRule, ...] | None = None
         rules_error = ""
-        if any(gate.alertname for gate in gateset.alerts):
-            try:
-                loaded = client.alert_rule_names()
-            except PrometheusError as e:
-                rules_error = f"could not list the alert rules: {e}"
+        try:
+            rules = client.alert_rules()
+        except PrometheusError as e:
+            rules_error = f"could not list the alert rules: {e}"
         for gate in gateset.alerts:
-            results.append(_alert(gate, client, queries[gate.name], at, loaded, rules_error, window))
+            results.append(_alert(gate, client, queries[gate.name], at, rules, rules_error, context))
     return results
 
 

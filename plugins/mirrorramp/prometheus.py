@@ -29,6 +29,16 @@ _BACKOFF_CAP = 5.0
 
 
 @dataclass(frozen=True)
+class AlertRule:
+    """A loaded alerting rule: its name and the labels it sets itself (a value may be a template,
+    such as {{ $labels.service }}). An alert it fires carries these labels, alertname=name, and
+    the other labels of its expression's series."""
+
+    name: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class QueryResult:
     """An instant query's answer: result_type is vector, scalar, matrix or string.
 
@@ -113,16 +123,16 @@ class PrometheusClient:
         except (KeyError, TypeError, ValueError, IndexError) as e:
             raise PrometheusError(f"{self.safe_url}/api/v1/query: unexpected answer: {e}") from e
 
-    def alert_rule_names(self) -> set[str]:
-        """The names of the alerting rules Prometheus has loaded."""
+    def alert_rules(self) -> tuple[AlertRule, ...]:
+        """The alerting rules Prometheus has loaded, each with its own labels."""
         data = self._get_json("/api/v1/rules", {"type": "alert"})
         try:
-            return {
-                rule["name"]
+            return tuple(
+                AlertRule(str(rule["name"]), {str(k): str(v) for k, v in (rule.get("labels") or {}).items()})
                 for group in data["groups"]
                 for rule in group.get("rules") or []
                 if rule.get("type", "alerting") == "alerting"
-            }
+            )
         except (KeyError, TypeError, AttributeError) as e:
             raise PrometheusError(f"{self.safe_url}/api/v1/rules: unexpected answer: {e}") from e
 

@@ -183,6 +183,21 @@ def test_unknown_alert_rule_is_inconclusive(client):
     assert alert.reason == "no alert rule MirrorErrorRatioCritcal loaded"
 
 
+def test_a_label_only_gate_needs_a_loaded_rule_that_could_fire_it(client):
+    # The rule sets severity: critical itself; destination_workload comes from its expression.
+    could = {"severity": "critical", "destination_workload": "${mirror_workload}"}
+    cannot = {"severity": "crit", "destination_workload": "${mirror_workload}"}
+    gateset = parse_gates(
+        {"min_requests": 0, "alerts": [{"name": "could", "matchers": could}, {"name": "cannot", "matchers": cannot}]}
+    )
+    results = {r.name: r for r in evaluate(gateset, client, context("healthy"), WINDOW) if r.kind == "alert"}
+    assert (results["could"].verdict, results["could"].reason) == (Verdict.PASS, f"not firing in the last {WINDOW}s")
+    assert results["cannot"].verdict is Verdict.INCONCLUSIVE
+    assert results["cannot"].reason == (
+        'none of the 1 loaded alert rules could fire an alert with {severity="crit",destination_workload="healthy-v2"}'
+    )
+
+
 def test_no_series_and_idle_series_are_inconclusive(source, prometheus, client):
     gateset = full_gateset()
     # No series at all: the request count is an empty vector.

@@ -35,6 +35,7 @@ from tests.fakes.kube_fixtures import kube_api_server  # noqa: F401
 from tests.support.ansible_run import REPO_ROOT, PlaybookRun, recap_counts, run_playbook
 from tests.support.istio_metrics_source import IstioMetricsSource
 from tests.support.prometheus_server import PrometheusServer, poll_until
+from tests.support.rule_loader import PrometheusRuleLoader
 
 pytestmark = pytest.mark.slow
 
@@ -174,11 +175,15 @@ def stack(kube_api_server: KubeApiServer, tmp_path_factory: pytest.TempPathFacto
     source = IstioMetricsSource(namespace=NAMESPACE, service="user-service").start()
     prometheus = PrometheusServer(tmp_path_factory.mktemp("prometheus"), targets=[source.target])
     feeder = TrafficFeeder(source)
+    # As prometheus-operator: the rules rollout.yml applies are loaded (the alert gate needs them).
+    loader = PrometheusRuleLoader(kube_api_server, prometheus)
     try:
         prometheus.start()
         feeder.start()
-        yield {"kube": kube_api_server, "prometheus": prometheus, "feeder": feeder}
+        loader.start()
+        yield {"kube": kube_api_server, "prometheus": prometheus, "feeder": feeder, "loader": loader}
     finally:
+        loader.stop()
         feeder.stop()
         prometheus.stop()
         source.stop()
@@ -272,6 +277,14 @@ def stages(stack: dict[str, Any], build_dir: Path) -> dict[str, Stage]:
 
 def rendered_manifests(build_dir: Path) -> list[dict[str, Any]]:
     return [yaml.safe_load(path.read_text()) for path in sorted((build_dir / "k8s").glob("*.yml"))]
+
+
+def test_the_applied_alert_rules_were_loaded_into_prometheus(stages: dict[str, Stage], stack: dict[str, Any]) -> None:
+    loader: PrometheusRuleLoader = stack["loader"]
+    assert loader.error is None and loader.loads >= 1
+    answer = requests.get(f"{stack['prometheus'].url}/api/v1/rules", params={"type": "alert"}, timeout=5).json()
+    loaded = {rule["name"] for group in answer["data"]["groups"] for rule in group["rules"]}
+    assert {"MirrorErrorRatioHigh", "MirrorLatencyP99High", "MirrorNoTraffic"} <= loaded
 
 
 def test_first_run_applies_every_rendered_manifest(stages: dict[str, Stage], build_dir: Path) -> None:

@@ -229,6 +229,8 @@ class ScriptedPrometheus:
         self.answers: dict[str, Reply] = {}
         self.default = fixture("empty")
         self.rule_names: list[str] = []
+        # rule name -> the labels it sets itself (none unless given here)
+        self.rule_labels: dict[str, dict[str, str]] = {}
         self.requests: list[Request] = []
         self._queue: list[Reply] = []
         self._lock = threading.Lock()
@@ -261,7 +263,7 @@ class ScriptedPrometheus:
             if self._queue and path in ("/api/v1/query", "/api/v1/rules"):
                 return self._queue.pop(0)
         if path == "/api/v1/rules":
-            return _rules_reply(self.rule_names)
+            return _rules_reply(self.rule_names, self.rule_labels)
         if path == "/-/ready":
             return Reply(200, "Prometheus Server is Ready.\n")
         if path == "/api/v1/query":
@@ -299,10 +301,10 @@ class ScriptedPrometheus:
         return Handler
 
 
-def _rules_reply(names: list[str]) -> Reply:
+def _rules_reply(names: list[str], labels: dict[str, dict[str, str]]) -> Reply:
     recorded = fixture("rules").body
     template = recorded["data"]["groups"][0]["rules"][0]
-    rules = [{**copy.deepcopy(template), "name": name} for name in names]
+    rules = [{**copy.deepcopy(template), "name": name, "labels": labels.get(name, {})} for name in names]
     return Reply(200, {"status": "success", "data": {"groups": [{**recorded["data"]["groups"][0], "rules": rules}]}})
 
 

@@ -401,18 +401,93 @@ def test_alert_matchers_render_placeholders_exactly(server):
     assert gates.alert_query(gateset.alerts[0], CONTEXT.with_window(60)) == (
         'max_over_time(ALERTS{alertstate="firing",severity="critical",destination_workload="user-service-v2"}[60s])'
     )
+    server.rule_names = ["MirrorErrorRatioHigh"]
+    server.rule_labels = {"MirrorErrorRatioHigh": {"severity": "critical", "workload": "user-service-v2"}}
     server.answers = {TRAFFIC_QUERY: vector_reply("500")}
-    evaluate(gateset, client_for(server.url), CONTEXT, WINDOW)
-    # No alertname: nothing to look up in the rule list.
-    assert "/api/v1/rules" not in [r.path for r in server.requests]
+    result = evaluate(gateset, client_for(server.url), CONTEXT, WINDOW)[-1]
+    assert (result.verdict, result.reason) == (Verdict.PASS, "not firing in the last 600s")
 
 
-def test_rule_list_failure_makes_named_alert_gates_inconclusive(server):
+# A label-only gate, as the inventories write it: {severity, service, namespace}.
+LABEL_GATE = {"name": "critical", "matchers": {"severity": "critical", "service": "${service}", "namespace": "shop"}}
+NO_RULE_FOR_THE_LABELS = (
+    'none of the {} loaded alert rules could fire an alert with {{severity="critical",service="user-service",'
+    'namespace="shop"}}'
+)
+
+
+@pytest.mark.parametrize(
+    ("rules", "verdict", "reason"),
+    [
+        pytest.param({}, Verdict.INCONCLUSIVE, NO_RULE_FOR_THE_LABELS.format(0), id="no-rule-loaded"),
+        pytest.param(
+            {"MirrorErrorRatioHigh": {"severity": "critical", "service": "order-service", "namespace": "shop"}},
+            Verdict.INCONCLUSIVE,
+            NO_RULE_FOR_THE_LABELS.format(1),
+            id="only-another-services-rules",
+        ),
+        pytest.param(
+            {"MirrorNoTraffic": {"severity": "warning", "service": "user-service", "namespace": "shop"}},
+            Verdict.INCONCLUSIVE,
+            NO_RULE_FOR_THE_LABELS.format(1),
+            id="only-warnings",
+        ),
+        pytest.param(
+            {
+                "MirrorNoTraffic": {"severity": "warning", "service": "user-service"},
+                "MirrorErrorRatioHigh": {"severity": "critical", "service": "user-service", "namespace": "shop"},
+            },
+            Verdict.PASS,
+            "not firing in the last 600s",
+            id="the-services-critical-rule",
+        ),
+        pytest.param(
+            {"AnyCritical": {"severity": "critical"}},
+            Verdict.PASS,
+            "not firing in the last 600s",
+            id="service-from-the-expression",
+        ),
+        pytest.param(
+            {"AnyCritical": {"severity": "critical", "service": "{{ $labels.destination_service_name }}"}},
+            Verdict.PASS,
+            "not firing in the last 600s",
+            id="service-from-a-template",
+        ),
+    ],
+)
+def test_an_alert_gate_no_loaded_rule_could_fire_is_inconclusive_not_a_pass(server, rules, verdict, reason):
+    # Without a rule that could fire, "nothing fired" is no evidence: the rules of a service never
+    # applied, or a label written wrong, would otherwise pass every step.
+    server.rule_names = list(rules)
+    server.rule_labels = rules
+    server.answers = {TRAFFIC_QUERY: vector_reply("500")}
+    result = by_name(evaluate(parse_gates({"alerts": [LABEL_GATE]}), client_for(server.url), CONTEXT, WINDOW))
+    assert (result["critical"].verdict, result["critical"].reason) == (verdict, reason)
+    asked = any(q.startswith("max_over_time(ALERTS") for q in server.queries())
+    assert asked is (verdict is Verdict.PASS)
+
+
+def test_a_named_alert_whose_rule_sets_other_labels_is_inconclusive(server):
+    server.rule_names = ["MirrorErrorRatioCritical"]
+    server.rule_labels = {"MirrorErrorRatioCritical": {"severity": "warning"}}
+    server.answers = {TRAFFIC_QUERY: vector_reply("500")}
+    gate = {"name": "named", "alertname": "MirrorErrorRatioCritical", "matchers": {"severity": "critical"}}
+    result = evaluate(parse_gates({"alerts": [gate]}), client_for(server.url), CONTEXT, WINDOW)[-1]
+    assert result.verdict is Verdict.INCONCLUSIVE
+    assert result.reason == (
+        'none of the 1 loaded alert rules could fire an alert with {alertname="MirrorErrorRatioCritical",'
+        'severity="critical"}'
+    )
+
+
+def test_rule_list_failure_makes_alert_gates_inconclusive(server):
     server.answers = {TRAFFIC_QUERY: vector_reply("500")}
     server.queue(vector_reply("500"), Reply(503, "rules unavailable"))
-    result = by_name(evaluate(parse_gates({"alerts": [ALERT_GATE]}), client_for(server.url), CONTEXT, WINDOW))
-    assert result["no-critical"].verdict is Verdict.INCONCLUSIVE
-    assert "could not list the alert rules" in result["no-critical"].reason
+    gateset = parse_gates({"alerts": [ALERT_GATE, LABEL_GATE]})
+    result = by_name(evaluate(gateset, client_for(server.url), CONTEXT, WINDOW))
+    for name in ("no-critical", "critical"):
+        assert result[name].verdict is Verdict.INCONCLUSIVE
+        assert "could not list the alert rules" in result[name].reason
 
 
 @pytest.mark.parametrize(
@@ -498,8 +573,17 @@ def test_check_queries_bad_template_fails_before_any_request(server):
 
 
 def test_check_queries_warns_about_an_alert_rule_not_loaded(server):
-    warnings = check_queries(parse_gates({"alerts": [ALERT_GATE]}), client_for(server.url), CONTEXT)
-    assert warnings == ["gate 'no-critical': no alert rule 'MirrorErrorRatioCritical' loaded in Prometheus"]
+    server.rule_names = ["MirrorErrorRatioHigh"]
+    server.rule_labels = {"MirrorErrorRatioHigh": {"severity": "critical", "service": "user-service"}}
+    gateset = parse_gates({"alerts": [ALERT_GATE, LABEL_GATE]})
+    assert check_queries(gateset, client_for(server.url), CONTEXT) == [
+        "gate 'no-critical': no alert rule MirrorErrorRatioCritical loaded in Prometheus; the gate stays "
+        "inconclusive until one is",
+    ]
+    server.rule_labels["MirrorErrorRatioHigh"]["namespace"] = "orders"
+    assert check_queries(gateset, client_for(server.url), CONTEXT)[1] == (
+        f"gate 'critical': {NO_RULE_FOR_THE_LABELS.format(1)} in Prometheus; the gate stays inconclusive until one is"
+    )
 
 
 def test_check_queries_unreachable_raises_prometheus_error():

@@ -10,7 +10,7 @@ import traceback
 import pytest
 
 from mirrorramp.errors import PrometheusError, QueryError
-from mirrorramp.prometheus import PrometheusClient
+from mirrorramp.prometheus import AlertRule, PrometheusClient
 from tests.support.prometheus_server import Reply, ScriptedPrometheus, fixture, free_port
 
 TOKEN = "s3cr3t-bearer-token-0123"
@@ -166,9 +166,11 @@ def test_not_json_success_is_an_error(server):
         client_for(server.url).query("q")
 
 
-def test_alert_rule_names_from_recorded_rules(server):
+def test_alert_rules_with_their_own_labels_from_recorded_rules(server):
     server.queue(fixture("rules"))
-    assert client_for(server.url).alert_rule_names() == {"MirrorErrorRatioCritical"}
+    assert client_for(server.url).alert_rules() == (
+        AlertRule("MirrorErrorRatioCritical", {"destination_workload": "user-service-v2", "severity": "critical"}),
+    )
     assert server.requests[-1].path == "/api/v1/rules"
     assert server.requests[-1].params == {"type": "alert"}
 

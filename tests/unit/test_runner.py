@@ -82,8 +82,8 @@ class ScriptedPrometheus:
         value = self.requests if promql.startswith("sum(increase(") else self.error_ratio
         return QueryResult("vector", [({}, float(value))])
 
-    def alert_rule_names(self) -> set[str]:
-        return set()
+    def alert_rules(self) -> tuple:
+        return ()
 
 
 class Clock:
