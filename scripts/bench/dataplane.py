@@ -6,22 +6,31 @@ then in one run:
   1. capacity: the project's load generator (mirrorramp.loadgen.run, bounded) flat out against
      the proxy for a few seconds, with the mirror off and mirroring 100% to a healthy candidate:
      requests/s answered 200;
-  2. a fixed rate of --load-fraction (0.5) of the lower capacity for every cell, so that no cell
-     runs saturated;
+  2. a fixed rate of --load-fraction (0.25) of the lower capacity for every cell, so that no cell
+     runs saturated and the p99 measures mirroring, not queueing (see "Why a quarter");
   3. --rounds (6) rounds; each round runs every condition once, one short cell each
      (--cell-seconds, 2): mirroring off, a healthy, a slow (2 s) and a failing (500)
      candidate at 10%, 50% and 100%, and mirroring off again (the A/A control: judged against
-     the first off cells like the others, it shows the smallest difference the run can tell
-     from the machine's noise). The order turns by one place each round, so every
+     the first off cells, it shows the smallest difference the run can tell from the machine's
+     noise; every other condition is judged against both off cells of each round, pooled, so
+     its reference adds less noise of its own). The order turns by one place each round, so every
      condition meets every moment of the run. GET only (the sandbox mirrors GET and HEAD unless
      mirror_all_methods); the mirror set through the nginx driver, the candidate through its
      /control.
+
+Why a quarter of the capacity: the client, the proxy and the primary share a core (below), and at
+half the capacity that core is 60-75% busy; a request's p99 is then set by which others it queues
+behind, and the A/A control's interval was 0.70-1.38x in 30 rounds (0.77-2.05x in another). At a
+quarter (the core about 45% busy) it was 0.83-1.15x in 10 rounds. What mirroring costs the primary
+is the same work per request at either rate; at the lower one the run can resolve it.
 
 Why rounds: on a shared 2-core machine a 1-4 ms p99 drifts by 2x between cells of the same
 condition, seconds apart (measured: off cells differ by 18-165%). Long cells do not help (the
 drift is in time, not in the sample size); interleaving does: each condition's p99 is taken over
 all its rounds pooled, and its ratio to the off cells' pooled p99 gets a 95% interval from a
 bootstrap over rounds (a round's cells are resampled together, so the drift they share cancels).
+--only runs some mirrored conditions (and mirroring off, twice) in shorter rounds: more rounds in
+the same time, a narrower interval for the cells that need one.
 
 The candidate (with the mirror forwarder and relay, Prometheus and Alertmanager) runs on a core
 of its own and everything on the primary path (the client, the proxy nginx, the primary) on the
@@ -39,7 +48,8 @@ candidate, p99 within 10% of mirroring off. A cell passes when the whole interva
 Run from the repository root with the venv (`make bench` runs every benchmark):
 
     python scripts/bench/dataplane.py                 # 6 rounds of 11 cells of 2 s, about 3.5 minutes
-    python scripts/bench/dataplane.py --rounds 30     # the run in docs/benchmarks.md, about 15 minutes
+    python scripts/bench/dataplane.py --rounds 60     # the run in docs/benchmarks.md, about 28 minutes
+    python scripts/bench/dataplane.py --only slow-100,failing-100 --rounds 150   # two cells, about 25 minutes
     python scripts/bench/dataplane.py --quick         # smoke run: 3 rounds of 1 s cells, build/bench/dataplane.quick.json
     python scripts/bench/dataplane.py --write-doc     # and rewrite its section of docs/benchmarks.md
     python scripts/bench/dataplane.py --from-json --write-doc   # the doc from the last build/bench/dataplane.json
@@ -82,8 +92,6 @@ OFF = ("-", 0)
 # A/A control, whose interval shows the smallest difference these rounds can resolve.
 OFF_AGAIN = ("- (A/A)", 0)
 MIRRORED = [(candidate, percent) for candidate in CANDIDATES for percent in PERCENTS]
-CONDITIONS = [OFF, OFF_AGAIN, *MIRRORED]  # the table's order
-RUN_ORDER = [OFF, *MIRRORED[:4], OFF_AGAIN, *MIRRORED[4:]]  # a round's: its two off cells apart
 JUDGED = ("slow", "failing")
 TARGET_RATIO = 1.10  # slow or failing: p99 <= 1.10 x the p99 with mirroring off
 CONFIDENCE = 0.95
@@ -101,10 +109,45 @@ def key(candidate: str, percent: int) -> str:
     return f"{candidate}-{percent}"
 
 
-def round_order(index: int) -> list[tuple[str, int]]:
+def conditions_of(mirrored: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """The table's order: mirroring off twice, then the mirrored conditions."""
+    return [OFF, OFF_AGAIN, *mirrored]
+
+
+def run_order(mirrored: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """A round's order: the two off cells half a round apart."""
+    half = (len(mirrored) + 1) // 2
+    return [OFF, *mirrored[:half], OFF_AGAIN, *mirrored[half:]]
+
+
+def round_order(index: int, order: list[tuple[str, int]]) -> list[tuple[str, int]]:
     """Every condition once, the order turned by one place per round."""
-    shift = index % len(RUN_ORDER)
-    return RUN_ORDER[shift:] + RUN_ORDER[:shift]
+    shift = index % len(order)
+    return order[shift:] + order[:shift]
+
+
+def parse_only(text: str) -> list[tuple[str, int]]:
+    """--only slow-100,failing-10: the mirrored conditions to run (mirroring off always runs, twice)."""
+    names = {key(*condition): condition for condition in MIRRORED}
+    chosen = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in names]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: {', '.join(unknown) or 'nothing'} is not a condition; allowed: {', '.join(names)}"
+        )
+    return [condition for condition in MIRRORED if key(*condition) in chosen]
+
+
+def reference_of(name: str) -> tuple[str, ...]:
+    """What a condition is judged against: both off cells of each round, pooled (mirroring off
+    measured twice as often as any condition, so the reference adds less noise of its own); the
+    A/A control, the first off cells alone (it is the second)."""
+    return ("off",) if name == "off-again" else ("off", "off-again")
+
+
+def pooled_p99(latencies: dict[str, list[np.ndarray]], names: tuple[str, ...], picked) -> float:
+    """The p99 of the named conditions' cells in the rounds `picked`, pooled."""
+    return p99(np.concatenate([latencies[name][i] for i in picked for name in names]))
 
 
 def p99(values: np.ndarray) -> float:
@@ -229,9 +272,9 @@ def intervals(latencies: dict[str, list[np.ndarray]], rounds: int) -> dict[str, 
     ratios: dict[str, list[float]] = {name: [] for name in latencies if name != "off"}
     for _ in range(RESAMPLES):
         picked = rng.integers(0, rounds, rounds)
-        off = p99(np.concatenate([latencies["off"][i] for i in picked]))
+        off = {names: pooled_p99(latencies, names, picked) for names in {reference_of(name) for name in ratios}}
         for name in ratios:
-            ratios[name].append(p99(np.concatenate([latencies[name][i] for i in picked])) / off)
+            ratios[name].append(pooled_p99(latencies, (name,), picked) / off[reference_of(name)])
     tail = (1 - CONFIDENCE) / 2
     return {
         name: (round(float(np.quantile(values, tail)), 3), round(float(np.quantile(values, 1 - tail)), 3))
@@ -240,13 +283,16 @@ def intervals(latencies: dict[str, list[np.ndarray]], rounds: int) -> dict[str, 
 
 
 def pooled(
-    runs: list[CellRun], latencies: dict[str, list[np.ndarray]], mirrored: dict[str, int], rounds: int
+    runs: list[CellRun],
+    latencies: dict[str, list[np.ndarray]],
+    mirrored: dict[str, int],
+    rounds: int,
+    chosen: list[tuple[str, int]],
 ) -> list[Condition]:
     """The conditions, each pooled over its rounds and judged against off."""
     bounds = intervals(latencies, rounds)
-    off_p99 = p99(np.concatenate(latencies["off"]))
     conditions = []
-    for candidate, percent in CONDITIONS:
+    for candidate, percent in chosen:
         name = key(candidate, percent)
         mine = [run for run in runs if (run.candidate, run.percent) == (candidate, percent)]
         values = np.concatenate(latencies[name])
@@ -264,7 +310,7 @@ def pooled(
             mirrored_share=round(mirrored[name] / sent, 4) if sent else 0.0,
         )
         if name != "off":
-            condition.p99_vs_off = round(p99(values) / off_p99, 3)
+            condition.p99_vs_off = round(p99(values) / pooled_p99(latencies, reference_of(name), range(rounds)), 3)
             condition.interval = bounds[name]
         if candidate in JUDGED:
             low, high = condition.interval
@@ -272,8 +318,9 @@ def pooled(
         conditions.append(condition)
     for condition in conditions:
         if condition.candidate in JUDGED:
-            healthy = next(c for c in conditions if (c.candidate, c.percent) == ("healthy", condition.percent))
-            condition.p99_vs_healthy = round(condition.p99_ms / healthy.p99_ms, 3) if healthy.p99_ms else None
+            healthy = next((c for c in conditions if (c.candidate, c.percent) == ("healthy", condition.percent)), None)
+            if healthy and healthy.p99_ms:
+                condition.p99_vs_healthy = round(condition.p99_ms / healthy.p99_ms, 3)
     return conditions
 
 
@@ -341,7 +388,9 @@ def pin_cores(sandbox: Sandbox) -> dict[str, list[int]] | None:
 def measure(args: argparse.Namespace) -> dict:
     started = time.monotonic()
     runs: list[CellRun] = []
-    latencies: dict[str, list[np.ndarray]] = {key(*condition): [] for condition in CONDITIONS}
+    chosen = conditions_of(args.only or MIRRORED)
+    order = run_order(args.only or MIRRORED)
+    latencies: dict[str, list[np.ndarray]] = {key(*condition): [] for condition in chosen}
     all_cores = os.sched_getaffinity(0)
     with running_sandbox(load_seconds=0) as sandbox:
         cores = None if args.shared_cores else pin_cores(sandbox)
@@ -350,10 +399,10 @@ def measure(args: argparse.Namespace) -> dict:
         rate = min(MAX_RATE, max(10.0, round(args.load_fraction * min(capacity.values()))))
         log(
             f"capacity {capacity[0]:.0f} requests/s with the mirror off, {capacity[100]:.0f} mirroring 100% to a "
-            f"healthy candidate; {args.rounds} rounds of {len(CONDITIONS)} cells at {rate:.0f} requests/s"
+            f"healthy candidate; {args.rounds} rounds of {len(chosen)} cells at {rate:.0f} requests/s"
         )
         for index in range(args.rounds):
-            for candidate, percent in round_order(index):
+            for candidate, percent in round_order(index, order):
                 run, values = run_cell(sandbox, index, candidate, percent, rate, args.cell_seconds)
                 runs.append(run)
                 latencies[key(candidate, percent)].append(np.array(values))
@@ -370,10 +419,10 @@ def measure(args: argparse.Namespace) -> dict:
             key(c, p): settle(
                 sandbox, f"/{key(c, p)}/", CANDIDATES.get(c, CANDIDATES["healthy"])["latency_ms"] / 1000 + 0.5
             )
-            for c, p in CONDITIONS
+            for c, p in chosen
         }
     os.sched_setaffinity(0, all_cores)
-    conditions = pooled(runs, latencies, mirrored, args.rounds)
+    conditions = pooled(runs, latencies, mirrored, args.rounds, chosen)
     judged = [c for c in conditions if c.target != "-"]
     return {
         "benchmark": SECTION,
@@ -383,6 +432,7 @@ def measure(args: argparse.Namespace) -> dict:
             "load_fraction": args.load_fraction,
             "rate_rps": rate,
             "rounds": args.rounds,
+            "only": [key(*condition) for condition in args.only] if args.only else None,
             "cell_seconds": args.cell_seconds,
             "concurrency": CONCURRENCY,
             "cores": cores,
@@ -496,7 +546,8 @@ def doc_section(document: dict) -> str:
             results.run_line(document),
             "",
             f"Setup: {setup_line(document)}; latencies as the client sees them, each condition pooled over its "
-            f"rounds. p99/off: against the off cells of all rounds, pooled; {CONFIDENCE:.0%} interval: of p99/off, "
+            f"rounds. p99/off: against both off cells of every round, pooled (the A/A control: the second off "
+            f"cells against the first); {CONFIDENCE:.0%} interval: of p99/off, "
             "from a bootstrap over rounds; p99/healthy: a slow or failing candidate against the healthy one at "
             "the same percent (what the bad candidate adds beyond mirroring itself).",
             "",
@@ -515,7 +566,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--rounds", type=int, default=6, help="rounds; each runs every condition once")
     parser.add_argument("--cell-seconds", type=float, default=2.0, help="load per cell, seconds")
-    parser.add_argument("--load-fraction", type=float, default=0.5, help="share of the lower measured capacity to send")
+    parser.add_argument(
+        "--load-fraction", type=float, default=0.25, help="share of the lower measured capacity to send"
+    )
     parser.add_argument("--capacity-seconds", type=float, default=4.0, help="flat-out load to measure the capacity")
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 3 rounds of 1 s cells, written to dataplane.quick.json"
@@ -523,19 +576,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--shared-cores", action="store_true", help="leave every process on every core (no candidate core)"
     )
+    parser.add_argument(
+        "--only",
+        type=parse_only,
+        metavar="NAME[,NAME]",
+        help="run only these mirrored conditions (slow-100,failing-10, ...), with mirroring off twice per round: "
+        "more rounds in the same time for the cells that need them",
+    )
     results.add_output_arguments(parser, SECTION)
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.cell_seconds, args.capacity_seconds = 3, 1.0, 2.0
-    if not 2 <= args.rounds <= 100 or not 0.5 <= args.cell_seconds <= 60:
-        parser.error(f"--rounds {args.rounds}, --cell-seconds {args.cell_seconds}: allowed 2..100 and 0.5..60")
+    if not 2 <= args.rounds <= 500 or not 0.5 <= args.cell_seconds <= 60:
+        parser.error(f"--rounds {args.rounds}, --cell-seconds {args.cell_seconds}: allowed 2..500 and 0.5..60")
     if not 0 < args.load_fraction <= 1 or not 1 <= args.capacity_seconds <= 30:
         parser.error(
             f"--load-fraction {args.load_fraction}, --capacity-seconds {args.capacity_seconds}: allowed (0, 1] and 1..30"
         )
     out = results.output_path(args, SECTION)
-    if args.write_doc and args.quick:
-        parser.error("--write-doc needs a full run, not --quick")
+    if args.write_doc and (args.quick or args.only):
+        parser.error("--write-doc needs a full run, not --quick or --only")
 
     return results.finish(
         args,
