@@ -1397,6 +1397,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "mode": "scheduled mode, dev's ramp (window 5m, min_requests 50, 6 gates) with 1h holds",
             "traffic": f"{FEED_REQUESTS} healthy requests per workload every {FEED_INTERVAL:g} s, scraped every "
             f"{SCRAPE_INTERVAL}",
+            "alert rules": "5 per service with the labels mirror_monitoring gives them, loaded by Prometheus at its "
+            "start (dev's alert gate is inconclusive without a rule that could fire it); a run lists them once",
             "whole start": "rollout.yml: render, apply, ramp with dev's ramp report",
             "start, steady": "playbooks/ramp.yml (the ramp alone, rollout.yml's last play) with "
             "mirror_reports_dir '' (no report), the VirtualServices seeded as mirror_istio renders them",
