@@ -406,7 +406,6 @@ def measure(args: argparse.Namespace) -> dict:
     started = time.monotonic()
     runs: list[CellRun] = []
     chosen = conditions_of(args.only or MIRRORED)
-    order = chosen  # each round draws its own order of these
     latencies: dict[str, list[np.ndarray]] = {key(*condition): [] for condition in chosen}
     all_cores = os.sched_getaffinity(0)
     with running_sandbox(load_seconds=0) as sandbox:
@@ -419,7 +418,7 @@ def measure(args: argparse.Namespace) -> dict:
             f"healthy candidate; {args.rounds} rounds of {len(chosen)} cells at {rate:.0f} requests/s"
         )
         for index in range(args.rounds):
-            for candidate, percent in round_order(index, order):
+            for candidate, percent in round_order(index, chosen):
                 run, values = run_cell(sandbox, index, candidate, percent, rate, args.cell_seconds)
                 runs.append(run)
                 latencies[key(candidate, percent)].append(np.array(values))
