@@ -8,10 +8,19 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
-from mirrorramp.mirror_forwarder import BadLine, Copy, Forwarder, parse_args, parse_line
+from mirrorramp.mirror_forwarder import (
+    RECEIVE_BUFFER,
+    BadLine,
+    Copy,
+    Forwarder,
+    parse_args,
+    parse_line,
+    widen_receive_buffer,
+)
 
 
 def line(**fields: object) -> bytes:
@@ -197,3 +206,12 @@ def test_a_candidate_that_is_down_is_counted_as_failed() -> None:
 
         forwarder = asyncio.run(_with_forwarder(port, 4, 5.0, scenario))
     assert forwarder.open == 0
+
+
+def test_the_lines_socket_asks_for_a_receive_buffer_wider_than_the_default() -> None:
+    # A burst of lines while the forwarder is busy waits in this buffer instead of being dropped.
+    rmem_max = int(Path("/proc/sys/net/core/rmem_max").read_text())
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as lines:
+        granted = widen_receive_buffer(lines)
+    # Linux doubles the size asked for (bookkeeping), up to twice net.core.rmem_max.
+    assert granted == 2 * min(RECEIVE_BUFFER, rmem_max)
