@@ -26,8 +26,11 @@ class PrometheusRuleLoader:
     """Polls the double's PrometheusRules every `interval` seconds; on a change, writes their groups
     as one rule file and reloads Prometheus (POST /-/reload)."""
 
-    def __init__(self, kube: KubeApiServer, prometheus: PrometheusServer, interval: float = 0.5) -> None:
+    def __init__(
+        self, kube: KubeApiServer, prometheus: PrometheusServer, interval: float = 0.5, max_seconds: float = 1200.0
+    ) -> None:
         self.kube = kube
+        self.max_seconds = max_seconds
         self.prometheus = prometheus
         self.interval = interval
         self.loads = 0  # reloads Prometheus accepted
@@ -60,7 +63,9 @@ class PrometheusRuleLoader:
         self._loaded = text
 
     def _run(self) -> None:
-        while not self._stopping.wait(self.interval):
+        for _ in range(int(self.max_seconds / self.interval)):  # bounded: 20 minutes at most
+            if self._stopping.wait(self.interval):
+                return
             try:
                 self.sync()
             except (OSError, requests.RequestException) as e:  # Prometheus restarting: the next poll
