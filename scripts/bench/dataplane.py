@@ -68,7 +68,6 @@ if __package__ in (None, ""):  # python scripts/bench/dataplane.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import argparse
-import math
 import os
 import threading
 import time
@@ -77,7 +76,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from mirrorramp import loadgen
-from scripts.bench import results
+from scripts.bench import paced_client, results
 from scripts.bench.sandbox import Sandbox, log, running_sandbox
 
 SCRIPT = "scripts/bench/dataplane.py"
@@ -234,7 +233,7 @@ def settle(sandbox: Sandbox, prefix: str, quiet_s: float, timeout_s: float = 15.
 
 def paced_cell(
     sandbox: Sandbox, path: str, percent: int, rate: float, seconds: float, warmup_s: float = 0.0
-) -> loadgen.Summary:
+) -> paced_client.Summary:
     """One cell: the mirror set to `percent`, then GETs under `path` at `rate` for `seconds`; first,
     with `warmup_s`, the same load under warmup/`path` for that long, not measured."""
     sandbox.set_percent(percent)
@@ -244,15 +243,9 @@ def paced_cell(
     return _paced(sandbox, path, rate, seconds)
 
 
-def _paced(sandbox: Sandbox, path: str, rate: float, seconds: float) -> loadgen.Summary:
-    return loadgen.run(
-        f"{sandbox.proxy_url}{path}",
-        rps=rate,
-        duration=seconds,
-        max_requests=math.ceil(rate * seconds),
-        post_ratio=0.0,
-        concurrency=CONCURRENCY,
-        timeout=REQUEST_TIMEOUT_S,
+def _paced(sandbox: Sandbox, path: str, rate: float, seconds: float) -> paced_client.Summary:
+    return paced_client.run(
+        f"{sandbox.proxy_url}{path}", rate, seconds, connections=CONCURRENCY, timeout=REQUEST_TIMEOUT_S
     )
 
 
