@@ -18,7 +18,8 @@ A line is the syslog header nginx writes, then a JSON object (log_format ... esc
 Bounded as Envoy's circuit breaker bounds the mirror's cluster: at most --max-open copies are
 forwarded at once; beyond, a copy is dropped. Each forward is bounded by --timeout (the route's).
 When this process falls behind, lines wait in the socket's buffer (4 MiB asked for) or, beyond
-it, the kernel drops them: the copies suffer, never the primary. Counts are printed when it stops (SIGTERM).
+it, the kernel drops them: the copies suffer, never the primary. Counts are printed when it stops
+(SIGTERM), the kernel's drops among them (from /proc/net/udp).
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import socket
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from mirrorramp.durations import parse_duration
 from mirrorramp.errors import ConfigError
@@ -147,6 +150,23 @@ def widen_receive_buffer(sock) -> int:
     return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
 
 
+def kernel_drops(sock) -> int | None:
+    """The datagrams the kernel dropped for `sock` (its receive buffer full), from the drops column
+    of /proc/net/udp (udp6): the lines this process never saw. None where that file is missing
+    (not Linux) or does not list the socket."""
+    inode = str(os.fstat(sock.fileno()).st_ino)
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) >= 13 and fields[9] == inode:
+                return int(fields[12])
+    return None
+
+
 async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     forwarder = Forwarder((args.candidate_host, args.candidate_port), args.max_open, args.timeout)
@@ -164,8 +184,11 @@ async def serve(args: argparse.Namespace) -> None:
     try:
         await stop.wait()
     finally:
+        dropped = kernel_drops(transport.get_extra_info("socket"))
         transport.close()
         await forwarder.drain()
+        if dropped is not None:
+            forwarder.counts["dropped by the kernel (receive buffer full)"] = dropped
         counts = ", ".join(f"{count} {what}" for what, count in forwarder.counts.items())
         print(f"mirror_forwarder: stopped; {counts}", flush=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import threading
@@ -17,6 +18,7 @@ from mirrorramp.mirror_forwarder import (
     BadLine,
     Copy,
     Forwarder,
+    kernel_drops,
     parse_args,
     parse_line,
     widen_receive_buffer,
@@ -215,3 +217,24 @@ def test_the_lines_socket_asks_for_a_receive_buffer_wider_than_the_default() -> 
         granted = widen_receive_buffer(lines)
     # Linux doubles the size asked for (bookkeeping), up to twice net.core.rmem_max.
     assert granted == 2 * min(RECEIVE_BUFFER, rmem_max)
+
+
+def test_lines_the_kernel_dropped_are_counted() -> None:
+    """A socket nobody reads, with the smallest buffer: the kernel drops most of a burst, and
+    kernel_drops reads how many from /proc/net/udp (the forwarder prints it when it stops)."""
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as lines,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender,
+    ):
+        lines.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)  # the kernel's minimum
+        lines.bind(("127.0.0.1", 0))
+        assert kernel_drops(lines) == 0
+        for _ in range(200):
+            sender.sendto(line(), lines.getsockname())
+        dropped = kernel_drops(lines)
+        received = 0
+        lines.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while lines.recv(65536):
+                received += 1
+    assert dropped > 0 and dropped + received == 200, (dropped, received)
