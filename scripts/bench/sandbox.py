@@ -170,6 +170,15 @@ class Sandbox:
             raise SandboxError(f"sandbox_state={state} failed:\n{result.output[-4000:]}")
         return result.output
 
+    def forwarder_counts(self) -> str | None:
+        """The forwarder's last words (its copies forwarded, dropped over the bound, failed, dropped
+        by the kernel), which it writes to its log when it stops."""
+        try:
+            lines = (self.build / "sandbox" / "run" / "forwarder.log").read_text().splitlines()
+        except OSError:
+            return None
+        return next((line for line in reversed(lines) if "stopped;" in line), None)
+
     def stop(self) -> None:
         """The role's `stopped` state (each process by its recorded PID), then check nothing is left."""
         if self.stopped:
@@ -254,6 +263,8 @@ def running_sandbox(
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
             log(f"sandbox stopped in {time.monotonic() - started:.1f}s: no process, no port left")
+            if sandbox.stopped and (counts := sandbox.forwarder_counts()):
+                log(counts)
 
 
 def log(message: str) -> None:
