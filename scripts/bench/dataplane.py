@@ -18,13 +18,23 @@ then in one run:
      of its latency (its open copies at their steady level), and the next cell starts once
      they are answered. GET only (the sandbox mirrors GET and HEAD unless
      mirror_all_methods); the mirror set through the nginx driver, the candidate through its
-     /control.
+     /control. The cells' requests come from scripts/bench/paced_client.py: one thread, open
+     loop (see "Why its own client").
 
 Why a quarter of the capacity: the client, the proxy and the primary share a core (below), and at
 half the capacity that core is 60-75% busy; a request's p99 is then set by which others it queues
 behind, and the A/A control's interval was 0.70-1.38x in 30 rounds (0.77-2.05x in another). At a
 quarter (the core about 45% busy) it was 0.83-1.15x in 10 rounds. What mirroring costs the primary
 is the same work per request at either rate; at the lower one the run can resolve it.
+
+Why its own client: mirrorramp.loadgen (the sandbox's load) runs a thread per connection. Measured
+with /proc/<pid>/stat at 485 requests/s, its 16 threads took 0.43 ms of CPU per request on the
+primary's core, as much as the primary (0.45 ms) and nearly half the core's work per request, and
+a thread woken by its answer waits for the GIL behind the others. In the same 40 rounds of 4 s at
+a tenth of the capacity (healthy, slow and failing at 100%), the one-thread client measured the off
+cells' p50 at 1.17 ms instead of 1.50 and their p99 at 1.99 ms instead of 2.41: less of the
+client in the numbers. Its intervals were no narrower (A/A 0.93-1.16x against 0.98-1.17x): the
+drift between cells is the machine's, not the client's.
 
 Why rounds: on a shared 2-core machine a 1-4 ms p99 drifts by 2x between cells of the same
 condition, seconds apart (measured: off cells differ by 18-165%). Long cells do not help (the
@@ -98,7 +108,7 @@ TARGET_RATIO = 1.10  # slow or failing: p99 <= 1.10 x the p99 with mirroring off
 CONFIDENCE = 0.95
 RESAMPLES = 2000
 SEED = 7  # the bootstrap's draws: the same data gives the same interval
-CONCURRENCY = 16  # client connections: enough that a stall does not hold back the paced requests
+CONCURRENCY = 16  # client connections opened before a cell; more open only if every one waits (a stall)
 REQUEST_TIMEOUT_S = 5.0
 MAX_RATE = 800.0
 
