@@ -25,10 +25,9 @@ import math
 import selectors
 import socket
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from mirrorramp.loadgen import check_loopback_url
+from mirrorramp import loadgen
 
 MAX_RATE = 2000.0
 MAX_CONNECTIONS = 64
@@ -36,21 +35,11 @@ HEADER_END = b"\r\n\r\n"
 
 
 @dataclass
-class Summary:
-    """The same fields as mirrorramp.loadgen.Summary, which the benchmark reads."""
+class Summary(loadgen.Summary):
+    """mirrorramp.loadgen's summary (the fields and percentile the benchmark reads), and the
+    connections this client opened."""
 
-    sent: int = 0
-    errors: int = 0
-    statuses: Counter = field(default_factory=Counter)
-    latencies_ms: list[float] = field(default_factory=list)
-    elapsed_s: float = 0.0
-    connections: int = 0  # opened during the run
-
-    def percentile(self, q: float) -> float | None:
-        if not self.latencies_ms:
-            return None
-        ordered = sorted(self.latencies_ms)
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+    connections: int = 0
 
 
 class _Connection:
@@ -91,7 +80,7 @@ class _Connection:
 def run(url: str, rate: float, seconds: float, *, connections: int = 16, timeout: float = 5.0) -> Summary:
     """GET url/<n> at `rate` for `seconds` (ceil(rate x seconds) requests), `connections` opened
     first; returns when every request is answered, failed or past `timeout`."""
-    host, port, path = check_loopback_url(url)
+    host, port, path = loadgen.check_loopback_url(url)
     if not 0 < rate <= MAX_RATE:
         raise ValueError(f"rate {rate} out of range (0, {MAX_RATE:g}]")
     if not 0 < seconds <= 3600:
