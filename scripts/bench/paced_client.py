@@ -65,7 +65,10 @@ class _Connection:
         if end < 0:
             return None
         lines = bytes(self.buffer[:end]).split(b"\r\n")
-        status = int(lines[0].split()[1])
+        parts = lines[0].split()
+        if len(parts) < 2 or not parts[1].isdigit():
+            raise ValueError(f"not a status line: {lines[0][:80]!r}")
+        status = int(parts[1])
         headers = {}
         for line in lines[1:]:
             name, _, value = line.partition(b":")

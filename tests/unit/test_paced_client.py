@@ -17,7 +17,7 @@ from scripts.bench import paced_client
 
 class Handler(BaseHTTPRequestHandler):
     """GET /ok/<n>: 200; /slow/<n>: 200 after 0.2 s; /no-length/<n>: an answer without Content-Length;
-    /hang/<n>: no answer for 3 s; /close/<n>: the connection closed unanswered."""
+    /hang/<n>: no answer for 3 s; /close/<n>: the connection closed unanswered; /garbage/<n>: no status line."""
 
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # the body's write would wait for the ACK of the headers' (40 ms)
@@ -28,6 +28,9 @@ class Handler(BaseHTTPRequestHandler):
         kind = self.path.split("/")[1]
         if kind == "close":
             self.close_connection = True
+            return
+        if kind == "garbage":
+            self.wfile.write(b"garbage\r\n\r\n")
             return
         if kind == "hang":
             time.sleep(3)
@@ -86,8 +89,13 @@ def test_a_stall_opens_connections_rather_than_delaying_the_requests() -> None:
 
 @pytest.mark.parametrize(
     "kind",
-    ["close", "no-length", "hang"],
-    ids=["connection closed unanswered", "answer without Content-Length", "no answer within the timeout"],
+    ["close", "no-length", "hang", "garbage"],
+    ids=[
+        "connection closed unanswered",
+        "answer without Content-Length",
+        "no answer within the timeout",
+        "no status line",
+    ],
 )
 def test_a_request_without_a_readable_answer_is_an_error(kind: str) -> None:
     with server() as base:
