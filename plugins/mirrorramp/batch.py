@@ -12,9 +12,11 @@ query is sent, so a query Prometheus rejects is still caught before the mirror g
 Equal answers, not an approximation: a grouped query is the one-service expression aggregated
 by (namespace, workload) instead of into one series, so each of its series is the value the
 one-service query gives. tests/integration/test_gates_prometheus.py compares them on a real
-Prometheus. A grouped query that Prometheus rejects falls back to the one-service queries; one
-that finds Prometheus unreachable answers every service with that error (no data, never a
-pass) without a retry per service.
+Prometheus. A grouped query that Prometheus rejects falls back to the one-service queries (a
+limit on a long query need not stop one service's); one of those that Prometheus rejects too
+raises QueryRejectedError, named after the gate by gates, exactly as without batching: never an
+inconclusive verdict. A grouped query that finds Prometheus unreachable answers every service
+with that error (no data, never a pass) without a retry per service.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import operator
 from collections.abc import Callable, Iterable
 
 from mirrorramp import promql
-from mirrorramp.errors import ConfigError, PrometheusError, QueryError
+from mirrorramp.errors import ConfigError, PrometheusError, QueryRejectedError
 from mirrorramp.gates import AlertGate, GateSet, alert_query
 from mirrorramp.prometheus import AlertRule, PrometheusClient, QueryResult
 from mirrorramp.promql import QueryContext
@@ -150,12 +152,13 @@ class BatchedPrometheus:
         return answer
 
     def _fetch(self, group: Group, at: float | None) -> tuple[QueryResult, dict] | None:
-        """The group's answer for this pass: sent once; None when Prometheus refused it."""
+        """The group's answer for this pass: sent once; None when Prometheus refused it (each
+        service then sends its own query, whose refusal is the gate's error)."""
         key = (group, at)
         if key not in self._answers:
             try:
                 result = self._client.query(self._queries[group], at=at)
-            except QueryError:
+            except QueryRejectedError:
                 self._answers[key] = None  # e.g. a regex over too many names: one query each
             except PrometheusError as e:
                 self._answers[key] = e

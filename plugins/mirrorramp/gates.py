@@ -1,7 +1,9 @@
 """The ramp's gates: parse them, check their queries up front, and evaluate them.
 
 A gate is PASS only on evidence. No data, NaN, +Inf, several series where one is expected,
-too few requests, or Prometheus not answering is INCONCLUSIVE, never PASS.
+too few requests, or Prometheus not answering is INCONCLUSIVE, never PASS. A query Prometheus
+refuses to run (400 bad_data, 422 execution) is no verdict at all: it raises QueryRejectedError
+(a ConfigError) naming the gate, up front (check_queries) as in a running ramp (evaluate).
 
 The `gates` argument:
 
@@ -28,7 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from mirrorramp import promql
-from mirrorramp.errors import ConfigError, PrometheusError, QueryError
+from mirrorramp.errors import ConfigError, PrometheusError, QueryRejectedError
 from mirrorramp.model import NOT_CHECKED, GateResult, Verdict
 from mirrorramp.prometheus import AlertRule, PrometheusClient, QueryResult
 from mirrorramp.promql import QueryContext
@@ -278,19 +280,25 @@ def _rendered_queries(gateset: GateSet, context: QueryContext) -> dict[str, str]
     return queries
 
 
+def _query(client: PrometheusClient, gate: str, query: str, at: float | None = None) -> QueryResult:
+    """The gate's query sent; a query Prometheus refuses raises QueryRejectedError naming `gate`."""
+    try:
+        return client.query(query, at=at)
+    except QueryRejectedError as e:
+        raise e.for_gate(gate) from e
+
+
 def check_queries(gateset: GateSet, client: PrometheusClient, context: QueryContext | Mapping) -> list[str]:
     """Send every gate's query once, before anything is changed.
 
-    A query Prometheus rejects (syntax, 400 bad_data; 422 execution) or one that does not
-    give an instant value raises ConfigError naming the gate. An unreachable Prometheus raises
-    PrometheusError. Returns warnings: alert gates that no loaded alert rule could fire (yet).
+    A query Prometheus rejects (syntax, 400 bad_data; 422 execution) raises QueryRejectedError,
+    one that does not give an instant value ConfigError, both naming the gate. An unreachable
+    Prometheus raises PrometheusError. Returns warnings: alert gates that no loaded alert rule
+    could fire (yet).
     """
     queries = _rendered_queries(gateset, QueryContext.of(context))
     for name, query in queries.items():
-        try:
-            result = client.query(query)
-        except QueryError as e:
-            raise ConfigError(f"gate {name!r}: Prometheus rejected its query: {e}; the query: {query}") from e
+        result = _query(client, name, query)
         if result.result_type not in ("vector", "scalar"):
             raise ConfigError(
                 f"gate {name!r}: the query returns a {result.result_type}, a gate needs an instant vector "
@@ -325,11 +333,9 @@ def _fmt(value: float) -> str:
     return f"{value:.6g}"
 
 
-def _single_value(client: PrometheusClient, query: str, at: float | None) -> _Answer:
+def _single_value(client: PrometheusClient, gate: str, query: str, at: float | None) -> _Answer:
     try:
-        result = client.query(query, at=at)
-    except QueryError as e:
-        return _Answer(reason=f"query rejected: {e}")
+        result = _query(client, gate, query, at)
     except PrometheusError as e:
         return _Answer(reason=f"Prometheus unreachable: {e}", unreachable=True)
     return _value_of(result)
@@ -359,7 +365,7 @@ def _traffic(gateset: GateSet, client: PrometheusClient, query: str, at: float |
     """The traffic check, and whether Prometheus was unreachable."""
     base = {"name": TRAFFIC_GATE, "kind": "traffic", "query": query, "operator": ">="}
     threshold = float(gateset.min_requests)
-    answer = _single_value(client, query, at)
+    answer = _single_value(client, TRAFFIC_GATE, query, at)
     if answer.empty:
         answer = _Answer(value=0.0, extra={"note": "no series: the mirror workload served nothing in the window"})
     if answer.value is None:
@@ -443,9 +449,7 @@ def _alert(
     if why:
         return _alert_result(gate, query, Verdict.INCONCLUSIVE, why)
     try:
-        result = client.query(query, at=at)
-    except QueryError as e:
-        return _alert_result(gate, query, Verdict.INCONCLUSIVE, f"query rejected: {e}")
+        result = _query(client, gate.name, query, at)
     except PrometheusError as e:
         return _alert_result(gate, query, Verdict.INCONCLUSIVE, f"Prometheus unreachable: {e}")
     if result.result_type != "vector":
@@ -475,7 +479,9 @@ def evaluate(
 
     The traffic check comes first; with too few requests (or no answer) the threshold and
     comparison gates are INCONCLUSIVE without a query. Alert gates are checked whatever the
-    traffic: a fired alert fails the step. One query per gate, the rule list once.
+    traffic: a fired alert fails the step. One query per gate, the rule list once. A query
+    Prometheus refuses raises QueryRejectedError naming the gate: a wrong query is not missing
+    evidence, and holding on it would hold the step forever.
     """
     context = QueryContext.of(context).with_window(window_seconds)
     queries = _rendered_queries(gateset, context)
@@ -485,7 +491,7 @@ def evaluate(
     for gate in gateset.thresholds:
         answer = _Answer(reason=f"{NOT_CHECKED}{traffic.reason}")
         if traffic.verdict is Verdict.PASS:
-            answer = _single_value(client, queries[gate.name], at)
+            answer = _single_value(client, gate.name, queries[gate.name], at)
         results.append(
             _compare(
                 gate.name,
@@ -501,7 +507,7 @@ def evaluate(
     for gate in gateset.comparisons:
         answer = _Answer(reason=f"{NOT_CHECKED}{traffic.reason}")
         if traffic.verdict is Verdict.PASS:
-            answer = _single_value(client, queries[gate.name], at)
+            answer = _single_value(client, gate.name, queries[gate.name], at)
         what = COMPARISON_LIMITS[gate.metric][1]
         results.append(
             _compare(

@@ -1,9 +1,10 @@
 """A small Prometheus HTTP API client: instant queries, the loaded alert rules, readiness.
 
 Every call has a timeout; retries are bounded, with exponential backoff and jitter, under one
-overall deadline on time.monotonic(). Connection errors, timeouts, 5xx and 429 are retried;
-a rejected query (400 bad_data, 422 execution) is not. The bearer token goes in the
-Authorization header only: it is never part of a message, a repr or a log line.
+overall deadline on time.monotonic(). Connection errors, timeouts, 5xx and 429 are retried
+(PrometheusError: no answer, no evidence). A query Prometheus refuses to run (400 bad_data,
+422 execution) is not retried: it raises QueryRejectedError, a configuration error. The bearer
+token goes in the Authorization header only: it is never part of a message, a repr or a log line.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from dataclasses import dataclass, field
 
 import requests
 
-from mirrorramp.errors import PrometheusError, QueryError
+from mirrorramp.errors import PrometheusError, QueryRejectedError
 
 log = logging.getLogger(__name__)
 
 # Statuses that say "try again later"; anything else that is not 2xx is final.
 _RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
-# Prometheus answers a query it cannot run with these (bad_data, execution).
+# Prometheus answers a query it refuses to run with these (bad_data, execution): the one place
+# that tells a wrong query from a Prometheus that could not answer.
 _QUERY_REJECTED_STATUS = frozenset({400, 422})
 _BACKOFF_CAP = 5.0
 
@@ -175,9 +177,10 @@ class PrometheusClient:
                 status = response.status_code
                 if 200 <= status < 300:
                     return self._success_data(endpoint, response)
-                error = self._error_text(response)
-                if status in _QUERY_REJECTED_STATUS:
-                    raise QueryError(f"{endpoint}: Prometheus rejected the query (HTTP {status}): {error}")
+                api_error = self._api_error(response)
+                if status in _QUERY_REJECTED_STATUS and api_error and "query" in params:
+                    raise QueryRejectedError(params["query"], status, api_error)
+                error = api_error or self._body_start(response)
                 if status not in _RETRYABLE_STATUS:
                     raise PrometheusError(f"{endpoint}: HTTP {status}: {error}")
                 last_error = f"HTTP {status}: {error}"
@@ -213,17 +216,19 @@ class PrometheusClient:
             data = {**data, "warnings": list(body["warnings"])}
         return data
 
-    def _error_text(self, response: requests.Response) -> str:
-        """Prometheus' own error text ("bad_data: parse error ..."), else the start of the body."""
+    def _api_error(self, response: requests.Response) -> str | None:
+        """Prometheus' own error text ("bad_data: ... parse error ..."), or None when the body
+        is not the API's error answer (a proxy's page, say)."""
         try:
             body = response.json()
         except ValueError:
-            body = None
-        if isinstance(body, dict) and body.get("error"):
-            text = f"{body.get('errorType', 'error')}: {body['error']}"
-        else:
-            text = " ".join(response.text.split())[:200] or response.reason or "no body"
-        return self._redact(text)
+            return None
+        if not (isinstance(body, dict) and body.get("status") == "error" and body.get("error")):
+            return None
+        return self._redact(f"{body.get('errorType', 'error')}: {body['error']}")
+
+    def _body_start(self, response: requests.Response) -> str:
+        return self._redact(" ".join(response.text.split())[:200] or response.reason or "no body")
 
 
 def _root_cause(error: requests.RequestException) -> str:

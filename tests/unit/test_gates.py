@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import pickle
 import re
 
 import pytest
 
 from mirrorramp import gates, promql
-from mirrorramp.errors import ConfigError, PrometheusError
+from mirrorramp.batch import BatchedPrometheus
+from mirrorramp.errors import ConfigError, PrometheusError, QueryRejectedError
 from mirrorramp.gates import check_queries, evaluate, parse_gates
 from mirrorramp.model import Verdict
 from mirrorramp.prometheus import PrometheusClient
@@ -16,6 +18,7 @@ from mirrorramp.promql import QueryContext
 from tests.support.prometheus_server import Reply, ScriptedPrometheus, fixture, free_port, vector_reply
 
 CONTEXT = QueryContext("user-service", "shop", "prod", "user-service-v1", ("user-service-v2",))
+OTHER = QueryContext("order-service", "shop", "prod", "order-service-v1", ("order-service-v2",))
 WINDOW = 600
 ERROR_GATE = {"name": "error-ratio", "metric": "error_ratio", "operator": "<", "value": 0.05}
 ALERT_GATE = {"name": "no-critical", "alertname": "MirrorErrorRatioCritical"}
@@ -27,6 +30,7 @@ def rendered(template: str) -> str:
 
 TRAFFIC_QUERY = rendered(promql.REQUEST_COUNT)
 ERROR_QUERY = rendered(promql.ERROR_RATIO)
+DELTA_QUERY = rendered(promql.ERROR_RATIO_DELTA)
 ALERT_QUERY = 'max_over_time(ALERTS{alertstate="firing",alertname="MirrorErrorRatioCritical"}[600s])'
 
 
@@ -285,12 +289,12 @@ def test_healthy_traffic_passes_with_one_query_per_gate(server):
         (vector_reply("-Inf"), "the value is -Inf"),
         (fixture("multi_series"), "the query returned 2 series, a gate needs one"),
         (fixture("matrix"), "the query returns a matrix"),
-        (fixture("bad_data_400"), "query rejected: .*HTTP 400.*bad_data: invalid parameter"),
-        (fixture("execution_422"), "query rejected: .*HTTP 422.*execution: found duplicate series"),
         (Reply(500, "internal"), "Prometheus unreachable: .*HTTP 500: internal"),
+        (Reply(503, "Service Unavailable"), "Prometheus unreachable: .*HTTP 503: Service Unavailable"),
+        (Reply(400, "<html>400 Bad Request</html>"), "Prometheus unreachable: .*HTTP 400: <html>400 Bad Request"),
         (Reply(200, fixture("vector").body, delay=6), "Prometheus unreachable: .*timed out after 2s"),
     ],
-    ids=["empty", "nan", "plus-inf", "minus-inf", "multi-series", "matrix", "400", "422", "500", "timeout"],
+    ids=["empty", "nan", "plus-inf", "minus-inf", "multi-series", "matrix", "500", "503", "proxy-400", "timeout"],
 )
 def test_no_evidence_is_inconclusive_never_pass(server, reply, reason):
     gateset = parse_gates({"min_requests": 10, "thresholds": [ERROR_GATE]})
@@ -301,6 +305,103 @@ def test_no_evidence_is_inconclusive_never_pass(server, reply, reason):
     assert result.query == ERROR_QUERY
     assert result.threshold == 0.05 and result.operator == "<"
     assert re.search(reason, result.reason), result.reason
+
+
+# -- a query Prometheus refuses: a configuration error, never a verdict ------------------------
+
+REJECTIONS = [
+    pytest.param(
+        fixture("bad_data_400"),
+        400,
+        'bad_data: invalid parameter "query": 1:75: parse error: unclosed left parenthesis',
+        id="400-bad-data",
+    ),
+    pytest.param(
+        fixture("execution_422"),
+        422,
+        "many-to-many matching not allowed: matching labels must be unique on one side",
+        id="422-execution",
+    ),
+]
+EVERY_KIND = parse_gates(
+    {
+        "min_requests": 10,
+        "thresholds": [ERROR_GATE],
+        "comparisons": [{"name": "delta", "metric": "error_ratio", "max_delta": 0.01}],
+        "alerts": [ALERT_GATE],
+    }
+)
+GATE_QUERIES = {"traffic": TRAFFIC_QUERY, "error-ratio": ERROR_QUERY, "delta": DELTA_QUERY, "no-critical": ALERT_QUERY}
+HEALTHY = {TRAFFIC_QUERY: vector_reply("500"), ERROR_QUERY: vector_reply("0.001"), DELTA_QUERY: vector_reply("0")}
+
+
+def assert_rejected(error: QueryRejectedError, gate: str, status: int, message: str) -> None:
+    assert isinstance(error, ConfigError) and not isinstance(error, PrometheusError)
+    assert (error.gate, error.query, error.status) == (gate, GATE_QUERIES[gate], status)
+    text = str(error)
+    assert text.startswith(f"gate {gate!r}: Prometheus rejected its query: HTTP {status} "), text
+    assert message in text
+    assert f"; the query: {GATE_QUERIES[gate][:120]}" in text
+
+
+@pytest.mark.parametrize("gate", list(GATE_QUERIES))
+@pytest.mark.parametrize(("reply", "status", "message"), REJECTIONS)
+def test_a_query_prometheus_refuses_while_ramping_raises_naming_the_gate(server, gate, reply, status, message):
+    """Not INCONCLUSIVE: a wrong query is no missing evidence, and would hold the step forever."""
+    server.rule_names = ["MirrorErrorRatioCritical"]
+    server.answers = {**HEALTHY, GATE_QUERIES[gate]: reply}
+    with pytest.raises(QueryRejectedError) as caught:
+        evaluate(EVERY_KIND, client_for(server.url, retries=3), CONTEXT, WINDOW)
+    assert_rejected(caught.value, gate, status, message)
+    assert server.queries().count(GATE_QUERIES[gate]) == 1  # never retried
+
+
+@pytest.mark.parametrize("gate", list(GATE_QUERIES))
+@pytest.mark.parametrize(("reply", "status", "message"), REJECTIONS)
+def test_a_batched_query_prometheus_refuses_for_every_service_raises_naming_the_gate(
+    server, gate, reply, status, message
+):
+    """The grouped query refused (by default), then each service's own: the same error as
+    without batching, for each service, and the grouped query sent once in the pass."""
+    server.rule_names = ["MirrorErrorRatioCritical"]
+    server.default = reply
+    accepted = {query: reply for query, reply in HEALTHY.items() if query != GATE_QUERIES[gate]}
+    for query, answer in accepted.items():  # each service's own queries, but the gate's
+        server.answers[query] = server.answers[query.replace("user-service", OTHER.service)] = answer
+    batched = BatchedPrometheus(client_for(server.url, retries=3), EVERY_KIND, [CONTEXT, OTHER], WINDOW)
+    with pytest.raises(QueryRejectedError) as caught:
+        evaluate(EVERY_KIND, batched, CONTEXT, WINDOW)
+    assert_rejected(caught.value, gate, status, message)
+    with pytest.raises(QueryRejectedError, match=f"^gate {gate!r}: Prometheus rejected its query: HTTP {status} "):
+        evaluate(EVERY_KIND, batched, OTHER, WINDOW)
+    grouped = [q for q in server.queries() if "sum by (" in q]
+    assert grouped and len(grouped) == len(set(grouped))  # once per pass, not once per service
+
+
+def test_a_batched_grouped_query_refused_falls_back_to_each_services_own_answer(server):
+    """A grouped query refused (a limit on a long query, say) is no error while the services'
+    own queries are accepted: each gets its own verdict."""
+    gateset = parse_gates({"min_requests": 10, "thresholds": [ERROR_GATE]})
+    server.default = fixture("execution_422")
+    server.answers = {TRAFFIC_QUERY: vector_reply("500"), ERROR_QUERY: vector_reply("0.2")}
+    batched = BatchedPrometheus(client_for(server.url), gateset, [CONTEXT, OTHER], WINDOW)
+    results = by_name(evaluate(gateset, batched, CONTEXT, WINDOW))
+    assert (results["traffic"].verdict, results["error-ratio"].verdict) == (Verdict.PASS, Verdict.FAIL)
+    assert any("sum by (" in q for q in server.queries())
+
+
+def test_a_rejection_message_keeps_the_start_and_end_of_a_long_query_and_message():
+    query = "sum(" + " + ".join(f'rate(m{{w="{i}"}}[5m])' for i in range(200)) + ")"
+    why = "execution: found duplicate series " + "{series} " * 300 + ";many-to-many matching not allowed"
+    error = QueryRejectedError(query, 422, why).for_gate("big")
+    text = str(error)
+    assert len(text) < 1000
+    assert text.startswith("gate 'big': Prometheus rejected its query: HTTP 422 execution: found duplicate series")
+    assert ';many-to-many matching not allowed; the query: sum(rate(m{w="0"}[5m])' in text
+    assert text.endswith('rate(m{w="199"}[5m]))')
+    assert (error.query, error.prometheus_message) == (query, why)  # whole, for the task result
+    copied = pickle.loads(pickle.dumps(error))
+    assert (str(copied), copied.gate) == (text, "big")
 
 
 def test_a_500_then_success_is_retried_to_a_verdict(server):
@@ -549,9 +650,12 @@ def test_check_queries_syntax_error_is_a_config_error_naming_the_gate(server):
     broken = {"name": "broken", "query": "sum(rate(x[${window}])", "operator": "<", "value": 1}
     gateset = parse_gates({"thresholds": [ERROR_GATE, broken]})
     server.answers = {rendered("sum(rate(x[${window}])").replace("600s", "300s"): fixture("bad_data_400")}
-    with pytest.raises(ConfigError, match=r"gate 'broken': Prometheus rejected its query: .*parse error") as caught:
+    with pytest.raises(
+        QueryRejectedError, match=r"^gate 'broken': Prometheus rejected its query: HTTP 400 bad_data: .*parse error"
+    ) as caught:
         check_queries(gateset, client_for(server.url, retries=3), CONTEXT)
-    assert "sum(rate(x[300s])" in str(caught.value)
+    assert str(caught.value).endswith("; the query: sum(rate(x[300s])")
+    assert (caught.value.gate, caught.value.query) == ("broken", "sum(rate(x[300s])")
     assert len(server.queries()) == 3  # no retry of a rejected query
 
 

@@ -9,7 +9,7 @@ import traceback
 
 import pytest
 
-from mirrorramp.errors import PrometheusError, QueryError
+from mirrorramp.errors import ConfigError, MirrorRampError, PrometheusError, QueryRejectedError
 from mirrorramp.prometheus import AlertRule, PrometheusClient
 from tests.support.prometheus_server import Reply, ScriptedPrometheus, fixture, free_port
 
@@ -72,21 +72,46 @@ def test_query_sends_the_query_and_the_time(server):
 
 
 @pytest.mark.parametrize(
-    ("name", "error_text"),
+    ("name", "status", "error_text"),
     [
-        ("bad_data_400", 'bad_data: invalid parameter "query": 1:75: parse error: unclosed left parenthesis'),
-        ("execution_422", "execution: found duplicate series for the match group"),
+        ("bad_data_400", 400, 'bad_data: invalid parameter "query": 1:75: parse error: unclosed left parenthesis'),
+        ("execution_422", 422, "execution: found duplicate series for the match group"),
     ],
     ids=["400-bad-data", "422-execution"],
 )
-def test_rejected_query_is_not_retried(server, name, error_text):
+def test_rejected_query_is_a_config_error_not_retried(server, name, status, error_text):
     server.default = fixture(name)
     client = client_for(server.url, retries=3)
-    with pytest.raises(QueryError) as caught:
-        client.query("q")
-    assert error_text in str(caught.value)
-    assert server.url in str(caught.value)
+    with pytest.raises(QueryRejectedError) as caught:
+        client.query("sum(rate(x[5m])")
+    error = caught.value
+    # A configuration error, not "Prometheus could not answer" (which is missing evidence).
+    assert isinstance(error, ConfigError) and not isinstance(error, PrometheusError)
+    assert (error.query, error.status, error.gate) == ("sum(rate(x[5m])", status, None)
+    assert error.prometheus_message.startswith(error_text)
+    assert str(error).startswith(f"Prometheus rejected the query: HTTP {status} {error_text}")
+    assert str(error).endswith("; the query: sum(rate(x[5m])")
     assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("reply", "path"),
+    [
+        (Reply(400, "<html><center>400 Bad Request</center></html>"), "/api/v1/query"),
+        (Reply(422, {"message": "not the API's error answer"}), "/api/v1/query"),
+        (fixture("bad_data_400"), "/api/v1/rules"),
+    ],
+    ids=["proxy-400-page", "422-not-prometheus", "rules-400"],
+)
+def test_a_400_that_is_not_prometheus_refusing_a_query_is_no_answer(server, reply, path):
+    """Only Prometheus' own error answer to a query says the query is wrong; a proxy's 400, or
+    one for the rule list, is Prometheus not answering (final: no retry)."""
+    server.queue(reply)
+    client = client_for(server.url, retries=3)
+    with pytest.raises(PrometheusError, match=f"HTTP {reply.status}: ") as caught:
+        client.query("q") if path == "/api/v1/query" else client.alert_rules()
+    assert not isinstance(caught.value, ConfigError)
+    assert [r.path for r in server.requests] == [path]
 
 
 @pytest.mark.parametrize(
@@ -122,7 +147,7 @@ def test_other_client_errors_are_final(server, status):
     server.queue(Reply(status, "nope"))
     with pytest.raises(PrometheusError, match=f"HTTP {status}: nope") as caught:
         client_for(server.url, retries=3).query("q")
-    assert not isinstance(caught.value, QueryError)
+    assert not isinstance(caught.value, QueryRejectedError)
     assert len(server.requests) == 1
 
 
@@ -213,13 +238,16 @@ def test_token_and_password_never_in_messages_reprs_or_logs(server, caplog):
         for text in (repr(client), str(client)):
             assert TOKEN not in text and PASSWORD not in text, name
         assert "token=<set>" in repr(client)
-        with pytest.raises(PrometheusError) as caught:
+        with pytest.raises(MirrorRampError) as caught:
             client.query("q")
         seen = [str(caught.value), repr(caught.value), "".join(traceback.format_exception(caught.value))]
         for text in seen:
             assert TOKEN not in text, name
             assert PASSWORD not in text, name
-        assert "127.0.0.1" in str(caught.value), name
+        if name == "400":  # Prometheus refused the query: its own message, redacted
+            assert isinstance(caught.value, QueryRejectedError) and "bad <redacted>" in str(caught.value), name
+        else:
+            assert isinstance(caught.value, PrometheusError) and "127.0.0.1" in str(caught.value), name
         assert "user:" not in str(caught.value), name
     assert TOKEN not in caplog.text and PASSWORD not in caplog.text
     assert "retrying" in caplog.text  # the retries were logged, without the secrets
