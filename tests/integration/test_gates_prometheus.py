@@ -12,7 +12,7 @@ import time
 import pytest
 
 from mirrorramp.batch import BatchedPrometheus
-from mirrorramp.errors import ConfigError
+from mirrorramp.errors import ConfigError, QueryRejectedError
 from mirrorramp.gates import check_queries, default_gates, evaluate, parse_gates
 from mirrorramp.model import Verdict
 from mirrorramp.prometheus import PrometheusClient
@@ -227,6 +227,98 @@ def test_syntax_error_in_a_template_is_a_config_error_before_any_change(client):
     gateset = parse_gates({"thresholds": [broken]})
     with pytest.raises(ConfigError, match=r"gate 'broken-ratio': Prometheus rejected its query: .*parse error"):
         check_queries(gateset, client, context("healthy"))
+
+
+# Two series with the same (empty) match group on each side: Prometheus parses it, then refuses
+# to run it (422 execution), without any scraped data.
+TWO_SERIES = 'label_replace(vector(1), "code", "200", "", "") or label_replace(vector(1), "code", "503", "", "")'
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["own-queries", "batched"])
+@pytest.mark.parametrize(
+    ("query", "status", "message"),
+    [
+        pytest.param(
+            'sum(rate(istio_requests_total{destination_workload="${mirror_workload}"}[${window}])',
+            400,
+            'bad_data: invalid parameter "query": 1:71: parse error: unclosed left parenthesis',
+            id="400-syntax",
+        ),
+        pytest.param(
+            'sum(rate(istio_requests_total{destination_workload="${mirror_workload}"}))',
+            400,
+            'expected type range vector in call to function "rate", got instant vector',
+            id="400-function-misuse",
+        ),
+        pytest.param(
+            f"sum(({TWO_SERIES}) / on () ({TWO_SERIES}))",
+            422,
+            "execution: found duplicate series for the match group {} on the right hand-side of the operation",
+            id="422-many-to-many",
+        ),
+    ],
+)
+def test_a_query_prometheus_refuses_while_ramping_raises_naming_the_gate(client, batched, query, status, message):
+    """Not an inconclusive verdict (which holds the step forever): a configuration error,
+    from evaluate as from the check before the start, batched or not."""
+    gateset = parse_gates(
+        {"min_requests": 0, "thresholds": [{"name": "custom", "query": query, "operator": "<", "value": 1}]}
+    )
+    ctx = context("refused").with_window(WINDOW)
+    sender = BatchedPrometheus(client, gateset, [ctx, context("refused-too")], WINDOW) if batched else client
+    for check in (lambda: evaluate(gateset, sender, ctx, WINDOW), lambda: check_queries(gateset, sender, ctx)):
+        with pytest.raises(QueryRejectedError) as caught:
+            check()
+        error = caught.value
+        assert (error.gate, error.status) == ("custom", status)
+        assert error.query == query.replace("${mirror_workload}", "refused-v2").replace("${window}", f"{WINDOW}s")
+        assert str(error).startswith(f"gate 'custom': Prometheus rejected its query: HTTP {status} "), str(error)
+        assert message in str(error)
+        assert str(error).endswith(f"; the query: {error.query}")
+
+
+@pytest.fixture(scope="module")
+def limited(source, tmp_path_factory):
+    """A Prometheus that refuses a query loading more than 5 samples (422 execution)."""
+    server = PrometheusServer(
+        tmp_path_factory.mktemp("limited"), targets=[source.target], extra_args=("--query.max-samples=5",)
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_a_batched_grouped_query_refused_for_every_service_raises_naming_the_gate(source, limited):
+    """The grouped request count refused by a sample limit, then each service's own as well:
+    each service's evaluation raises the same error, naming the traffic gate."""
+    contexts = [context("limited"), context("limited-too")]
+    selector = 'istio_requests_total{destination_workload="limited-v2",response_code="200"}'
+
+    def serve():
+        for ctx in contexts:
+            source.add(ctx.mirror_workloads[0], n=5, code=200)
+
+    # One sample per series is under the limit; a 10 s window of 1 s scrapes is over it.
+    first = float(poll_until(feeding(serve, lambda: limited.query(f"timestamp({selector})")), 10)[0]["value"][1])
+    poll_until(
+        feeding(serve, lambda: float(limited.query(f"timestamp({selector})")[0]["value"][1]) >= first + 7),
+        timeout=15,
+        interval=0.5,
+        what="7 s of samples",
+    )
+    counted = CountingClient(limited.url, timeout=2.0, retries=1, backoff=0.05)
+    gateset = full_gateset()
+    batched = BatchedPrometheus(counted, gateset, contexts, WINDOW)
+    for ctx in contexts:
+        with pytest.raises(QueryRejectedError) as caught:
+            evaluate(gateset, batched, ctx, WINDOW)
+        assert (caught.value.gate, caught.value.status) == ("traffic", 422)
+        assert str(caught.value).startswith("gate 'traffic': Prometheus rejected its query: HTTP 422 execution: ")
+        assert "query processing would load too many samples into memory" in str(caught.value)
+    grouped = [q for q in counted.sent if "sum by (" in q]
+    assert len(grouped) == 1, counted.sent  # the grouped query once; then each service's own
+    assert len(counted.sent) == 3, counted.sent
+    counted.close()
 
 
 def test_prometheus_stopped_is_inconclusive_and_recovers(source, prometheus, client):

@@ -66,11 +66,14 @@ class PrometheusServer:
         rules: dict[str, str] | None = None,
         interval: str = "1s",
         binary: str = PROMETHEUS_BINARY,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.workdir = Path(workdir)
         self.targets = list(targets)
         self.interval = interval
         self.binary = binary
+        # More flags for the binary, e.g. ("--query.max-samples=5",) for a Prometheus with limits.
+        self.extra_args = tuple(extra_args)
         self.rules_dir = self.workdir / "rules"
         self.config_file = self.workdir / "prometheus.yml"
         self.data_dir = self.workdir / "tsdb"
@@ -123,6 +126,7 @@ class PrometheusServer:
                 f"--web.external-url=http://{address}/",
                 "--web.enable-lifecycle",
                 "--log.level=warn",
+                *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
