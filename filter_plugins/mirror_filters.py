@@ -83,6 +83,8 @@ def mirror_status_table(rows):
     lines = []
     for index, line in enumerate(cells):
         lines.append("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+        if index and rows[index - 1].get("attention"):
+            lines.append(f"    ATTENTION    {rows[index - 1]['attention']}")
         for gate in rows[index - 1].get("last_gates") or [] if index else []:
             limit = (
                 f" {gate.get('operator') or ''} {_number(gate['threshold'])}"

@@ -6,6 +6,7 @@ what ActionBase.validate_argument_spec checks) and gets back one JSON-safe dict.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from mirrorramp.durations import parse_duration, prometheus_duration
 from mirrorramp.errors import ConfigError, MirrorRampError
 from mirrorramp.freeze import parse_freeze_windows
 from mirrorramp.gates import parse_gates
-from mirrorramp.machine import Policy, when
+from mirrorramp.machine import Policy, reconcile, when
 from mirrorramp.notify import DEFAULT_EVENTS, EVENT_KINDS, FORMATS, Notifier
 from mirrorramp.plan import parse_steps
 from mirrorramp.prometheus import PrometheusClient
@@ -342,6 +343,17 @@ def build_driver(request: RampRequest, api=None) -> Driver:
     return NginxDriver.from_options(cfg.service, options["nginx"])
 
 
+def started_by_alive() -> Callable[[], bool]:
+    """Whether the process that started this one is still its parent.
+
+    Ansible runs the task in a worker process forked from ansible-playbook; killed, the parent
+    leaves the worker running, re-parented. A watch that outlived its controller would go on
+    ramping unseen, so it asks this before every pass and while it waits.
+    """
+    parent = os.getppid()
+    return lambda: os.getppid() == parent
+
+
 def build_prometheus(request: RampRequest) -> PrometheusClient:
     p = request.prometheus
     return PrometheusClient(
@@ -416,7 +428,7 @@ def execute(
     job = _job(request, driver or build_driver(request), prometheus or build_prometheus(request), progress, debug)
     if request.operation != "ramp":
         return _operate(job)
-    return _finished(job, job.runner.run())
+    return _finished(job, job.runner.run(alive=started_by_alive()))
 
 
 def execute_all(
@@ -452,7 +464,7 @@ def execute_all(
     results: list[dict | MirrorRampError] = []
     try:
         if first.operation == "ramp":
-            outcomes = run_all([job.runner for job in jobs], before_pass=before_pass)
+            outcomes = run_all([job.runner for job in jobs], before_pass=before_pass, alive=started_by_alive())
             for job, outcome in zip(jobs, outcomes, strict=True):
                 results.append(outcome if isinstance(outcome, MirrorRampError) else _finished(job, outcome))
         else:
@@ -509,9 +521,10 @@ def row_line(row: dict) -> str:
     return f"{word}: [{row['environment']}] {row['msg']}"
 
 
-def status_row(config: RampConfig, outcome: RunOutcome) -> dict:
+def status_row(config: RampConfig, outcome: RunOutcome, now: float | None = None) -> dict:
     """One row of playbooks/status.yml: where the ramp is and what it last saw."""
     state = outcome.after.state
+    now = time.time() if now is None else now
     index = state.step_index
     next_advance = None
     if state.status == "ramping" and index is not None and state.step_started_at is not None:
@@ -525,13 +538,22 @@ def status_row(config: RampConfig, outcome: RunOutcome) -> dict:
     return {
         "service": config.service,
         "environment": config.environment,
-        "state": state.status,
+        "state": state.status + (" (unconfirmed)" if state.unconfirmed else ""),
         "step": f"{index + 1}/{len(config.plan)}" if index is not None else f"-/{len(config.plan)}",
         "percent": outcome.after.percent,
         "since": when(since) if since is not None else "-",
         "next_advance": next_advance or "-",
         "last_gates": gates,
+        "attention": _disagreement(config, outcome.after, now),
     }
+
+
+def _disagreement(config: RampConfig, snapshot: TargetSnapshot, now: float) -> str:
+    """What the next run will do to make the record and the live mirror agree; "" when they do."""
+    fix = reconcile(snapshot.state, config.plan, snapshot.percent, snapshot.mirror_drift, now)
+    if fix is None or not fix.reason:
+        return ""
+    return f"the record and the live mirror disagree; the next run reconciles them: {fix.reason}"
 
 
 def _settings(snapshot: TargetSnapshot) -> dict:

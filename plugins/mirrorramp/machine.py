@@ -27,6 +27,12 @@ Choices worth knowing (each one is the cautious reading of DESIGN.md):
 - Freeze windows and approvals only stop the mirror from going UP (start, advance, restart);
   a breach rolls back whatever the time and whoever approved. A step that needs an approval
   WAITs once its predecessor has held with passing gates; the gates keep guarding meanwhile.
+- Before deciding, every pass reconciles the record with the live mirror (`reconcile`): a live
+  mirror above what the state allows is lowered to it, one below pulls the record down, never
+  up; a raise left unconfirmed is confirmed or reverted; a changed plan is re-mapped, never
+  raising the mirror. The options of a run apply to the state it began with: restart and
+  resume act on its first pass only, and a stop, rollback or pause recorded by another run
+  since ends this run's work on the service (`interrupted`).
 """
 
 from __future__ import annotations
@@ -41,9 +47,14 @@ from mirrorramp.durations import format_duration
 from mirrorramp.errors import ConfigError
 from mirrorramp.freeze import FreezeWindow, frozen_by
 from mirrorramp.model import NOT_CHECKED, GateResult, Step, Verdict
-from mirrorramp.state import STATUSES, RampState, StateError
+from mirrorramp.plan import describe_steps, fingerprint, percents_of
+from mirrorramp.state import AT_A_STEP, STATUSES, RampState, StateError
 
 INCONCLUSIVE_ACTIONS = ("hold", "rollback")
+# Percents are compared with this slack: they come back from JSON and from proxies as floats.
+PERCENT_EPSILON = 1e-9
+# Events another run records that end this run's work on a service (see `interrupted`).
+INTERRUPTING_EVENTS = {"stop": "stopped", "rollback": "rolled back", "pause": "paused"}
 
 
 class Action(enum.StrEnum):
@@ -60,6 +71,8 @@ class Action(enum.StrEnum):
     RESTART = "restart"  # rolled_back/stopped -> pending -> ramping at step 1, in one decision
     STOP = "stop"  # emergency stop: mirror removed, stays removed until a restart
     WAIT = "wait"  # the next step needs an approval (approve=<service>:<step>) that was not given
+    RECONCILE = "reconcile"  # the record and the live mirror made to agree (drift, unconfirmed, plan)
+    LEFT = "left"  # another run stopped, rolled back or paused the ramp while this run watched
 
 
 @dataclass(frozen=True)
@@ -98,6 +111,12 @@ class Policy:
         if self.pause and self.restart:
             raise ConfigError("pause and restart are both true: ask for one")
 
+    def after_first_pass(self) -> Policy:
+        """The policy of a run's later passes: restart and resume act on the state the run began
+        with, once. Applied again on a later pass, they would undo a stop or a pause that
+        someone recorded meanwhile (an emergency stop undone by a watch run's restart)."""
+        return replace(self, restart=False, resume=False)
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -130,6 +149,7 @@ class Decision:
     seconds_left: float | None = None
     breach: GateResult | None = None
     state_dirty: bool = False
+    warning: str = ""  # what an operator must hear about even when nothing failed (drift)
 
 
 # -- helpers used by more than one transition -------------------------------------------------
@@ -197,6 +217,19 @@ def _describe_first(gates: Sequence[GateResult], verdict: Verdict) -> str:
 def _step_label(index: int | None, percent: float) -> str:
     """Steps are 1-based in everything a human reads; step_index stays 0-based."""
     return f"step {index + 1} ({percent:g}%)" if index is not None else f"{percent:g}%"
+
+
+def _below(state: RampState, plan: Sequence[Step]) -> bool:
+    """At a percent below its step's: a new plan whose first step is above the live mirror."""
+    index = state.step_index
+    return index is not None and index < len(plan) and state.percent < plan[index].percent - PERCENT_EPSILON
+
+
+def _label(state: RampState, plan: Sequence[Step]) -> str:
+    """ "step 2 (5%)", or "0.5% (below step 1)" for a ramp re-mapped below its plan's first step."""
+    if _below(state, plan):
+        return f"{state.percent:g}% (below step {(state.step_index or 0) + 1})"
+    return _step_label(state.step_index, state.percent)
 
 
 def _where(state: RampState) -> str:
@@ -281,6 +314,7 @@ def _rollback(
         status="rolled_back",
         percent=0.0,
         rollback=record,
+        unconfirmed=None,
         updated_at=now,
     )
     where = _where(state)
@@ -326,6 +360,8 @@ def _start(
         last_gates=[gate.as_dict() for gate in gates] if gates is not None else [],
         rollback=None,
         stop=None,
+        plan=fingerprint(plan),
+        unconfirmed=None,
     )
     hold = f", holding {format_duration(first.hold_seconds)}"
     return Decision(
@@ -502,7 +538,7 @@ def _mirror_on(
             if exhausted
             else f"gates inconclusive ({streak} of {budget} tolerated): {evidence}"
         )
-    check = _Check(checked, blind, _ignored(state, policy), _step_label(state.step_index, state.percent))
+    check = _Check(checked, blind, _ignored(state, policy), _label(state, plan))
     if state.status == "completed":
         new, dirty = _settle(state, checked, now)
         return Decision(
@@ -595,8 +631,10 @@ def _ramping(state: RampState, plan: Sequence[Step], check: _Check, now: float, 
             state_dirty=dirty,
         )
     held = f"{check.label} held {format_duration(step.hold_seconds)} with passing gates"
-    if step_index + 1 < len(plan):
-        index = step_index + 1
+    below = _below(state, plan)
+    if below or step_index + 1 < len(plan):
+        # Below its step (a re-mapped plan), the next move is up to that step itself.
+        index = step_index if below else step_index + 1
         following = plan[index]
         blocked = _up_blocked(state, index + 1, following.percent, now, policy, done=held, left_state=check.checked)
         if blocked is not None:
@@ -653,33 +691,237 @@ def decide(
     return _mirror_on(state, plan, results, fail, now, policy)
 
 
-def emergency_stop(state: RampState, now: float, reason: str = "", by: str = "") -> Decision:
+def emergency_stop(state: RampState, now: float, reason: str = "", by: str = "", live_percent: float = 0.0) -> Decision:
     """Remove the mirror now and keep it removed until an explicit restart.
 
     Needs no gates and no plan, so it works with Prometheus down or the configuration broken.
-    Stopping a stopped ramp changes nothing (its first stop record is kept), but the target is
-    still 0 so that the driver re-asserts that no mirror field is left.
+    `live_percent` is what the proxy mirrors now, whatever the state says: the stop says what it
+    removed. Stopping a stopped ramp keeps its first stop record, and removes a mirror that is
+    live all the same (drift: a cut-short write, a hand edit), saying so; the target is always 0
+    so that the driver re-asserts that no mirror field is left.
     """
     reason = reason or "emergency stop"
     by = by or "unknown"
-    if state.status == "stopped" and state.percent == 0:
+    live = f"{live_percent:g}%"
+    if state.status == "stopped":
         record = state.stop or {}
+        already = f"already stopped at {when(record.get('at'))} by {record.get('by') or 'unknown'}"
+        if live_percent <= PERCENT_EPSILON:
+            return Decision(Action.STOP, state, 0.0, False, f"{already}; no mirror is live, it stays removed")
+        drift = f"a live mirror of {live} was still on while the ramp was stopped"
+        new = state.with_event(now, "drift", f"{drift}: removed by the stop of {by}", percent=0.0, updated_at=now)
         return Decision(
-            Action.STOP,
-            state,
-            0.0,
-            False,
-            f"already stopped at {when(record.get('at'))} by {record.get('by') or 'unknown'}; mirror stays removed",
+            Action.STOP, new, 0.0, True, f"{already}; {drift} (drift): removed it", state_dirty=True, warning=drift
         )
     record = {"reason": reason, "at": now, "by": by}
     new = state.with_event(
-        now, "stop", f"{reason} (by {by})", status="stopped", percent=0.0, stop=record, updated_at=now
+        now,
+        "stop",
+        f"{reason} (by {by})",
+        status="stopped",
+        percent=0.0,
+        stop=record,
+        unconfirmed=None,
+        updated_at=now,
     )
+    removed = f"it was live at {live}" if live_percent > PERCENT_EPSILON else "none was live"
     return Decision(
         Action.STOP,
         new,
         0.0,
         True,
-        f"emergency stop by {by} at {_where(state)}: {reason}; mirror removed",
+        f"emergency stop by {by} at {_where(state)}: {reason}; mirror removed ({removed})",
         state_dirty=True,
     )
+
+
+def interrupted(seen: RampState, current: RampState) -> str | None:
+    """Why this run must leave a ramp alone: the stop, rollback or pause that another run recorded
+    since this run last saw the state (`seen`: what it read first, or last wrote). None: go on.
+
+    A run's options apply to the state it began with; a stop recorded after that wins.
+    """
+    for event in reversed(_events_since(seen.history, current.history)):
+        verb = INTERRUPTING_EVENTS.get(str(event.get("event")))
+        if verb is None:
+            continue
+        at = when(event.get("at"))
+        if event.get("event") == "stop":
+            record = current.stop or {}
+            by = record.get("by") or "unknown"
+            return (
+                f"stopped by {by} at {at} while this run was watching ({record.get('reason') or 'no reason'}); "
+                "this run leaves the mirror off; restart with restart=true"
+            )
+        then = "restart with restart=true" if verb == "rolled back" else "resume with resume=true"
+        return f"{verb} by another run at {at} while this run was watching ({event.get('detail')}); {then}"
+    return None
+
+
+def _events_since(seen: list[dict], current: list[dict]) -> list[dict]:
+    """The events of `current` recorded after the last one of `seen` (all of them when that one
+    has gone out of the bounded history, or was never there)."""
+    if not seen:
+        return list(current)
+    last = seen[-1]
+    for index in range(len(current) - 1, -1, -1):
+        if current[index] == last:
+            return list(current[index + 1 :])
+    return list(current)
+
+
+# -- reconciling the record with the live mirror -----------------------------------------------
+
+
+def reconcile(
+    state: RampState, plan: Sequence[Step], live_percent: float, live_drift: str, now: float
+) -> Decision | None:
+    """Make the record and the live mirror agree before anything is decided; None: they agree.
+
+    In this order:
+    1. A raise left unconfirmed (the intent was recorded, the proxy may not have it): confirmed
+       when the live mirror has it, else the record goes back to where the raise came from.
+    2. Drift. Pending, rolled back and stopped ramps have no mirror; the others at most the
+       recorded percent, in the driver's own shape (`live_drift` says how it differs, "" when it
+       does not). A mirror above that is set to it (the target). A live mirror below the record
+       pulls the record down (a lowering cut short, a hand edit): to the highest step at or below
+       it, its hold starting again, or to rolled back when no mirror is live. Never up.
+    3. A plan that is not the one recorded: the current step becomes the highest step whose
+       percent is at or below the recorded one, its hold starts again; the mirror is lowered to
+       that step's percent, never raised (below the first step, it stays where it is).
+    """
+    notes: list[str] = []
+    warnings: list[str] = []
+    new, target = state, None
+
+    if new.unconfirmed is not None:
+        origin = new.unconfirmed
+        if live_percent >= new.percent - PERCENT_EPSILON:
+            note = f"the raise to {_label(new, plan)} left unconfirmed by an earlier run is live: confirmed"
+            new = new.with_event(now, "confirm", note, unconfirmed=None)
+        else:
+            back = RampState(
+                status=origin["status"],
+                step_index=origin["step_index"],
+                percent=float(origin["percent"]),
+                step_started_at=origin["step_started_at"],
+            )
+            note = (
+                f"the raise to {new.percent:g}% recorded at {when(origin.get('at'))} did not reach the proxy "
+                f"(live {live_percent:g}%): back to {_label(back, plan) if back.status in AT_A_STEP else back.status}"
+            )
+            new = new.with_event(
+                now,
+                "revert",
+                note,
+                status=back.status,
+                step_index=back.step_index,
+                percent=back.percent,
+                step_started_at=back.step_started_at,
+                unconfirmed=None,
+            )
+            warnings.append(note)
+        notes.append(note)
+
+    mirror_on = new.status in AT_A_STEP
+    allowed = new.percent if mirror_on else 0.0
+    live = f"{live_percent:g}%" + (f" ({live_drift})" if live_drift else "")
+    if live_percent > allowed + PERCENT_EPSILON or (live_drift and live_percent > PERCENT_EPSILON):
+        expected = f"{allowed:g}%" if mirror_on else f"no mirror ({new.status})"
+        done = (
+            f"lowered to {allowed:g}%"
+            if allowed > 0 and live_percent > allowed
+            else (f"set again to {allowed:g}%" if allowed > 0 else "removed")
+        )
+        note = f"drift: the live mirror is {live}, the record says {expected}: {done}"
+        new = new.with_event(now, "drift", note)
+        target = allowed
+        notes.append(note)
+        warnings.append(note)
+    elif mirror_on and live_percent < allowed - PERCENT_EPSILON:
+        if live_percent <= PERCENT_EPSILON:
+            reason = (
+                f"no mirror is live while the record says {_label(new, plan)}: a rollback or stop cut short, "
+                "or a hand edit"
+            )
+            new = new.with_event(
+                now,
+                "drift",
+                f"drift: {reason}",
+                status="rolled_back",
+                percent=0.0,
+                rollback={"reason": reason, "gate": None, "value": None, "threshold": None, "at": now},
+            )
+            note = f"drift: {reason}; recorded as rolled back, it stays off until restart=true"
+        else:
+            new, target = _remap(new, plan, live_percent, now)
+            note = (
+                f"drift: the live mirror is {live}, below the recorded {allowed:g}%: the record follows it "
+                f"down to {_label(new, plan)}, its hold starts again"
+            )
+            new = new.with_event(now, "drift", note)
+        notes.append(note)
+        warnings.append(note)
+
+    wanted = fingerprint(plan)
+    if new.status in AT_A_STEP and new.plan != wanted:
+        index = new.step_index or 0
+        if new.plan is None and index < len(plan) and abs(plan[index].percent - new.percent) <= PERCENT_EPSILON:
+            new = new.evolve(plan=wanted)  # a state of an older version: it follows this plan
+        else:
+            was = percents_of(new.plan) if new.plan else "a plan not recorded"
+            new, lower = _remap(new, plan, new.percent, now)
+            target = lower if lower is not None else target
+            note = (
+                f"plan changed: {was} is now {describe_steps(plan)}: at {_label(new, plan)} of {len(plan)}, "
+                "its hold starts again" + (f"; the mirror is lowered to {lower:g}%" if lower is not None else "")
+            )
+            new = new.with_event(now, "plan_changed", note)
+            notes.append(note)
+
+    if new == state:
+        return None
+    if not notes:
+        # Only the plan of an older version's state adopted: carried by the next write, not one
+        # of its own (a write on every run for nothing).
+        return Decision(Action.RECONCILE, new, None, False, "")
+    moved = target is not None or (new.status, new.step_index, new.percent) != (
+        state.status,
+        state.step_index,
+        state.percent,
+    )
+    return Decision(
+        action=Action.RECONCILE,
+        state=new.evolve(updated_at=now),
+        target_percent=target,
+        changed=moved,
+        reason="; ".join(notes),
+        state_dirty=True,
+        warning="; ".join(warnings),
+    )
+
+
+def _remap(state: RampState, plan: Sequence[Step], percent: float, now: float) -> tuple[RampState, float | None]:
+    """`state` moved onto `plan` at the highest step at or below `percent`; (new state, the percent
+    to lower the mirror to, or None when it stays).
+
+    Below the first step, the ramp waits there at `percent` (its next move is up to step 1,
+    through the gates). Paused stays paused; completed stays completed only at the last step
+    with the same percent; the hold starts again.
+    """
+    fitting = [i for i, step in enumerate(plan) if step.percent <= percent + PERCENT_EPSILON]
+    index = fitting[-1] if fitting else 0
+    new_percent = plan[index].percent if fitting else percent
+    status = state.status
+    if status == "completed" and not (index == len(plan) - 1 and abs(new_percent - state.percent) <= PERCENT_EPSILON):
+        status = "ramping"
+    new = state.evolve(
+        status=status,
+        step_index=index,
+        percent=new_percent,
+        step_started_at=now,
+        inconclusive_streak=0,
+        plan=fingerprint(plan),
+    )
+    lower = new_percent if new_percent < percent - PERCENT_EPSILON else None
+    return new, lower

@@ -41,6 +41,7 @@ _KINDS = {
     "pause": ("paused", ":double_vertical_bar:"),
     "resume": ("resumed", ":arrow_forward:"),
     "restart": ("restarted", ":arrows_counterclockwise:"),
+    "reconcile": ("reconciled", ":warning:"),
 }
 _EMOJI = dict(_KINDS.values())
 EVENT_KINDS = tuple(_EMOJI)
@@ -60,7 +61,8 @@ def redact_url(url: str) -> str:
 
 
 def event_kind(action: Action | str) -> str | None:
-    """The event kind announcing `action`; None for STAY (nothing happened to announce)."""
+    """The event kind announcing `action`; None for STAY (nothing happened to announce) and LEFT
+    (the stop, rollback or pause that made this run leave was announced by the run that made it)."""
     kind_and_emoji = _KINDS.get(str(action))
     return kind_and_emoji[0] if kind_and_emoji else None
 

@@ -78,3 +78,23 @@ def parse_steps(raw: object) -> tuple[Step, ...]:
 def describe_steps(steps: Sequence[Step]) -> str:
     """The plan in one line for messages: "1% -> 5% -> 10% -> 20%"."""
     return " -> ".join(f"{step.percent:g}%" for step in steps)
+
+
+def fingerprint(steps: Sequence[Step]) -> str:
+    """The plan as exact, canonical text, stored with the ramp: "1%/86400s 5%/86400s".
+
+    Exact (repr of the floats, seconds not rounded) so that any change of a percent or a hold
+    is seen, and readable so that "plan changed" can say from what.
+    """
+    return " ".join(f"{_exact(step.percent)}%/{_exact(step.hold_seconds)}s" for step in steps)
+
+
+def _exact(number: float) -> str:
+    """repr, the shortest text that reads back as the same float, without a trailing ".0"."""
+    text = repr(float(number))
+    return text.removesuffix(".0")
+
+
+def percents_of(fingerprint_text: str) -> str:
+    """ "1% -> 5% -> 10%" from a stored fingerprint (for messages about the plan a ramp followed)."""
+    return " -> ".join(part.partition("/")[0] for part in fingerprint_text.split())

@@ -15,16 +15,30 @@ from mirrorramp.drivers.base import Driver, TargetSnapshot
 from mirrorramp.durations import format_duration
 from mirrorramp.errors import ConflictError, DriverError, MirrorRampError, PrometheusError
 from mirrorramp.gates import GateSet, check_queries, evaluate
-from mirrorramp.machine import Action, Decision, Policy, decide, emergency_stop
+from mirrorramp.machine import (
+    PERCENT_EPSILON,
+    Action,
+    Decision,
+    Policy,
+    decide,
+    emergency_stop,
+    interrupted,
+    reconcile,
+)
 from mirrorramp.model import GateResult, Step, Verdict
 from mirrorramp.notify import Notifier, event_from_decision
 from mirrorramp.prometheus import PrometheusClient
-from mirrorramp.state import RampState
+from mirrorramp.state import AT_A_STEP, RampState
 
 # States in which the mirror may be on, so the gates are evaluated.
 WATCHED_STATUSES = ("ramping", "paused", "completed")
 TERMINAL_STATUSES = ("completed", "rolled_back", "stopped")
 CONFLICT_RETRIES = 3
+# An explicit restart that cannot check its gate queries tries this often, then fails the task.
+RESTART_TRIES = 3
+RESTART_BACKOFF_SECONDS = 2.0
+# How often a waiting watch looks whether the process that started it is still there.
+ALIVE_CHECK_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -55,6 +69,7 @@ class RunOutcome:
     conflicts: int = 0
     warnings: list[str] = field(default_factory=list)
     passes: int = 0
+    ended: str = ""  # why this run left the ramp alone (another run stopped it meanwhile)
 
     @property
     def last(self) -> Decision | None:
@@ -83,6 +98,9 @@ class Runner:
         self.progress = progress
         # Called after every pass (the ramp report records each one).
         self.on_pass = on_pass
+        # The state as this run last saw it (read first, or written since): what is newer was
+        # recorded by another run.
+        self._seen: RampState | None = None
 
     # -- gates ---------------------------------------------------------------------------
     def _evaluate(self, state: RampState, now: float) -> tuple[list[GateResult] | None, list[GateResult]]:
@@ -118,69 +136,140 @@ class Runner:
 
     # -- one pass ------------------------------------------------------------------------
     def run_once(self, outcome: RunOutcome | None = None) -> RunOutcome:
+        """One pass: read, reconcile the record with the live mirror, decide, write, verify.
+
+        The first pass of a run applies its options (restart, resume) to the state it reads;
+        later passes (watch mode) do not, and a stop, rollback or pause that another run
+        recorded since this run last looked ends this run's work on the service.
+        """
+        first = outcome is None
         snapshot = self.driver.read()
         outcome = outcome or RunOutcome(before=snapshot, after=snapshot)
         outcome.passes += 1
+        policy = self.config.policy if first else self.config.policy.after_first_pass()
         for attempt in range(CONFLICT_RETRIES + 1):
-            now = self.clock()
-            status = snapshot.state.status
-            if status == "pending" or (self.config.policy.restart and status in ("rolled_back", "stopped")):
-                # The first change of a ramp: every query must parse before the mirror goes on.
-                try:
-                    outcome.warnings.extend(
-                        check_queries(self.config.gates, self.prometheus, self.config.query_context)
-                    )
-                except PrometheusError as e:
-                    gates = [
-                        GateResult(
-                            name="prometheus",
-                            kind="availability",
-                            query="",
-                            verdict=Verdict.INCONCLUSIVE,
-                            reason=f"cannot check the gate queries: {e}",
-                        )
-                    ]
-                    decision = decide(snapshot.state, self.config.plan, gates, now, self.config.policy)
-                    decision = _never_start(decision, snapshot, gates)
-                    outcome.gates = gates
-                    outcome.decisions.append(decision)
-                    outcome.after = snapshot
-                    return outcome
-            gates, shown = self._evaluate(snapshot.state, now)
-            decision = decide(snapshot.state, self.config.plan, gates, now, self.config.policy)
-            outcome.gates = shown
-            if not decision.changed and not decision.state_dirty:
-                outcome.decisions.append(decision)
-                outcome.after = snapshot
-                outcome.warnings.extend(self._post(decision, snapshot, snapshot))  # "held", if opted in
+            if self._seen is not None and (why := interrupted(self._seen, snapshot.state)):
+                outcome.decisions.append(Decision(Action.LEFT, snapshot.state, None, False, why))
+                outcome.after, outcome.ended = snapshot, why
+                self.progress(f"{self.config.environment}/{self.config.service}: {why}")
                 return outcome
-            target = decision.target_percent if decision.target_percent is not None else snapshot.percent
+            self._seen = snapshot.state
             try:
-                written = self.driver.write(snapshot, decision.state, target, dry_run=self.config.dry_run)
+                self._pass(snapshot, policy, outcome)
+                return outcome
             except ConflictError as e:
                 outcome.conflicts += 1
                 outcome.warnings.append(f"{e}; re-read and decided again (attempt {attempt + 1})")
                 snapshot = self.driver.read()
-                continue
-            if not self.config.dry_run:
-                self._verify(target)
-            outcome.decisions.append(decision)
-            outcome.after = written
-            outcome.changed = outcome.changed or decision.changed
-            # A wait for approval is announced once: when it is first recorded.
-            if decision.changed or _new_wait(decision, snapshot):
-                outcome.warnings.extend(self._announce(decision, snapshot, written, shown))
-            else:
-                outcome.warnings.extend(self._post(decision, snapshot, written))  # "held", if opted in
-            return outcome
         raise ConflictError(
             f"{self.driver.description} kept changing under this run ({CONFLICT_RETRIES + 1} conflicts); nothing changed"
         )
 
+    def _pass(self, snapshot: TargetSnapshot, policy: Policy, outcome: RunOutcome) -> None:
+        cfg = self.config
+        now = self.clock()
+        fix = reconcile(snapshot.state, cfg.plan, snapshot.percent, snapshot.mirror_drift, now)
+        if fix is not None and not fix.state_dirty:
+            snapshot, fix = replace(snapshot, state=fix.state), None
+        if fix is not None:
+            target = fix.target_percent if fix.target_percent is not None else snapshot.percent
+            written = self._apply(snapshot, fix.state, target, now)
+            self.progress(f"{cfg.environment}/{cfg.service}: {fix.reason}")
+            if fix.warning:
+                outcome.warnings.append(fix.warning)
+            outcome.warnings.extend(self._post(fix, snapshot, written))
+            outcome.decisions.append(fix)
+            outcome.after, outcome.changed = written, outcome.changed or fix.changed
+            snapshot = written
+        status = snapshot.state.status
+        restarting = policy.restart and status in ("rolled_back", "stopped")
+        if status == "pending" or restarting:
+            # The first change of a ramp: every query must parse before the mirror goes on.
+            problem = self._check_queries(outcome, tries=RESTART_TRIES if restarting else 1)
+            if problem:
+                if restarting:
+                    raise MirrorRampError(
+                        f"restart=true: not restarted, the gate queries could not be checked in "
+                        f"{RESTART_TRIES} tries: {problem}; the mirror stays off"
+                    )
+                gates = [GateResult("prometheus", "availability", "", Verdict.INCONCLUSIVE, reason=problem)]
+                outcome.gates = gates
+                self._done(outcome, fix, Decision(Action.HOLD, snapshot.state, None, False, f"not started: {problem}"))
+                return
+        gates, shown = self._evaluate(snapshot.state, now)
+        decision = decide(snapshot.state, cfg.plan, gates, now, policy)
+        outcome.gates = shown
+        if restarting and decision.action is Action.HOLD and decision.breach is not None:
+            raise MirrorRampError(f"restart=true: {decision.reason}; the mirror stays off")
+        if not decision.changed and not decision.state_dirty:
+            self._done(outcome, fix, decision)
+            outcome.warnings.extend(self._post(decision, snapshot, snapshot))  # "held", if opted in
+            return
+        target = decision.target_percent if decision.target_percent is not None else snapshot.percent
+        written = self._apply(snapshot, decision.state, target, now)
+        self._done(outcome, fix, decision)
+        outcome.after = written
+        outcome.changed = outcome.changed or decision.changed
+        # A wait for approval is announced once: when it is first recorded.
+        if decision.changed or _new_wait(decision, snapshot):
+            outcome.warnings.extend(self._announce(decision, snapshot, written, shown))
+        else:
+            outcome.warnings.extend(self._post(decision, snapshot, written))  # "held", if opted in
+
+    def _done(self, outcome: RunOutcome, fix: Decision | None, decision: Decision) -> None:
+        """Record the pass's decision; what reconciling did leads its line ("plan changed: ...")."""
+        if fix is not None and fix.reason:
+            decision = replace(decision, reason=f"{fix.reason}; {decision.reason}")
+        outcome.decisions.append(decision)
+
+    def _check_queries(self, outcome: RunOutcome, *, tries: int) -> str:
+        """ "" when every gate query parses, else why they could not be checked (after `tries`)."""
+        problem = ""
+        for attempt in range(tries):
+            if attempt:
+                self.sleep(RESTART_BACKOFF_SECONDS * attempt)
+            try:
+                outcome.warnings.extend(check_queries(self.config.gates, self.prometheus, self.config.query_context))
+                return ""
+            except PrometheusError as e:
+                problem = f"cannot check the gate queries: {e}"
+        return problem
+
+    def _apply(self, current: TargetSnapshot, state: RampState, percent: float, now: float) -> TargetSnapshot:
+        """Store `state` and set the mirror to `percent`, in an order a crash cannot make unsafe.
+
+        A driver whose state and mirror are one write (`atomic`) does both at once. Otherwise a
+        raise records its intent first (the new step, `unconfirmed`), then sets the proxy, reads
+        it back and confirms; a lowering sets the proxy first (the driver's write does). Killed
+        at any point, the next run finds a record at or above the live mirror, or an unconfirmed
+        raise it can finish or revert (machine.reconcile).
+        """
+        dry_run = self.config.dry_run
+        if dry_run or self.driver.atomic or percent <= current.percent + PERCENT_EPSILON:
+            written = self.driver.write(current, state, percent, dry_run=dry_run)
+            if not dry_run:
+                self._verify(percent)
+        else:
+            before = current.state
+            origin = (
+                {"status": before.status, "step_index": before.step_index, "percent": before.percent}
+                | {"step_started_at": before.step_started_at}
+                if before.status in AT_A_STEP
+                else {"status": "pending", "step_index": None, "percent": 0.0, "step_started_at": None}
+            )
+            intent = state.evolve(unconfirmed={"at": now, **origin})
+            recorded = self.driver.write(current, intent, current.percent, dry_run=False)
+            self._seen = intent
+            raised = self.driver.write(recorded, intent, percent, dry_run=False)
+            self._verify(percent)
+            written = self.driver.write(raised, state, percent, dry_run=False)
+        self._seen = written.state
+        return written
+
     def _verify(self, percent: float) -> None:
         """Read the target back: the write is done only when the live percent is the one set."""
         live = self.driver.read()
-        if abs(live.percent - percent) > 1e-9:
+        if abs(live.percent - percent) > PERCENT_EPSILON:
             raise DriverError(f"{self.driver.description}: wrote mirror {percent:g}% but read back {live.percent:g}%")
 
     def _announce(
@@ -225,18 +314,19 @@ class Runner:
         conflicts: list[str] = []
         for attempt in range(CONFLICT_RETRIES + 1):
             snapshot = self.driver.read()
-            decision = emergency_stop(snapshot.state, self.clock(), reason, by)
+            now = self.clock()
+            decision = emergency_stop(snapshot.state, now, reason, by, live_percent=snapshot.percent)
             outcome = RunOutcome(before=snapshot, after=snapshot, decisions=[decision], passes=1, warnings=conflicts)
             outcome.conflicts = len(conflicts)
+            if decision.warning:
+                outcome.warnings.append(decision.warning)
             if not decision.changed and snapshot.percent == 0:
                 return outcome
             try:
-                written = self.driver.write(snapshot, decision.state, 0.0, dry_run=self.config.dry_run)
+                written = self._apply(snapshot, decision.state, 0.0, now)
             except ConflictError as e:
                 conflicts.append(f"{e}; re-read and stopped again (attempt {attempt + 1})")
                 continue
-            if not self.config.dry_run:
-                self._verify(0.0)
             outcome.after, outcome.changed = written, True
             outcome.warnings.extend(self._announce(decision, snapshot, written, []))
             return outcome
@@ -251,9 +341,9 @@ class Runner:
         return RunOutcome(before=snapshot, after=snapshot, passes=1)
 
     # -- modes ---------------------------------------------------------------------------
-    def run(self) -> RunOutcome:
+    def run(self, alive: Callable[[], bool] = lambda: True) -> RunOutcome:
         """This ramp alone (see run_all); an error of any pass is raised."""
-        (result,) = run_all([self])
+        (result,) = run_all([self], alive=alive)
         if isinstance(result, MirrorRampError):
             raise result
         return result
@@ -263,6 +353,7 @@ def run_all(
     runners: Sequence[Runner],
     *,
     before_pass: Callable[[list[Runner]], None] = lambda _runners: None,
+    alive: Callable[[], bool] = lambda: True,
 ) -> list[RunOutcome | MirrorRampError]:
     """Run every ramp of `runners` (one task: the same mode, poll interval and deadline).
 
@@ -271,7 +362,12 @@ def run_all(
     ramp still going, one after the other; `before_pass` gets them first (to batch their reads
     and queries). A ramp whose pass fails (the API, a conflict that does not settle) is left
     out of the passes after it, with its error in its place: the others go on, so a rollback due
-    on one service is never held back by another.
+    on one service is never held back by another. A ramp that another run stopped, rolled back
+    or paused meanwhile is left out too (RunOutcome.ended).
+
+    `alive` is asked before every pass of a watch and while it waits: once it says no (the
+    process that started the run is gone), the watch ends without another write. A watch whose
+    controller was killed must not go on ramping on its own.
     """
     results: list[RunOutcome | MirrorRampError | None] = [None] * len(runners)
 
@@ -291,7 +387,9 @@ def run_all(
         return [
             (i, result)
             for i, result in enumerate(results)
-            if isinstance(result, RunOutcome) and result.after.state.status not in TERMINAL_STATUSES
+            if isinstance(result, RunOutcome)
+            and result.after.state.status not in TERMINAL_STATUSES
+            and not result.ended
         ]
 
     one_pass(list(range(len(runners))))
@@ -311,9 +409,28 @@ def run_all(
                 last = outcome.last
                 if last is not None and not last.changed:  # changes were announced already
                     runners[i].progress(f"{runners[i].config.environment}/{runners[i].config.service}: {last.reason}")
-            runners[0].sleep(min(config.poll_interval, remaining))
+            if not _wait(runners[0].sleep, min(config.poll_interval, remaining), alive):
+                for _, outcome in active:
+                    outcome.warnings.append(
+                        "the process that started this run is gone: the watch ends here, nothing more is "
+                        "written; the ramp goes on at the next run"
+                    )
+                break
             one_pass([i for i, _ in active])
     return [result for result in results if result is not None]  # the first pass filled every slot
+
+
+def _wait(sleep: Callable[[float], None], seconds: float, alive: Callable[[], bool]) -> bool:
+    """Sleep `seconds` in slices of at most ALIVE_CHECK_SECONDS; False as soon as `alive` says no."""
+    left = seconds
+    while True:
+        if not alive():
+            return False
+        if left <= 0:
+            return True
+        slice_ = min(ALIVE_CHECK_SECONDS, left)
+        sleep(slice_)
+        left -= slice_
 
 
 def _new_wait(decision: Decision, before: TargetSnapshot) -> bool:
@@ -333,19 +450,3 @@ def gate_row(gate: GateResult) -> str:
     limit = f"{gate.operator or ''} {gate.threshold:.4g}" if gate.threshold is not None else ""
     note = f"  ({gate.reason})" if gate.verdict is not Verdict.PASS and gate.reason else ""
     return f"    {gate.verdict:<12} {gate.name:<36} {value:>10} {limit}{note}".rstrip()
-
-
-def _never_start(decision: Decision, snapshot: TargetSnapshot, gates: list[GateResult]) -> Decision:
-    """Without a successful query check nothing may change: keep the target as it is."""
-    if decision.changed:
-        reason = f"not started: {gates[0].reason}"
-        return replace(
-            decision,
-            action=Action.HOLD,
-            state=snapshot.state,
-            target_percent=snapshot.percent,
-            changed=False,
-            state_dirty=False,
-            reason=reason,
-        )
-    return decision

@@ -16,7 +16,9 @@ from typing import Any
 
 from mirrorramp.errors import MirrorRampError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 1 had no `plan` and no `unconfirmed`: it is read with both empty (see from_dict).
+READABLE_VERSIONS = (1, SCHEMA_VERSION)
 STATUSES = ("pending", "ramping", "paused", "completed", "rolled_back", "stopped")
 # Statuses in which the ramp is at a step of the plan.
 AT_A_STEP = ("ramping", "paused", "completed")
@@ -24,6 +26,8 @@ HISTORY_LIMIT = 50
 ROLLBACK_KEYS = ("reason", "gate", "value", "threshold", "at")
 STOP_KEYS = ("reason", "at", "by")
 EVENT_KEYS = ("at", "event", "step", "percent", "detail")
+# What a raise that is not confirmed yet came from (see RampState.unconfirmed).
+UNCONFIRMED_KEYS = ("at", "status", "step_index", "percent", "step_started_at")
 
 
 class StateError(MirrorRampError):
@@ -54,6 +58,12 @@ class RampState:
     `percent` is the mirror percent this state believes is live (0 = no mirror fields).
     `history` keeps the last HISTORY_LIMIT events, each {at, event, step, percent, detail},
     where `step` is a 0-based step index like `step_index`.
+    `plan` is the fingerprint of the plan the ramp follows (plan.fingerprint), None before it
+    started: a run with another plan re-maps the ramp onto its own (machine.reconcile).
+    `unconfirmed` is set while a raise of the mirror is recorded but not yet read back from the
+    proxy (drivers whose state and mirror are two writes record the intent first): it holds the
+    position the raise came from, {at, status, step_index, percent, step_started_at}, so the
+    next run can finish the change (the proxy has it) or revert the record (it has not).
     """
 
     status: str = "pending"
@@ -66,6 +76,8 @@ class RampState:
     rollback: dict | None = None
     stop: dict | None = None
     history: list[dict] = field(default_factory=list)
+    plan: str | None = None
+    unconfirmed: dict | None = None
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -78,6 +90,8 @@ class RampState:
             object.__setattr__(self, "rollback", json_safe(self.rollback))
         if self.stop is not None:
             object.__setattr__(self, "stop", json_safe(self.stop))
+        if self.unconfirmed is not None:
+            object.__setattr__(self, "unconfirmed", json_safe(self.unconfirmed))
 
     @classmethod
     def initial(cls) -> RampState:
@@ -126,11 +140,13 @@ class RampState:
         version = data.get("schema_version")
         if isinstance(version, bool) or not isinstance(version, int):
             raise StateError(f"ramp state: schema_version is {version!r}, expected {SCHEMA_VERSION}")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS:
             raise StateError(
                 f"ramp state: schema_version {version} is not understood by this engine (it reads "
-                f"{SCHEMA_VERSION}); run the mirror_ramp version that wrote it"
+                f"{', '.join(map(str, READABLE_VERSIONS))}); run the mirror_ramp version that wrote it"
             )
+        if version == 1:
+            data = {"plan": None, "unconfirmed": None, **data, "schema_version": SCHEMA_VERSION}
         known = {f.name for f in fields(cls)}
         unknown = sorted(str(key) for key in data if key not in known)
         if unknown:
@@ -157,6 +173,10 @@ class RampState:
         history = _list_of_dicts(data, "history")
         rollback = _record(data, "rollback", ROLLBACK_KEYS)
         stop = _record(data, "stop", STOP_KEYS)
+        unconfirmed = _record(data, "unconfirmed", UNCONFIRMED_KEYS)
+        plan = data["plan"]
+        if plan is not None and (not isinstance(plan, str) or not plan):
+            raise StateError(f"ramp state: plan is {plan!r:.80}, expected null or the plan's fingerprint")
 
         if status in AT_A_STEP and step_index is None:
             raise StateError(f"ramp state: status {status} needs a step_index")
@@ -166,6 +186,8 @@ class RampState:
             raise StateError("ramp state: status rolled_back needs the rollback record")
         if status == "stopped" and stop is None:
             raise StateError("ramp state: status stopped needs the stop record")
+        if unconfirmed is not None and status not in AT_A_STEP:
+            raise StateError(f"ramp state: status {status} cannot have an unconfirmed raise")
         return cls(
             status=status,
             step_index=step_index,
@@ -177,7 +199,9 @@ class RampState:
             rollback=rollback,
             stop=stop,
             history=history,
-            schema_version=version,
+            plan=plan,
+            unconfirmed=unconfirmed,
+            schema_version=SCHEMA_VERSION,
         )
 
 

@@ -243,14 +243,15 @@ options:
   notify_events:
     description:
       - The events posted - started, advanced, held, waiting_for_approval, rolled_back, stopped, completed,
-        paused, resumed, restarted. C(held) is not posted unless listed (it happens on every scheduled run).
+        paused, resumed, restarted, reconciled (drift repaired, an unconfirmed raise confirmed or reverted, a
+        changed plan re-mapped). C(held) is not posted unless listed (it happens on every scheduled run).
       - Delivery is bounded (per-request timeouts, at most 3 attempts on errors, 429 and 5xx, a 10 s budget per
         event) and happens after the mirror was written and verified, so a failing receiver never delays a
         rollback; failures are warnings that name only the receiver's scheme and host.
     type: list
     elements: str
-    choices: [started, advanced, held, waiting_for_approval, rolled_back, stopped, completed, paused, resumed, restarted]
-    default: [advanced, completed, paused, restarted, resumed, rolled_back, started, stopped, waiting_for_approval]
+    choices: [started, advanced, held, waiting_for_approval, rolled_back, stopped, completed, paused, resumed, restarted, reconciled]
+    default: [advanced, completed, paused, reconciled, restarted, resumed, rolled_back, started, stopped, waiting_for_approval]
   report_dir:
     description:
       - Where the ramp report goes - each run appends its passes to C(<report_dir>/<environment>/<service>.jsonl)

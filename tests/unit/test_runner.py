@@ -38,6 +38,7 @@ class MemoryTarget:
     """A target holding the mirror percent and the state, versioned like a resourceVersion."""
 
     description = "memory target"
+    atomic = True
 
     def __init__(self, state: RampState | None = None, percent: float = 0.0) -> None:
         self.state = state or RampState.initial()

@@ -127,7 +127,7 @@ _DROP = object()
         pytest.param('{"status": "ramp', "not valid JSON", id="truncated"),
         pytest.param("[]", "expected a JSON object", id="array"),
         pytest.param("null", "expected a JSON object", id="null"),
-        pytest.param(_corrupt(schema_version=2), "schema_version 2 is not understood", id="newer-version"),
+        pytest.param(_corrupt(schema_version=3), "schema_version 3 is not understood", id="newer-version"),
         pytest.param(_corrupt(schema_version=0), "schema_version 0 is not understood", id="older-version"),
         pytest.param(_corrupt(schema_version="1"), "schema_version is '1'", id="version-as-text"),
         pytest.param(_corrupt(schema_version=_DROP), "schema_version is None", id="version-missing"),

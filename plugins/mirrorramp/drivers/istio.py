@@ -107,6 +107,20 @@ def _mirror_settings(vs: dict) -> dict[str, Any]:
     return {field: route[field] for field in MIRROR_FIELDS if field in route}
 
 
+def _mirror_drift(vs: dict, percent: float) -> str:
+    """How the live mirror fields differ from what the ramp writes for `percent`; "" if they do not."""
+    live = _mirror_settings(vs)
+    try:
+        wanted = _mirror_settings(with_mirror_percent(vs, percent))
+    except DriverError as e:  # no targets annotation: the ramp could not write any mirror
+        return str(e) if live else ""
+    return (
+        ""
+        if live == wanted
+        else f"live mirror fields {json.dumps(live, sort_keys=True)}, expected {json.dumps(wanted, sort_keys=True)}"
+    )
+
+
 class IstioDriver:
     """Reads and patches one VirtualService through the Kubernetes API."""
 
@@ -121,6 +135,7 @@ class IstioDriver:
         self._last: dict | None = None
         self._preloaded: dict | None = None
         self.description = f"VirtualService {namespace}/{name}"
+        self.atomic = True  # one JSON patch sets the mirror route and the state annotation
 
     def _call(self, what: str, fn, *args, **kwargs):
         from kubernetes.client.exceptions import ApiException
@@ -164,11 +179,13 @@ class IstioDriver:
         annotations = (vs.get("metadata") or {}).get("annotations") or {}
         raw = annotations.get(STATE_ANNOTATION)
         state = RampState.from_json(raw) if raw else RampState.initial()
+        percent = read_mirror_percent(vs)
         return TargetSnapshot(
             state=state,
-            percent=read_mirror_percent(vs),
+            percent=percent,
             version=str(vs["metadata"].get("resourceVersion", "")),
             mirror_settings=_mirror_settings(vs),
+            mirror_drift=_mirror_drift(vs, percent),
         )
 
     def write(self, current: TargetSnapshot, state: RampState, percent: float, *, dry_run: bool) -> TargetSnapshot:

@@ -116,6 +116,7 @@ class NginxDriver:
         self.http_timeout = http_timeout
         self.lock_timeout = lock_timeout
         self.description = f"nginx {service}"
+        self.atomic = False  # the include and the state file are two writes: the include first
 
     @classmethod
     def from_options(cls, service: str, options: dict[str, Any]) -> NginxDriver:
