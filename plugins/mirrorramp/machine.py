@@ -735,6 +735,11 @@ def emergency_stop(state: RampState, now: float, reason: str = "", by: str = "",
     )
 
 
+def roll_back(state: RampState, now: float, reason: str) -> Decision:
+    """Remove the mirror for a reason no gate result carries (a configuration error)."""
+    return _rollback(state, now, None, state.inconclusive_streak, reason=reason, gate=None, breach=None)
+
+
 def interrupted(seen: RampState, current: RampState) -> str | None:
     """Why this run must leave a ramp alone: the stop, rollback or pause that another run recorded
     since this run last saw the state (`seen`: what it read first, or last wrote). None: go on.
@@ -781,7 +786,8 @@ def reconcile(
     In this order:
     1. A raise left unconfirmed (the intent was recorded, the proxy may not have it): confirmed
        when the live mirror has it, else the record goes back to where the raise came from.
-    2. Drift. Pending, rolled back and stopped ramps have no mirror; the others at most the
+    2. Drift. Pending (once it recorded anything), rolled back and stopped ramps have no
+       mirror; the others at most the
        recorded percent, in the driver's own shape (`live_drift` says how it differs, "" when it
        does not). A mirror above that is set to it (the target). A live mirror below the record
        pulls the record down (a lowering cut short, a hand edit): to the highest step at or below
@@ -826,7 +832,11 @@ def reconcile(
     mirror_on = new.status in AT_A_STEP
     allowed = new.percent if mirror_on else 0.0
     live = f"{live_percent:g}%" + (f" ({live_drift})" if live_drift else "")
-    if live_percent > allowed + PERCENT_EPSILON or (live_drift and live_percent > PERCENT_EPSILON):
+    # A ramp that never wrote anything has no record to drift from: its live mirror is the one
+    # the operator rendered (`mirror_percent`), and its first run's START replaces it.
+    never_ran = new.status == "pending" and not new.history
+    above = live_percent > allowed + PERCENT_EPSILON or (live_drift and live_percent > PERCENT_EPSILON)
+    if above and not never_ran:
         expected = f"{allowed:g}%" if mirror_on else f"no mirror ({new.status})"
         done = (
             f"lowered to {allowed:g}%"

@@ -13,7 +13,14 @@ from dataclasses import dataclass, field, replace
 
 from mirrorramp.drivers.base import Driver, TargetSnapshot
 from mirrorramp.durations import format_duration
-from mirrorramp.errors import ConflictError, DriverError, MirrorRampError, PrometheusError
+from mirrorramp.errors import (
+    ConfigError,
+    ConflictError,
+    DriverError,
+    MirrorRampError,
+    PrometheusError,
+    QueryRejectedError,
+)
 from mirrorramp.gates import GateSet, check_queries, evaluate
 from mirrorramp.machine import (
     PERCENT_EPSILON,
@@ -24,6 +31,7 @@ from mirrorramp.machine import (
     emergency_stop,
     interrupted,
     reconcile,
+    roll_back,
 )
 from mirrorramp.model import GateResult, Step, Verdict
 from mirrorramp.notify import Notifier, event_from_decision
@@ -196,11 +204,12 @@ class Runner:
                 outcome.gates = gates
                 self._done(outcome, fix, Decision(Action.HOLD, snapshot.state, None, False, f"not started: {problem}"))
                 return
-        gates, shown = self._evaluate(snapshot.state, now)
+        try:
+            gates, shown = self._evaluate(snapshot.state, now)
+        except QueryRejectedError as e:
+            raise self._rejected(snapshot, policy, e, now, outcome) from e
         decision = decide(snapshot.state, cfg.plan, gates, now, policy)
         outcome.gates = shown
-        if restarting and decision.action is Action.HOLD and decision.breach is not None:
-            raise MirrorRampError(f"restart=true: {decision.reason}; the mirror stays off")
         if not decision.changed and not decision.state_dirty:
             self._done(outcome, fix, decision)
             outcome.warnings.extend(self._post(decision, snapshot, snapshot))  # "held", if opted in
@@ -215,6 +224,23 @@ class Runner:
             outcome.warnings.extend(self._announce(decision, snapshot, written, shown))
         else:
             outcome.warnings.extend(self._post(decision, snapshot, written))  # "held", if opted in
+
+    def _rejected(
+        self, snapshot: TargetSnapshot, policy: Policy, error: QueryRejectedError, now: float, outcome: RunOutcome
+    ) -> ConfigError:
+        """A gate query Prometheus refuses is a configuration error: the task fails, naming it.
+
+        The mirror stays as it is, unless the operator asked inconclusive checks to roll back:
+        then it is removed first (a ramp nobody can judge is one the operator wants off).
+        """
+        if policy.inconclusive_action != "rollback" or snapshot.state.status not in WATCHED_STATUSES:
+            return ConfigError(f"{error}; the mirror stays at {snapshot.percent:g}%")
+        decision = roll_back(snapshot.state, now, f"a gate query was rejected: {error}")
+        outcome.after = self._apply(snapshot, decision.state, 0.0, now)
+        outcome.decisions.append(decision)
+        outcome.changed = True
+        outcome.warnings.extend(self._announce(decision, snapshot, outcome.after, []))
+        return ConfigError(f"{error}; mirror removed (inconclusive_action=rollback)")
 
     def _done(self, outcome: RunOutcome, fix: Decision | None, decision: Decision) -> None:
         """Record the pass's decision; what reconciling did leads its line ("plan changed: ...")."""

@@ -611,21 +611,38 @@ def test_a_query_prometheus_refuses_fails_the_start_before_any_write(prometheus:
     assert (target.writes, target.percent) == (0, 0.0)
 
 
-def test_a_query_prometheus_refuses_mid_ramp_holds(prometheus: PrometheusServer, traffic: Traffic) -> None:
-    """The gates changed under a running ramp: the rejected query is no evidence, so no advance."""
-    traffic.serve("syntax-mid-v2")
+@pytest.mark.parametrize(
+    ("inconclusive_action", "percent_after", "words"),
+    [
+        pytest.param("hold", 1.0, "the mirror stays at 1%", id="mirror-stays"),
+        pytest.param("rollback", 0.0, "mirror removed (inconclusive_action=rollback)", id="rollback-on-errors"),
+    ],
+)
+def test_a_query_prometheus_refuses_mid_ramp_fails_the_run_naming_the_gate(
+    prometheus: PrometheusServer, traffic: Traffic, inconclusive_action: str, percent_after: float, words: str
+) -> None:
+    """The gates changed under a running ramp: a rejected query is a configuration error, not
+    missing evidence (which would hold the step for ever). The run fails naming the gate and
+    Prometheus' words; the mirror stays, or goes if the operator asked for rollback on errors."""
+    name = f"syntax-mid-{inconclusive_action}"
+    traffic.serve(f"{name}-v2")
     query = 'sum(rate(istio_requests_total{destination_workload=~"${mirror_workload}"[${window}]))'
     gates = {"thresholds": [{"name": "custom", "query": query, "operator": "<", "value": 1}]}
-    request = ramp_request(prometheus.url, "syntax-mid", gates=gates)
+    request = ramp_request(prometheus.url, name, gates=gates, inconclusive_action=inconclusive_action)
     state = ramping(0, started=time.time() - 3600)
     target = RecordingTarget(state, percent=1.0)
-    outcome = one_pass_until(
-        request, target, lambda o: o.gates and o.gates[0].verdict is Verdict.PASS, "enough traffic"
-    )
-    custom = next(gate for gate in outcome.gates if gate.name == "custom")
-    assert custom.verdict is Verdict.INCONCLUSIVE and custom.reason.startswith("query rejected: "), custom.reason
-    assert outcome.last.action is Action.HOLD and not outcome.changed
-    assert (target.state.step_index, target.state.step_started_at, target.percent) == (0, state.step_started_at, 1.0)
+
+    def attempt() -> ConfigError | None:
+        try:
+            runner(request, target).run()  # holds while the traffic gate lacks requests
+        except ConfigError as e:
+            return e
+        return None
+
+    error = poll_until(attempt, timeout=20, interval=0.5, what="the custom gate's query sent")
+    assert "gate 'custom'" in str(error) and "parse error" in str(error) and words in str(error), str(error)
+    assert target.percent == percent_after
+    assert target.state.step_index == 0
 
 
 def test_label_values_with_promql_metacharacters_reach_prometheus_as_one_string(prometheus: PrometheusServer) -> None:

@@ -179,6 +179,7 @@ class ReadTogether:
         self.inner = inner
         self.barrier = barrier
         self.description = inner.description
+        self.atomic = inner.atomic
         self._first = True
 
     def read(self) -> TargetSnapshot:
