@@ -325,3 +325,49 @@ def test_a_watch_whose_ansible_playbook_is_killed_stops_ramping(
     assert live(kube_api)["metadata"]["resourceVersion"] == left
     state = RampState.from_json(live(kube_api)["metadata"]["annotations"][STATE_ANNOTATION])
     assert state.status == "ramping" and state.step_index < len(PERCENTS) - 1
+
+
+# -- an emergency stop while a watch run with restart=true is going -----------------------------------
+
+
+def test_an_emergency_stop_during_a_watch_started_with_restart_sticks(
+    kube_api: KubeApiServer,  # noqa: F811
+    prometheus: ScriptedPrometheus,
+    tmp_path: Path,
+) -> None:
+    """The on-call report: `rollout.yml -e restart=true` watching, then emergency-stop.yml; the
+    mirror went to 0 and 2 s later back to 1 %. Here: the watch's worker and the stop as two
+    processes against the API double."""
+    seed(kube_api, 1)
+    execute(request_for(kube_api, prometheus, operation="stop", reason="first", by="alice"))
+    path = tmp_path / "arguments.json"
+    path.write_text(json.dumps(ramp_arguments(kube_api, prometheus, mode="watch", restart=True, deadline="60s")))
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.ramp_worker", str(path)],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+
+        def restarted() -> bool:
+            state = RampState.from_json(live(kube_api)["metadata"]["annotations"][STATE_ANNOTATION])
+            return state.status == "ramping"
+
+        poll_until(restarted, timeout=30, interval=0.05, what="the watch's restart")
+        stop = execute(request_for(kube_api, prometheus, operation="stop", reason="again", by="bob"))
+        assert stop["changed"] and "mirror removed (it was live at" in stop["msg"]
+        output, _ = watch.communicate(timeout=30)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+    assert watch.returncode == 0, output
+    result = json.loads(output.rsplit("RESULT ", 1)[1])
+    assert "stopped by bob" in result["msg"] and "while this run was watching" in result["msg"], result["msg"]
+    vs = live(kube_api)
+    state = RampState.from_json(vs["metadata"]["annotations"][STATE_ANNOTATION])
+    assert (state.status, read_mirror_percent(vs)) == ("stopped", 0.0)
+    assert [event["event"] for event in state.history].count("restart") == 1
+    assert state.history[-1]["event"] == "stop"
