@@ -4,19 +4,22 @@ Each case overrides one inventory variable of the local inventory (the whole val
 and expects the preflight to fail with a message that names the variable by its full path and the
 bad value. To keep this fast, all cases run in ONE ansible-playbook run of the role alone: the cases
 are packed onto the hosts of a generated inventory (host vars override group_vars/all), never two
-cases that override the same variable on one host: the preflight reports every bad input of a host
-together, so each case still finds its own message. The good cases (GOOD: optional inputs left out,
+cases that set one variable to different values on one host: the preflight reports every bad input of
+a host together, so each case still finds its own message. The good cases (GOOD: optional inputs left out,
 every form the engine reads) are packed the same way onto hosts of their own, which must pass. One
 case goes through playbooks/render.yml to prove that nothing is written.
 
 The rules shared with other code are also held to it directly, without Ansible: the hold pattern
-against the ramp engine's parser, the Envoy duration pattern against role mirror_proxy's, and the
+against the ramp engine's parser, the Envoy duration pattern against role mirror_proxy's, the keys of
+the gates and the steps against the engine's, the keys of a service against docs/configuration.md,
+each driver's percent resolution against the driver, the filter mirror_unknown_keys, and the
 methods the sandbox's nginx mirrors.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import re
 from collections.abc import Callable
@@ -26,9 +29,14 @@ from typing import Any
 import jinja2
 import pytest
 import yaml
+from ansible.errors import AnsibleFilterError
 
+from mirrorramp.adapter import ARGUMENT_SPEC
+from mirrorramp.drivers.nginx import check_percent
 from mirrorramp.durations import parse_duration
 from mirrorramp.errors import ConfigError
+from mirrorramp.gates import parse_gates
+from mirrorramp.plan import STEP_KEYS
 from tests.support.ansible_run import REPO_ROOT, run_playbook
 
 BASE_INVENTORY = REPO_ROOT / "inventories" / "local"
@@ -230,6 +238,13 @@ CASES = [
         "-1",
     ),
     (
+        # A missing severity is named, not a Jinja error about a dict.
+        "threshold-severity-missing",
+        var("mirror_thresholds", delete_key("error_ratio.warning")),
+        "mirror_thresholds.error_ratio.warning",
+        "null",
+    ),
+    (
         "error-ratio-above-one",
         var("mirror_thresholds", set_key("error_ratio.critical", 5)),
         "mirror_thresholds.error_ratio.critical",
@@ -267,13 +282,7 @@ CASES = [
         "mirror_services[0].retries.attempts",
         "-1",
     ),
-    (
-        # `{retry_on: a,b}` in a flow mapping splits at the comma into extra keys.
-        "retries-unknown-key",
-        services(set_key("0.retries", {"attempts": 2, "retry_on": "connect-failure", "refused-stream": None})),
-        "mirror_services[0].retries",
-        '"refused-stream": null',
-    ),
+    ("retries-not-a-mapping", services(set_key("0.retries", 3)), "mirror_services[0].retries", "3"),
     (
         "fault-in-prod",
         {"mirror_environment": "prod", **fault(lambda f: None)},
@@ -364,7 +373,158 @@ CASES = [
     ("ramp-hold-number-zero", steps((1, 0), (5, "5s")), "mirror_ramp_steps[0].hold", "0"),
     ("ramp-hold-boolean", steps((1, True), (5, "5s")), "mirror_ramp_steps[0].hold", "true"),
     ("ramp-driver-unknown", {"mirror_ramp_driver": "envoy"}, "mirror_ramp_driver", '"envoy"'),
+    # The local inventory ramps through nginx: split_clients takes two decimals (drivers/nginx.py).
+    ("ramp-percent-finer-than-nginx", steps((0.125, "5s"), (5, "5s")), "mirror_ramp_steps[0].percent", "0.125"),
+    (
+        "mirror-percent-finer-than-nginx",
+        services(set_key("0.mirror_percent", 0.125)),
+        "mirror_services[0].mirror_percent",
+        "0.125",
+    ),
     ("ramp-mode-unknown", {"mirror_ramp_mode": "cron"}, "mirror_ramp_mode", '"cron"'),
+]
+
+
+def changed(name: str, *changes: Callable[[Any], None]) -> dict[str, Any]:
+    """Variable `name` of the base inventory with every change applied."""
+    value = copy.deepcopy(BASE[name])
+    for change in changes:
+        change(value)
+    return {name: value}
+
+
+# Each variable with an unknown key at every place where it holds keys. The cases of one variable
+# share its value, so they share a host: the preflight reports every key at once.
+UNKNOWN_KEYS = {
+    **changed(
+        "mirror_services",
+        set_key("0.mirror_precent", 5),
+        set_key("0.colour", "red"),
+        set_key("0.subsets.1.lables", {"version": "v2"}),
+        set_key("0.mirrors.0.subnet", "candidate"),
+        # `{retry_on: a,b}` in a flow mapping splits at the comma into a key without a value.
+        set_key("0.retries", {"attempts": 2, "retry_on": "connect-failure", "refused-stream": None}),
+        set_key("0.connection_pool", {"tcp": {"max_connection": 10}, "https": {}}),
+        set_key("0.outlier_detection", {"intervall": "10s"}),
+        set_key("0.grpc", {"port": 50051, "prot": 50052}),
+        set_key("0.load_balancer", {"consistent_hash": "x-user-id"}),
+    ),
+    **changed(
+        "mirror_thresholds",
+        set_key("error_rate", {"warning": 0.1, "critical": 0.2}),
+        set_key("p99_latency_ms.critcal", 2000),
+        set_key("p95", {"warning": 1, "critical": 2}),
+    ),
+    **changed(
+        "mirror_proxy",
+        set_key("cachee", {"enabled": False}),
+        set_key("rate_limit.max_tokns", 10),
+        set_key("fault.enable", True),
+        set_key("fault.abort", {"percent": 1, "http_status": 503, "http_code": 503}),
+        set_key("authorization.principal", []),
+    ),
+    **changed("mirror_gateway_hpa", set_key("min_replica", 1)),
+    **changed("mirror_monitoring", set_key("intervall", "30s"), set_key("scheme", "https")),
+    **changed("mirror_ramp_steps", set_key("0.hodl", "1d")),
+    **changed(
+        "mirror_ramp_gates",
+        set_key("treshold", []),
+        set_key("min_requests", 5),
+        set_key("thresholds.0.operatr", "<"),
+        set_key("thresholds.0.unit", "ms"),
+        set_key("alerts.0.matcher", {"severity": "critical"}),
+        set_key("comparisons.0.max_detla", 0.1),
+    ),
+}
+# id, the key's path, its value as the message shows it, what the message says right after
+# "unknown key" (the near miss; "" for a far miss), and the keys allowed there, where given.
+KEY_CASES = [
+    ("key-service-near-miss", "mirror_services[0].mirror_precent", "5", " (did you mean mirror_percent?)", None),
+    ("key-service-far-miss", "mirror_services[0].colour", '"red"', "", None),
+    ("key-subset", "mirror_services[0].subsets[1].lables", '{"version": "v2"}', " (did you mean labels?)", None),
+    ("key-mirror", "mirror_services[0].mirrors[0].subnet", '"candidate"', " (did you mean subset?)", None),
+    (
+        "key-retries-unquoted",
+        "mirror_services[0].retries.refused-stream",
+        "null",
+        "",
+        "attempts, per_try_timeout, retry_on",
+    ),
+    (
+        "key-connection-pool-tcp",
+        "mirror_services[0].connection_pool.tcp.max_connection",
+        "10",
+        " (did you mean max_connections?)",
+        None,
+    ),
+    ("key-connection-pool", "mirror_services[0].connection_pool.https", "{}", " (did you mean http?)", "http, tcp"),
+    (
+        "key-outlier-detection",
+        "mirror_services[0].outlier_detection.intervall",
+        '"10s"',
+        " (did you mean interval?)",
+        None,
+    ),
+    ("key-grpc", "mirror_services[0].grpc.prot", "50052", " (did you mean port?)", "port"),
+    (
+        "key-load-balancer",
+        "mirror_services[0].load_balancer.consistent_hash",
+        '"x-user-id"',
+        " (did you mean consistent_hash_header?)",
+        None,
+    ),
+    (
+        "key-threshold-metric",
+        "mirror_thresholds.error_rate",
+        '{"critical": 0.2, "warning": 0.1}',
+        " (did you mean error_ratio?)",
+        None,
+    ),
+    (
+        "key-threshold-far-miss",
+        "mirror_thresholds.p95",
+        '{"critical": 2, "warning": 1}',
+        "",
+        "error_ratio, p99_latency_ms",
+    ),
+    ("key-threshold-severity", "mirror_thresholds.p99_latency_ms.critcal", "2000", " (did you mean critical?)", None),
+    ("key-proxy-feature", "mirror_proxy.cachee", '{"enabled": false}', " (did you mean cache?)", None),
+    ("key-proxy-rate-limit", "mirror_proxy.rate_limit.max_tokns", "10", " (did you mean max_tokens?)", None),
+    ("key-proxy-fault", "mirror_proxy.fault.enable", "true", " (did you mean enabled?)", None),
+    ("key-proxy-fault-abort-far-miss", "mirror_proxy.fault.abort.http_code", "503", "", "http_status, percent"),
+    ("key-proxy-authorization", "mirror_proxy.authorization.principal", "[]", " (did you mean principals?)", None),
+    ("key-gateway-hpa", "mirror_gateway_hpa.min_replica", "1", " (did you mean min_replicas?)", None),
+    ("key-monitoring-near-miss", "mirror_monitoring.intervall", '"30s"', " (did you mean interval?)", None),
+    ("key-monitoring-far-miss", "mirror_monitoring.scheme", '"https"', "", "interval, kind, labels"),
+    ("key-ramp-step", "mirror_ramp_steps[0].hodl", '"1d"', " (did you mean hold?)", "hold, percent"),
+    ("key-gates", "mirror_ramp_gates.treshold", "[]", " (did you mean thresholds?)", None),
+    (
+        "key-gates-min-requests-moved",
+        "mirror_ramp_gates.min_requests",
+        "5",
+        " (set mirror_ramp_min_requests instead)",
+        "alerts, comparisons, request_query, thresholds",
+    ),
+    ("key-gate-threshold", "mirror_ramp_gates.thresholds[0].operatr", '"<"', " (did you mean operator?)", None),
+    ("key-gate-threshold-far-miss", "mirror_ramp_gates.thresholds[0].unit", '"ms"', "", None),
+    (
+        "key-gate-alert",
+        "mirror_ramp_gates.alerts[0].matcher",
+        '{"severity": "critical"}',
+        " (did you mean matchers?)",
+        None,
+    ),
+    ("key-gate-comparison", "mirror_ramp_gates.comparisons[0].max_detla", "0.1", " (did you mean max_delta?)", None),
+]
+
+
+def variable_of(path: str) -> str:
+    return re.split(r"[.\[]", path, maxsplit=1)[0]
+
+
+CASES += [
+    (case_id, {variable_of(path): UNKNOWN_KEYS[variable_of(path)]}, path, shown)
+    for case_id, path, shown, _, _ in KEY_CASES
 ]
 # id, overrides that every check must accept.
 GOOD = [
@@ -388,6 +548,50 @@ GOOD = [
                 },
             }
         },
+    ),
+    # istio writes a double: a percent that nginx cannot set is fine there.
+    (
+        "percent-finer-than-nginx-on-istio",
+        {
+            "mirror_ramp_driver": "istio",
+            **steps((0.125, "5s"), (5, "5s")),
+            **services(set_key("0.mirror_percent", 0.125)),
+        },
+    ),
+    # Hundredths, whose float times 100 is not whole (0.29 * 100 = 28.999999999999996).
+    ("percents-in-hundredths-on-nginx", steps((0.29, "5s"), (0.57, "5s"), (1.1, "5s"))),
+    # Every key that a service may hold, each where the roles read it.
+    (
+        "every-service-key",
+        services(
+            set_key(
+                "0",
+                {
+                    **BASE["mirror_services"][0],
+                    "namespace": "shop",
+                    "host": "demo-service.shop.svc.cluster.local",
+                    "mirrors": [{"subset": "candidate", "host": "demo-service-mirror"}],
+                    "mirror_match": {"headers": {"x-user-type": {"exact": "beta-tester"}}},
+                    "retries": {"attempts": 2, "per_try_timeout": "2s", "retry_on": "connect-failure"},
+                    "load_balancer": {"consistent_hash_header": "x-user-id"},
+                    "connection_pool": {
+                        "tcp": {"max_connections": 100, "connect_timeout": "1s"},
+                        "http": {
+                            "http1_max_pending_requests": 100,
+                            "http2_max_requests": 100,
+                            "max_requests_per_connection": 10,
+                        },
+                    },
+                    "outlier_detection": {
+                        "consecutive_5xx_errors": 3,
+                        "interval": "10s",
+                        "base_ejection_time": "30s",
+                        "max_ejection_percent": 50,
+                    },
+                    "grpc": {"port": 50051},
+                },
+            )
+        ),
     ),
 ]
 # Two bad inputs at once: both are reported in one failure.
@@ -427,7 +631,12 @@ def preflight_outcome(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[st
     for prefix, cases in (("cases-", [(case[0], case[1]) for case in CASES]), ("good-", GOOD)):
         for case_id, overrides in cases:
             packed = next(
-                (name for name in hosts if name.startswith(prefix) and not set(overrides) & set(hosts[name])),
+                (
+                    name
+                    for name in hosts
+                    if name.startswith(prefix)
+                    and all(hosts[name].get(key, value) == value for key, value in overrides.items())
+                ),
                 f"{prefix}{len(hosts)}",
             )
             hosts.setdefault(packed, dict(host)).update(overrides)
@@ -498,6 +707,58 @@ def test_render_writes_nothing_on_bad_input(tmp_path: Path):
     assert not build_dir.exists() or not any(build_dir.rglob("*"))
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("case_id", "path", "shown", "says", "allowed"), KEY_CASES, ids=[case[0] for case in KEY_CASES]
+)
+def test_unknown_key_names_the_keys_allowed_and_the_near_miss(preflight_outcome, case_id, path, shown, says, allowed):
+    failures, _ = preflight_outcome
+    named = [part for part in failures[CASE_HOST[case_id]].split(" | ") if f"{path} = " in part]
+    assert len(named) == 1, named
+    parent = path.rsplit(".", 1)[0]
+    assert f"{path} = {shown}: unknown key{says}; the keys of {parent} must be among " in named[0], named[0]
+    if allowed is not None:
+        assert f"must be among {allowed}" in named[0], named[0]
+    assert ("must be quoted" in named[0]) is (shown == "null"), named[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case_id", ["ramp-percent-finer-than-nginx", "mirror-percent-finer-than-nginx"])
+def test_percent_finer_than_the_driver_names_the_driver_and_what_it_takes(preflight_outcome, case_id):
+    failures, _ = preflight_outcome
+    expected = (
+        "= 0.125: must be a multiple of 0.01 with mirror_ramp_driver nginx (the finest percent it can set), "
+        "such as 0.12 or 0.13"
+    )
+    assert expected in failures[CASE_HOST[case_id]], failures[CASE_HOST[case_id]]
+
+
+NO_SERVICES = "mirror_services = []: must list at least one service"
+
+
+# ramp.yml (and status.yml, emergency-stop.yml) run no preflight: playbooks/tasks/select-services.yml
+# says what rollout.yml's preflight says.
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("playbook", "extra_vars", "message"),
+    [
+        ("rollout.yml", {"mirror_services": []}, NO_SERVICES),
+        ("playbooks/ramp.yml", {"mirror_services": []}, NO_SERVICES),
+        ("playbooks/ramp.yml", {"mirror_services": [], "service": ""}, NO_SERVICES),
+        ("playbooks/ramp.yml", {"service": "nope"}, "service=nope is not a service of local; known: demo-service"),
+    ],
+    ids=["rollout-no-services", "ramp-no-services", "ramp-no-services-empty-service", "ramp-unknown-service"],
+)
+def test_playbook_without_its_service_says_why(tmp_path: Path, playbook, extra_vars, message):
+    build_dir = tmp_path / "build"
+    run = run_playbook(playbook, "inventories/local", {"mirror_build_dir": str(build_dir), **extra_vars}, check=True)
+    assert run.returncode != 0
+    assert message in run.output, run.output[-3000:]
+    if message == NO_SERVICES:
+        assert "is not a service of" not in run.output
+    assert not build_dir.exists()
+
+
 def role_vars(role: str) -> dict[str, Any]:
     return yaml.safe_load((REPO_ROOT / "roles" / role / "vars" / "main.yml").read_text())
 
@@ -530,6 +791,143 @@ def test_hold_pattern_accepts_exactly_what_the_engine_reads(hold: str, read: boo
     pattern = role_vars("mirror_preflight")["__mirror_preflight_hold"]
     assert engine_reads(hold) is read
     assert (re.match(pattern, hold) is not None) is read
+
+
+def engine_allowed_keys(raw: dict) -> list[str]:
+    """The keys the engine's gate parser allows where `raw` puts an unknown one (its message)."""
+    with pytest.raises(ConfigError, match="unknown key") as error:
+        parse_gates(raw)
+    return sorted(str(error.value).rsplit("allowed: ", 1)[1].split(", "))
+
+
+def test_gate_keys_are_the_ones_the_engine_reads() -> None:
+    """min_requests aside: the ramp refuses it inside the gates (mirror_ramp_min_requests sets it)."""
+    options = role_vars("mirror_preflight")["__mirror_preflight_gate_options"]
+    assert sorted([*options, "min_requests"]) == engine_allowed_keys({"unknown": 1})
+    for kind in ("thresholds", "alerts", "comparisons"):
+        assert sorted(options[kind]["options"]) == engine_allowed_keys({kind: [{"unknown": 1}]}), kind
+
+
+def test_step_keys_are_the_ones_the_engine_reads() -> None:
+    assert sorted(role_vars("mirror_preflight")["__mirror_preflight_step_options"]) == sorted(STEP_KEYS)
+
+
+def leaf_paths(options: dict, prefix: str = "") -> set[str]:
+    paths: set[str] = set()
+    for key, spec in options.items():
+        if spec and spec.get("options"):
+            paths |= leaf_paths(spec["options"], f"{prefix}{key}.")
+        else:
+            paths.add(f"{prefix}{key}")
+    return paths
+
+
+def documented_service_keys() -> set[str]:
+    """The leaf keys of the key tables of docs/configuration.md's services section: the key column
+    (`connection_pool.tcp.max_connections`), the `{a, b}` of the type column, `subsets[]`'s table."""
+    section = (REPO_ROOT / "docs" / "configuration.md").read_text().split("\n## services.yml", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    paths: set[str] = set()
+    prefix, in_key_table = "", False
+    for line in section.splitlines():
+        if owner := re.fullmatch(r"`(\w+)\[\]`:", line.strip()):
+            prefix = owner.group(1) + "."
+        cells = [cell.strip() for cell in line.split("|")[1:-1]]
+        if not cells:
+            in_key_table = False
+            continue
+        if cells[0] == "key":
+            in_key_table = True
+        elif in_key_table and cells[0].startswith("`"):
+            key = prefix + cells[0].strip("`")
+            paths.add(key)
+            for inner in re.findall(r"`\{([^}]*)\}`", cells[1]):
+                paths |= {f"{key}.{name.strip()}" for name in inner.split(",")}
+    return {path for path in paths if not any(other.startswith(path + ".") for other in paths)}
+
+
+def test_service_keys_are_the_documented_ones() -> None:
+    options = role_vars("mirror_preflight")["__mirror_preflight_service_options"]
+    assert leaf_paths(options) == documented_service_keys()
+
+
+def test_driver_resolutions_are_what_each_driver_sets() -> None:
+    resolutions = role_vars("mirror_preflight")["__mirror_preflight_ramp_driver_resolutions"]
+    assert list(resolutions) == ARGUMENT_SPEC["driver"]["choices"]
+    assert resolutions["istio"] is None  # mirrorPercentage.value is a double
+    nginx = resolutions["nginx"]
+    assert check_percent(nginx) == nginx
+    assert check_percent(100 - nginx) == 100 - nginx
+    with pytest.raises(ConfigError, match="two decimals"):
+        check_percent(nginx / 2)
+
+
+def load_filter(name: str) -> Callable[..., Any]:
+    spec = importlib.util.spec_from_file_location(
+        "mirror_input_keys", REPO_ROOT / "filter_plugins" / "mirror_input_keys.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.FilterModule().filters()[name]
+
+
+UNKNOWN_KEYS_FILTER = load_filter("mirror_unknown_keys")
+FILTER_OPTIONS = {
+    "svc": {"options": {"name": {}, "labels": {}, "subsets": {"type": "list", "options": {"name": {}}}}},
+}
+
+
+@pytest.mark.parametrize(
+    ("value", "paths"),
+    [
+        ([{"name": "a", "labels": {"any": "label"}, "subsets": [{"name": "x"}]}], []),
+        ([{"name": "a"}, {"nmae": "b"}], ["svc[1].nmae"]),
+        ([{"subsets": [{"name": "x"}, {"nam": "y", "port": 1}]}], ["svc[0].subsets[1].nam", "svc[0].subsets[1].port"]),
+        # A value of another type is left to the other checks.
+        ([{"subsets": "x"}, "y", {"subsets": [3]}], []),
+        ({"name": "a", 7: None}, ["svc.7"]),
+    ],
+    ids=["known", "in-a-list", "nested", "other-types", "non-string-key"],
+)
+def test_filter_finds_every_unknown_key_at_its_path(value, paths) -> None:
+    assert [row["path"] for row in UNKNOWN_KEYS_FILTER({"svc": value}, FILTER_OPTIONS)] == paths
+
+
+def test_filter_row_has_the_allowed_keys_and_the_near_miss() -> None:
+    (row,) = UNKNOWN_KEYS_FILTER({"svc": [{"subsets": [{"nmae": 1}]}]}, FILTER_OPTIONS)
+    assert row == {
+        "path": "svc[0].subsets[0].nmae",
+        "parent": "svc[0].subsets[0]",
+        "key": "nmae",
+        "value": 1,
+        "allowed": ["name"],
+        "close": ["name"],
+    }
+    (far,) = UNKNOWN_KEYS_FILTER({"svc": {"colour": 1}}, FILTER_OPTIONS)
+    assert far["close"] == []
+
+
+@pytest.mark.parametrize(
+    ("inputs", "options", "says"),
+    [
+        ([1], FILTER_OPTIONS, "expected a mapping of input name to value, got list"),
+        ({"svc": {}}, ["svc"], "expected the options as a mapping"),
+        ({"other": {}}, FILTER_OPTIONS, "no options for input 'other'"),
+        ({"svc": {"name": 1}}, {"svc": {"options": {"name": "str"}}}, "the spec of svc.name is 'str'"),
+        ({"svc": {}}, {"svc": {"options": ["name"]}}, "the options of svc are ['name']"),
+    ],
+    ids=[
+        "inputs-not-a-mapping",
+        "options-not-a-mapping",
+        "input-without-options",
+        "spec-not-a-mapping",
+        "options-a-list",
+    ],
+)
+def test_filter_refuses_what_it_cannot_walk(inputs, options, says) -> None:
+    with pytest.raises(AnsibleFilterError, match=re.escape(f"mirror_unknown_keys: {says}")):
+        UNKNOWN_KEYS_FILTER(inputs, options)
 
 
 def test_envoy_durations_have_one_rule_in_both_preflights() -> None:
