@@ -35,9 +35,9 @@ class ActionModule(ActionBase):
                 diff=bool(self._task.diff),
             )
             if new_module_args.get("services") is None:  # one service: its own result, errors raised
-                outcome = execute(requests[0], progress=display.display, debug=display.vvv)
+                outcome = execute(requests[0], progress=display.display, debug=display.vvv, warn=display.warning)
             else:
-                outcome = execute_all(requests, progress=display.display, debug=display.vvv)
+                outcome = execute_all(requests, progress=display.display, debug=display.vvv, warn=display.warning)
                 for row in outcome["results"]:
                     display.display(row_line(row))
         except ConfigError as e:

@@ -375,7 +375,14 @@ class _Job:
     records: list[report.HistoryRecord]
 
 
-def _job(request: RampRequest, driver: Driver, prometheus, progress, debug) -> _Job:
+def _job(
+    request: RampRequest,
+    driver: Driver,
+    prometheus,
+    progress: Callable[[str], None],
+    debug: Callable[[str], None],
+    warn: Callable[[str], None] | None = None,
+) -> _Job:
     debug(f"mirror_ramp: {request.config.service} on {driver.description}, mode {request.config.mode}")
     records: list[report.HistoryRecord] = []
     runner = Runner(
@@ -384,6 +391,7 @@ def _job(request: RampRequest, driver: Driver, prometheus, progress, debug) -> _
         prometheus,
         request.notifier,
         progress=progress if request.config.mode == "watch" else debug,
+        warn=warn,
         on_pass=lambda outcome: records.append(report.HistoryRecord.from_run(request.config, outcome, time.time())),
     )
     return _Job(request, runner, records)
@@ -418,6 +426,7 @@ def execute(
     *,
     progress: Callable[[str], None] = lambda _m: None,
     debug: Callable[[str], None] = lambda _m: None,
+    warn: Callable[[str], None] | None = None,
     driver: Driver | None = None,
     prometheus: PrometheusClient | None = None,
 ) -> dict:
@@ -425,7 +434,7 @@ def execute(
 
     Errors are raised (MirrorRampError); execute_all runs many services and reports them.
     """
-    job = _job(request, driver or build_driver(request), prometheus or build_prometheus(request), progress, debug)
+    job = _job(request, driver or build_driver(request), prometheus or build_prometheus(request), progress, debug, warn)
     if request.operation != "ramp":
         return _operate(job)
     return _finished(job, job.runner.run(alive=started_by_alive()))
@@ -436,6 +445,7 @@ def execute_all(
     *,
     progress: Callable[[str], None] = lambda _m: None,
     debug: Callable[[str], None] = lambda _m: None,
+    warn: Callable[[str], None] | None = None,
 ) -> dict:
     """Every service of a task in one run, with the fixed costs paid once, not per service.
 
@@ -452,7 +462,8 @@ def execute_all(
         contexts = [request.config.query_context for request in requests]
         prometheus = BatchedPrometheus(client, first.config.gates, contexts, first.config.window_seconds)
     jobs = [
-        _job(request, driver, prometheus, progress, debug) for request, driver in zip(requests, drivers, strict=True)
+        _job(request, driver, prometheus, progress, debug, warn)
+        for request, driver in zip(requests, drivers, strict=True)
     ]
 
     def before_pass(runners: list[Runner]) -> None:

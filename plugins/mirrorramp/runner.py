@@ -96,6 +96,7 @@ class Runner:
         sleep: Callable[[float], None] = time.sleep,
         progress: Callable[[str], None] = lambda _msg: None,
         on_pass: Callable[[RunOutcome], None] = lambda _outcome: None,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
         self.driver = driver
@@ -106,6 +107,9 @@ class Runner:
         self.progress = progress
         # Called after every pass (the ramp report records each one).
         self.on_pass = on_pass
+        # Shows a warning that must come before the ramp changes anything (the gate queries'
+        # check); None: it joins the run's warnings, shown when the run ends.
+        self.warn = warn
         # The state as this run last saw it (read first, or written since): what is newer was
         # recorded by another run.
         self._seen: RampState | None = None
@@ -255,10 +259,16 @@ class Runner:
             if attempt:
                 self.sleep(RESTART_BACKOFF_SECONDS * attempt)
             try:
-                outcome.warnings.extend(check_queries(self.config.gates, self.prometheus, self.config.query_context))
-                return ""
+                warnings = check_queries(self.config.gates, self.prometheus, self.config.query_context)
             except PrometheusError as e:
                 problem = f"cannot check the gate queries: {e}"
+                continue
+            if self.warn is None:
+                outcome.warnings.extend(warnings)
+            else:
+                for warning in warnings:
+                    self.warn(f"{self.config.service}: {warning}")
+            return ""
         return problem
 
     def _apply(self, current: TargetSnapshot, state: RampState, percent: float, now: float) -> TargetSnapshot:

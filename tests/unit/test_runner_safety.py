@@ -13,12 +13,13 @@ from dataclasses import replace
 import pytest
 
 from mirrorramp.errors import MirrorRampError
+from mirrorramp.gates import parse_gates
 from mirrorramp.machine import Action, Policy
 from mirrorramp.model import Step
 from mirrorramp.plan import fingerprint
 from mirrorramp.runner import RESTART_TRIES
 from mirrorramp.state import RampState
-from tests.unit.test_runner import PLAN, Clock, MemoryTarget, ScriptedPrometheus, make_runner, ramping
+from tests.unit.test_runner import GATES, PLAN, Clock, MemoryTarget, ScriptedPrometheus, make_runner, ramping
 
 
 def stopped_at(when: float) -> RampState:
@@ -204,3 +205,25 @@ def test_an_explicit_restart_that_cannot_check_its_queries_fails_after_bounded_t
         runner.run()
     assert target.writes == 0 and target.state.status == "stopped"
     assert 0 < clock.now - 1_000_000.0 < 60  # a bounded wait, not the watch's deadline
+
+
+# -- 5. the warning about an alert gate that cannot fire comes before the first change ----------------
+
+
+def test_an_alert_gate_no_rule_can_fire_is_warned_about_before_the_start():
+    clock = Clock()
+    target = MemoryTarget()
+    runner = make_runner(target, ScriptedPrometheus(), clock)
+    runner.config = replace(
+        runner.config,
+        gates=parse_gates({**GATES, "alerts": [{"name": "no-page", "matchers": {"severity": "page"}}]}),
+    )
+    said: list[str] = []
+    runner.progress = said.append
+    runner.warn = lambda message: said.append(f"WARNING {message}")
+    outcome = runner.run()
+    assert target.state.status == "ramping"  # the start goes ahead: the gate holds it later
+    warned = next(i for i, line in enumerate(said) if line.startswith("WARNING user-service: gate 'no-page'"))
+    started = next(i for i, line in enumerate(said) if "started: step 1" in line)
+    assert warned < started
+    assert not [w for w in outcome.warnings if "no-page" in w]  # shown once, not again at the end
