@@ -12,7 +12,12 @@ Admin port (never counted as traffic):
   GET  /metrics    Prometheus exposition
   GET  /healthz    200 "ok"
   GET  /control    the current behaviour, JSON
-  POST /control    JSON {"error_ratio": 0.3, "latency_ms": 0}: answer that share with 500, add latency
+  POST /control    JSON {"error_ratio": 0.3, "latency_ms": 0, "latency_median_ms": 20,
+                   "latency_spread": 0.5, "seed": 7}, every key optional (0 or none when left out):
+                   each request fails with 500 with probability error_ratio and waits latency_ms
+                   plus a log-normal draw of median latency_median_ms and log-sd latency_spread
+                   (0: always the median; the wait is capped at 60 s); a seed restarts the
+                   backend's random numbers, for draws that repeat run after run
   GET  /requests   ?prefix=/p/&limit=20: how many requests under the path /p/ were served since the
                    start (every one counted), and the last ones of the most recent 20,000
                    (method, path, X-Request-Id, body length and sha256)
@@ -23,13 +28,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import random
 import signal
 import sys
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -83,30 +89,64 @@ MAX_BODY = 1 << 20  # bodies above 1 MiB are refused (413): the sandbox has no u
 RECENT_LIMIT = 20000  # requests kept with their details; counts cover every request served
 
 
+MAX_LATENCY_MS = 60000.0
+# Each numeric key of /control and the range it takes.
+BEHAVIOUR_RANGES = {
+    "error_ratio": (0.0, 1.0),
+    "latency_ms": (0.0, MAX_LATENCY_MS),
+    "latency_median_ms": (0.0, MAX_LATENCY_MS),
+    "latency_spread": (0.0, 3.0),
+}
+
+
 @dataclass
 class Behaviour:
-    """What the backend does to the requests it serves; switched at run time on /control."""
+    """What the backend does to the requests it serves; switched at run time on /control.
+
+    error_ratio: the probability that a request fails with 500. The wait of a request is
+    latency_ms (fixed) plus, with latency_median_ms, a log-normal draw: median latency_median_ms,
+    sigma of its logarithm latency_spread (0: the median every time). seed: where the backend's
+    random numbers restart when this behaviour is set (None: they go on)."""
 
     error_ratio: float = 0.0
     latency_ms: float = 0.0
+    latency_median_ms: float = 0.0
+    latency_spread: float = 0.0
+    seed: int | None = None
 
     @staticmethod
     def validated(data: Any) -> Behaviour:
+        known = [*BEHAVIOUR_RANGES, "seed"]
         if not isinstance(data, dict):
-            raise ValueError('expected a JSON object like {"error_ratio": 0.3, "latency_ms": 0}')
-        unknown = sorted(set(data) - {"error_ratio", "latency_ms"})
+            raise ValueError(
+                'expected a JSON object like {"error_ratio": 0.3, "latency_median_ms": 20, "latency_spread": 0.5}'
+            )
+        unknown = sorted(set(data) - set(known))
         if unknown:
-            raise ValueError(f"unknown key(s) {', '.join(unknown)}; known: error_ratio, latency_ms")
-        ratio = data.get("error_ratio", 0.0)
-        latency = data.get("latency_ms", 0.0)
-        for key, value in (("error_ratio", ratio), ("latency_ms", latency)):
+            raise ValueError(f"unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        values = {}
+        for key, (low, high) in BEHAVIOUR_RANGES.items():
+            value = data.get(key, 0.0)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"{key} is {value!r}, expected a number")
-        if not 0 <= ratio <= 1:
-            raise ValueError(f"error_ratio is {ratio!r}, expected 0..1")
-        if not 0 <= latency <= 60000:
-            raise ValueError(f"latency_ms is {latency!r}, expected 0..60000")
-        return Behaviour(float(ratio), float(latency))
+            if not low <= value <= high:
+                raise ValueError(f"{key} is {value!r}, expected {low:g}..{high:g}")
+            values[key] = float(value)
+        seed = data.get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"seed is {seed!r}, expected a whole number or null")
+        return Behaviour(**values, seed=seed)
+
+    def delay_ms(self, rng: random.Random) -> float:
+        """The wait of one request, drawn with `rng`, at most MAX_LATENCY_MS."""
+        delay = self.latency_ms
+        if self.latency_median_ms:
+            delay += self.latency_median_ms * math.exp(self.latency_spread * rng.gauss(0.0, 1.0))
+        return min(delay, MAX_LATENCY_MS)
+
+    def fails(self, rng: random.Random) -> bool:
+        """Whether one request fails, drawn with `rng`."""
+        return bool(self.error_ratio) and rng.random() < self.error_ratio
 
 
 class Backend:
@@ -116,6 +156,7 @@ class Backend:
         self.name = name
         self.version = version
         self.behaviour = Behaviour()
+        self.rng = random.Random()
         self.lock = threading.Lock()
         self.recent: deque[dict] = deque(maxlen=RECENT_LIMIT)
         # Requests served under each directory ("/", "/load/", "/load/a/"): exact however many there
@@ -156,11 +197,19 @@ class Backend:
 
     def current(self) -> Behaviour:
         with self.lock:
-            return Behaviour(self.behaviour.error_ratio, self.behaviour.latency_ms)
+            return replace(self.behaviour)
 
     def set_behaviour(self, behaviour: Behaviour) -> None:
         with self.lock:
             self.behaviour = behaviour
+            if behaviour.seed is not None:
+                self.rng.seed(behaviour.seed)
+
+    def draw(self) -> tuple[float, bool]:
+        """The wait (ms) and the failure of one request, from the current behaviour; one draw at a
+        time, so that a seed gives the same sequence whatever the threads."""
+        with self.lock:
+            return self.behaviour.delay_ms(self.rng), self.behaviour.fails(self.rng)
 
     def record(self, code: int, elapsed_ms: float, entry: dict) -> None:
         labels = {**self.base_labels, "response_code": str(code)}
@@ -226,13 +275,13 @@ def traffic_handler(backend: Backend) -> type[BaseHTTPRequestHandler]:
         def _serve(self) -> None:
             started = time.monotonic()
             body = _read_body(self)
-            behaviour = backend.current()
-            if behaviour.latency_ms:
-                time.sleep(behaviour.latency_ms / 1000)
+            delay_ms, fails = backend.draw()
+            if delay_ms:
+                time.sleep(delay_ms / 1000)
             if body is None:
                 code, payload, ctype = 413, b'{"error": "body too large"}\n', "application/json"
                 self.close_connection = True
-            elif behaviour.error_ratio and random.random() < behaviour.error_ratio:
+            elif fails:
                 code, payload, ctype = 500, b'{"error": "injected failure"}\n', "application/json"
             elif self.command in ("POST", "PUT", "PATCH"):
                 code, payload = 200, body
@@ -330,9 +379,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--namespace", default="sandbox", help="destination_workload_namespace")
     parser.add_argument("--service", default="demo-service", help="destination_service_name")
     parser.add_argument("--version", help="destination_version (default NAME)")
-    parser.add_argument("--error-ratio", type=float, default=0.0)
-    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--error-ratio", type=float, default=0.0, help="probability that a request fails with 500")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="fixed wait of every request")
+    parser.add_argument("--latency-median-ms", type=float, default=0.0, help="median of the log-normal wait added")
+    parser.add_argument("--latency-spread", type=float, default=0.0, help="sigma of its logarithm (0: fixed)")
+    parser.add_argument("--seed", type=int, help="seed of the random numbers (draws that repeat)")
     return parser.parse_args(argv)
+
+
+def behaviour_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """The /control object that the command line sets."""
+    return {key: getattr(args, key) for key in [*BEHAVIOUR_RANGES, "seed"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -345,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         version=args.version or args.name,
     )
     try:
-        backend.set_behaviour(Behaviour.validated({"error_ratio": args.error_ratio, "latency_ms": args.latency_ms}))
+        backend.set_behaviour(Behaviour.validated(behaviour_arguments(args)))
     except ValueError as e:
         print(f"sandbox_backend: {e}", file=sys.stderr)
         return 2
