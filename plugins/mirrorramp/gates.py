@@ -20,6 +20,9 @@ The `gates` argument:
     comparisons:                   # the mirror against the primary
       - {name: error-delta, metric: error_ratio, max_delta: 0.01}
       - {name: latency-ratio, metric: p99_latency, max_ratio: 1.5}
+    judges:                        # the mirror against its baseline, a statistical test (judge.py)
+      - {name: judge-latency, metric: latency}      # tolerance 0.25, confidence 0.99, min_samples 200
+      - {name: judge-errors, metric: error_ratio}   # and min_difference 0.001
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import operator as op
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from mirrorramp import promql
+from mirrorramp import judge, promql
 from mirrorramp.errors import ConfigError, PrometheusError, QueryRejectedError
 from mirrorramp.model import NOT_CHECKED, GateResult, Verdict
 from mirrorramp.prometheus import AlertRule, PrometheusClient, QueryResult
@@ -82,12 +85,23 @@ class ComparisonGate:
 
 
 @dataclass(frozen=True)
+class JudgeGate:
+    """The mirror against its baseline (judge.py): `metric` error_ratio or latency."""
+
+    name: str
+    metric: str
+    settings: judge.Settings = field(default_factory=judge.Settings)
+    severity: str = DEFAULT_SEVERITY
+
+
+@dataclass(frozen=True)
 class GateSet:
     thresholds: tuple[ThresholdGate, ...] = ()
     alerts: tuple[AlertGate, ...] = ()
     comparisons: tuple[ComparisonGate, ...] = ()
     min_requests: int = DEFAULT_MIN_REQUESTS
     request_query: str = promql.REQUEST_COUNT
+    judges: tuple[JudgeGate, ...] = ()
 
 
 # -- parsing ---------------------------------------------------------------------------------
@@ -199,13 +213,43 @@ def _parse_comparison(entry: Mapping, where: str) -> ComparisonGate:
     return ComparisonGate(name, metric, float(limit), _severity(entry, where))
 
 
+JUDGE_KEYS = ("name", "metric", "tolerance", "confidence", "min_samples", "min_difference", "severity")
+
+
+def _parse_judge(entry: Mapping, where: str) -> JudgeGate:
+    _no_unknown_keys(entry, JUDGE_KEYS, where)
+    name = _text(entry, "name", where)
+    metric = entry.get("metric")
+    if metric not in judge.METRICS:
+        raise ConfigError(f"{where}.metric: got {metric!r}, expected one of {', '.join(judge.METRICS)}")
+    if metric != "error_ratio" and "min_difference" in entry:
+        raise ConfigError(f"{where}.min_difference: only for metric error_ratio (an absolute 5xx-ratio floor)")
+    defaults = judge.Settings()
+    tolerance = entry.get("tolerance", defaults.tolerance)
+    if not _is_number(tolerance) or not 0 <= tolerance <= 10:
+        raise ConfigError(f"{where}.tolerance: got {tolerance!r}, expected 0 <= tolerance <= 10 (0.25: 25% worse)")
+    confidence = entry.get("confidence", defaults.confidence)
+    if not _is_number(confidence) or not 0.5 <= confidence < 1:
+        raise ConfigError(f"{where}.confidence: got {confidence!r}, expected 0.5 <= confidence < 1 (0.99)")
+    min_samples = entry.get("min_samples", defaults.min_samples)
+    if not isinstance(min_samples, int) or isinstance(min_samples, bool) or min_samples < 1:
+        raise ConfigError(f"{where}.min_samples: got {min_samples!r}, expected an integer >= 1")
+    min_difference = entry.get("min_difference", defaults.min_difference)
+    if not _is_number(min_difference) or not 0 <= min_difference < 1:
+        raise ConfigError(
+            f"{where}.min_difference: got {min_difference!r}, expected 0 <= min_difference < 1 (0.001: 0.1 point)"
+        )
+    settings = judge.Settings(float(tolerance), float(confidence), min_samples, float(min_difference))
+    return JudgeGate(name, metric, settings, _severity(entry, where))
+
+
 def parse_gates(raw: Mapping | None) -> GateSet:
     """The action plugin's `gates` argument as a GateSet; ConfigError names the bad entry."""
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
         raise ConfigError(f"gates: got {type(raw).__name__}, expected a mapping")
-    _no_unknown_keys(raw, ("min_requests", "request_query", "thresholds", "alerts", "comparisons"), "gates")
+    _no_unknown_keys(raw, ("min_requests", "request_query", "thresholds", "alerts", "comparisons", "judges"), "gates")
     min_requests = raw.get("min_requests", DEFAULT_MIN_REQUESTS)
     if not isinstance(min_requests, int) or isinstance(min_requests, bool) or min_requests < 0:
         raise ConfigError(f"gates.min_requests: got {min_requests!r}, expected an integer >= 0")
@@ -219,8 +263,10 @@ def parse_gates(raw: Mapping | None) -> GateSet:
     comparisons = tuple(
         _parse_comparison(e, f"gates.comparisons[{i}]") for i, e in enumerate(_entries(raw, "comparisons"))
     )
+    judges = tuple(_parse_judge(e, f"gates.judges[{i}]") for i, e in enumerate(_entries(raw, "judges")))
     seen: set[str] = {TRAFFIC_GATE}
-    for kind, gates in (("thresholds", thresholds), ("alerts", alerts), ("comparisons", comparisons)):
+    kinds = (("thresholds", thresholds), ("alerts", alerts), ("comparisons", comparisons), ("judges", judges))
+    for kind, gates in kinds:
         for i, gate in enumerate(gates):
             if gate.name in seen:
                 raise ConfigError(
@@ -228,7 +274,7 @@ def parse_gates(raw: Mapping | None) -> GateSet:
                     f"{TRAFFIC_GATE!r}); gate names must be unique"
                 )
             seen.add(gate.name)
-    return GateSet(thresholds, alerts, comparisons, min_requests, request_query)
+    return GateSet(thresholds, alerts, comparisons, min_requests, request_query, judges)
 
 
 # -- rendering -------------------------------------------------------------------------------
@@ -280,6 +326,22 @@ def _rendered_queries(gateset: GateSet, context: QueryContext) -> dict[str, str]
     return queries
 
 
+def judge_workloads(context: QueryContext) -> tuple[tuple[str, ...], str]:
+    """(the candidate workloads, the baseline workload) a judge compares: the mirror workloads
+    other than the baseline, against the baseline shadow or else the primary."""
+    baseline = context.baseline
+    return tuple(w for w in context.mirror_workloads if w != baseline), baseline
+
+
+def judge_queries(gate: JudgeGate, context: QueryContext) -> dict[str, str]:
+    """part -> the judge's query for this service (promql.judge_query over its workloads)."""
+    candidates, baseline = judge_workloads(context)
+    return {
+        part: promql.judge_query(part, (context.namespace,), (*candidates, baseline), context.window)
+        for part in promql.JUDGE_METRIC_PARTS[gate.metric]
+    }
+
+
 def _query(client: PrometheusClient, gate: str, query: str, at: float | None = None) -> QueryResult:
     """The gate's query sent; a query Prometheus refuses raises QueryRejectedError naming `gate`."""
     try:
@@ -304,6 +366,9 @@ def check_queries(gateset: GateSet, client: PrometheusClient, context: QueryCont
                 f"gate {name!r}: the query returns a {result.result_type}, a gate needs an instant vector "
                 f"or a scalar (aggregate a range with e.g. sum(rate(...[${{window}}]))); the query: {query}"
             )
+    for gate in gateset.judges:
+        for query in judge_queries(gate, QueryContext.of(context)).values():
+            _query(client, gate.name, query)
     warnings = []
     if gateset.alerts:
         rules = client.alert_rules()
@@ -468,17 +533,139 @@ def _alert(
     )
 
 
+def judge_summary(judgement: judge.Judgement) -> str:
+    """The judge's row: `shift 1.08x [0.97, 1.21] tol 1.25 n=812/9034` (ratio for errors)."""
+    what = "shift" if judgement.metric == "latency" else "ratio"
+    unit = "x" if judgement.metric == "latency" else ""
+
+    def show(value: float | None) -> str:
+        if value is None or math.isnan(value):
+            return "-"
+        return "inf" if math.isinf(value) else f"{value:.3g}"
+
+    return (
+        f"{judgement.metric} {what} {show(judgement.estimate)}{unit} [{show(judgement.lower)}, "
+        f"{show(judgement.upper)}] tol {judgement.tolerance:g} n={judgement.n_candidate:.0f}/{judgement.n_baseline:.0f}"
+    )
+
+
+def _counts(result: QueryResult, context: QueryContext, label: str = "") -> dict[str, dict[str, float]]:
+    """workload -> {label value (or ""): count} of this service's namespace; NaN counts dropped."""
+    counts: dict[str, dict[str, float]] = {}
+    for labels, value in result.samples:
+        if labels.get("destination_workload_namespace") != context.namespace or math.isnan(value):
+            continue
+        per_workload = counts.setdefault(labels.get("destination_workload", ""), {})
+        key = labels.get(label, "") if label else ""
+        per_workload[key] = per_workload.get(key, 0.0) + value
+    return counts
+
+
+def _side_total(counts: dict[str, dict[str, float]], workloads: tuple[str, ...]) -> float:
+    return sum(v for w in workloads for v in counts.get(w, {}).values())
+
+
+def _side_buckets(counts: dict[str, dict[str, float]], workloads: tuple[str, ...]) -> dict[float, float]:
+    cumulative: dict[float, float] = {}
+    for w in workloads:
+        for le, value in counts.get(w, {}).items():
+            try:
+                bound = float(le)
+            except ValueError:
+                continue
+            cumulative[bound] = cumulative.get(bound, 0.0) + value
+    return cumulative
+
+
+def _judgement(
+    gate: JudgeGate, answers: dict[str, QueryResult], context: QueryContext, fail_alpha: float
+) -> judge.Judgement:
+    """The judge's Judgement from its parts' answers."""
+    candidates, baseline = judge_workloads(context)
+    if gate.metric == "error_ratio":
+        errors, requests = _counts(answers["errors"], context), _counts(answers["requests"], context)
+        return judge.judge_error_ratio(
+            _side_total(errors, candidates),
+            _side_total(requests, candidates),
+            _side_total(errors, (baseline,)),
+            _side_total(requests, (baseline,)),
+            gate.settings,
+            fail_alpha,
+        )
+    buckets = _counts(answers["buckets"], context, "le")
+    candidate, base = _side_buckets(buckets, candidates), _side_buckets(buckets, (baseline,))
+    shared = set(candidate) & set(base)  # a histogram needs the same buckets on both sides
+    if not shared and (candidate or base):
+        shared = set(candidate) | set(base)
+    bounds, c = judge.bucket_counts({b: candidate.get(b, 0.0) for b in shared})
+    _, b = judge.bucket_counts({le: base.get(le, 0.0) for le in shared})
+    return judge.judge_latency(bounds, c, b, gate.settings, fail_alpha)
+
+
+def _judge(
+    gate: JudgeGate,
+    client: PrometheusClient,
+    context: QueryContext,
+    at: float | None,
+    look: judge.Look | None,
+) -> GateResult:
+    """One judge gate: its counts queried, the look's alpha spent, the verdict (judge.py).
+
+    Prometheus unreachable, or no data at a side, is INCONCLUSIVE and spends nothing.
+    """
+    queries = judge_queries(gate, context)
+    common = {"name": gate.name, "kind": "judge", "query": "\n".join(queries.values()), "severity": gate.severity}
+    try:
+        answers = {part: _query(client, gate.name, query, at) for part, query in queries.items()}
+    except PrometheusError as e:
+        return GateResult(**common, verdict=Verdict.INCONCLUSIVE, reason=f"Prometheus unreachable: {e}")
+    if any(result.result_type != "vector" for result in answers.values()):
+        return GateResult(**common, verdict=Verdict.INCONCLUSIVE, reason="the query did not return a vector")
+    probe = _judgement(gate, answers, context, 0.0)
+    if probe.estimate is None:  # no data: no look, nothing spent
+        return GateResult(**common, verdict=Verdict.INCONCLUSIVE, reason=f"no data: {probe.reason}")
+    fail_alpha, record = judge.spend(look, gate.name, gate.settings.alpha)
+    judgement = _judgement(gate, answers, context, fail_alpha)
+    extra = {
+        "metric": gate.metric,
+        "estimate": judgement.estimate,
+        "lower": judgement.lower,
+        "upper": judgement.upper,
+        "tolerance": judgement.tolerance,
+        "n_candidate": judgement.n_candidate,
+        "n_baseline": judgement.n_baseline,
+        "confidence": gate.settings.confidence,
+        "fail_alpha": fail_alpha,
+        "summary": judge_summary(judgement),
+        "gate": gate.name,
+        **({"spending": record.as_dict()} if record is not None else {}),
+        **judgement.extra,
+    }
+    return GateResult(
+        **common,
+        verdict=judgement.verdict,
+        value=judgement.estimate,
+        threshold=judgement.tolerance,
+        operator="<=",
+        reason=judgement.reason,
+        extra=extra,
+    )
+
+
 def evaluate(
     gateset: GateSet,
     client: PrometheusClient,
     context: QueryContext | Mapping,
     window_seconds: float,
     at: float | None = None,
+    look: judge.Look | None = None,
 ) -> list[GateResult]:
     """Check every gate over the last `window_seconds` (before `at`, default now).
 
     The traffic check comes first; with too few requests (or no answer) the threshold and
-    comparison gates are INCONCLUSIVE without a query. Alert gates are checked whatever the
+    comparison gates are INCONCLUSIVE without a query. Judge gates need no traffic check (a pass
+    needs their own min_samples); `look` says when in the step this look is, for their alpha
+    spending (judge.spend; None: a single test at 1 - confidence). Alert gates are checked whatever the
     traffic: a fired alert fails the step. One query per gate, the rule list once. A query
     Prometheus refuses raises QueryRejectedError naming the gate: a wrong query is not missing
     evidence, and holding on it would hold the step forever.
@@ -521,6 +708,21 @@ def evaluate(
                 what,
             )
         )
+
+    for gate in gateset.judges:
+        if unreachable:
+            results.append(
+                GateResult(
+                    gate.name,
+                    "judge",
+                    "\n".join(judge_queries(gate, context).values()),
+                    Verdict.INCONCLUSIVE,
+                    severity=gate.severity,
+                    reason=f"{NOT_CHECKED}{traffic.reason}",
+                )
+            )
+        else:
+            results.append(_judge(gate, client, context, at, look))
 
     if gateset.alerts and unreachable:
         for gate in gateset.alerts:

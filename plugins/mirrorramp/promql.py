@@ -25,6 +25,7 @@ PLACEHOLDERS: dict[str, str] = {
     "primary_workload": "the primary workload, for an exact match (=)",
     "mirror_workload": "the mirror workloads as an escaped regex alternation, for =~",
     "mirror_workload_exact": "the single mirror workload, for an exact match (=)",
+    "baseline_workload": "the judge's baseline: the baseline shadow's workload, else the primary (=)",
     "window": "the analysis window as a PromQL range, e.g. 600s",
 }
 
@@ -79,6 +80,9 @@ class QueryContext:
     primary_workload: str
     mirror_workloads: tuple[str, ...]
     window_seconds: float = 300.0
+    # The baseline shadow's workload (the primary's version, mirrored the same share); None: the
+    # judge gates compare against the primary itself.
+    baseline_workload: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("service", "namespace", "environment", "primary_workload"):
@@ -90,6 +94,16 @@ class QueryContext:
             raise ConfigError(f"query context: mirror_workloads must be a non-empty list of names, got {workloads!r}")
         object.__setattr__(self, "mirror_workloads", tuple(workloads))
         object.__setattr__(self, "window_seconds", parse_duration(self.window_seconds, name="window"))
+        baseline = self.baseline_workload
+        if baseline is not None and (not isinstance(baseline, str) or not baseline):
+            raise ConfigError(
+                f"query context: baseline_workload must be a non-empty string or absent, got {baseline!r}"
+            )
+
+    @property
+    def baseline(self) -> str:
+        """The workload the judge gates compare the mirror with."""
+        return self.baseline_workload or self.primary_workload
 
     @classmethod
     def of(cls, context: QueryContext | Mapping) -> QueryContext:
@@ -98,7 +112,15 @@ class QueryContext:
             return context
         if not isinstance(context, Mapping):
             raise ConfigError(f"query context: got {type(context).__name__}, expected a mapping")
-        known = ("service", "namespace", "environment", "primary_workload", "mirror_workloads", "window_seconds")
+        known = (
+            "service",
+            "namespace",
+            "environment",
+            "primary_workload",
+            "mirror_workloads",
+            "window_seconds",
+            "baseline_workload",
+        )
         unknown = sorted(str(k) for k in context if k not in known)
         missing = [k for k in known[:5] if k not in context]
         if unknown or missing:
@@ -120,6 +142,7 @@ class QueryContext:
             self.primary_workload,
             self.mirror_workloads,
             window_seconds,
+            self.baseline_workload,
         )
 
     def values(self, *, raw: bool = False) -> dict[str, str | None]:
@@ -138,6 +161,7 @@ class QueryContext:
             "primary_workload": text(self.primary_workload),
             "mirror_workload": exact if raw else text("|".join(map(escape_regex, self.mirror_workloads))),
             "mirror_workload_exact": exact,
+            "baseline_workload": text(self.baseline),
             "window": self.window,
         }
 
@@ -280,3 +304,30 @@ def grouped_query(metric: str, namespaces: Iterable[str], workloads: Iterable[st
             f"(rate(istio_request_duration_milliseconds_bucket{{{selector}}}[{window}])))"
         )
     raise ConfigError(f"no grouped form of metric {metric!r}; known: {', '.join(GROUPED_METRICS)}")
+
+
+# -- the judge gates (gates.JudgeGate, judge.py) ---------------------------------------------
+# Counts, not rates: the judge needs how many requests each side served in the window.
+# part -> (what it counts, extra grouping label or "")
+JUDGE_PARTS: dict[str, tuple[str, str]] = {
+    "errors": ('istio_requests_total{%s,response_code=~"5.."}', ""),
+    "requests": ("istio_requests_total{%s}", ""),
+    "buckets": ("istio_request_duration_milliseconds_bucket{%s}", "le"),
+}
+# metric -> the parts its judge needs
+JUDGE_METRIC_PARTS: dict[str, tuple[str, ...]] = {"error_ratio": ("errors", "requests"), "latency": ("buckets",)}
+
+
+def judge_query(part: str, namespaces: Iterable[str], workloads: Iterable[str], window: str) -> str:
+    """`sum by (GROUP_LABELS[, le]) (increase(<part>[window]))` over `reporter="destination"`.
+
+    The same query serves one service (one namespace, its candidate and baseline workloads) and a
+    whole run (batch.py: every namespace and workload): each series is one workload's count.
+    """
+    metric, extra = JUDGE_PARTS[part]
+    by = ", ".join((*GROUP_LABELS, extra) if extra else GROUP_LABELS)
+    selector = (
+        f'reporter="destination",destination_workload_namespace=~"{_alternation(namespaces)}",'
+        f'destination_workload=~"{_alternation(workloads)}"'
+    )
+    return f"sum by ({by}) (increase({metric % selector}[{window}]))"

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from mirrorramp import gates, promql
+from mirrorramp import gates, judge, promql
 from mirrorramp.batch import BatchedPrometheus
 from mirrorramp.errors import ConfigError, PrometheusError, QueryRejectedError
 from mirrorramp.gates import check_queries, evaluate, parse_gates
@@ -695,3 +695,177 @@ def test_check_queries_unreachable_raises_prometheus_error():
     with pytest.raises(PrometheusError, match="Connection refused") as caught:
         check_queries(parse_gates({}), client, CONTEXT)
     assert not isinstance(caught.value, ConfigError)
+
+
+# -- judge gates (judge.py) -----------------------------------------------------------------
+
+JUDGE_LATENCY = {"name": "judge-latency", "metric": "latency"}
+JUDGE_ERRORS = {"name": "judge-errors", "metric": "error_ratio"}
+BASELINE_CONTEXT = QueryContext(
+    "user-service", "shop", "prod", "user-service-v1", ("user-service-v2",), baseline_workload="user-service-base"
+)
+
+
+def test_judge_gates_parse_with_defaults_that_need_no_tuning():
+    gateset = parse_gates({"judges": [JUDGE_LATENCY, {**JUDGE_ERRORS, "tolerance": 0.5, "min_samples": 50}]})
+    latency, errors = gateset.judges
+    assert (latency.metric, latency.settings) == ("latency", judge.Settings(0.25, 0.99, 200, 0.001))
+    assert (errors.settings.tolerance, errors.settings.min_samples) == (0.5, 50)
+    assert latency.severity == "critical"
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        pytest.param({**JUDGE_LATENCY, "tolerence": 0.2}, r"gates.judges\[0\]: unknown key 'tolerence'", id="typo"),
+        pytest.param(
+            {"name": "j", "metric": "p99"}, r"metric: got 'p99', expected one of error_ratio, latency", id="metric"
+        ),
+        pytest.param(
+            {**JUDGE_LATENCY, "min_difference": 0.01}, "min_difference: only for metric error_ratio", id="floor"
+        ),
+        pytest.param({**JUDGE_LATENCY, "tolerance": -0.1}, r"tolerance: got -0.1, expected 0 <= tolerance", id="tol"),
+        pytest.param(
+            {**JUDGE_LATENCY, "confidence": 1.0}, r"confidence: got 1.0, expected 0.5 <= confidence < 1", id="conf"
+        ),
+        pytest.param(
+            {**JUDGE_LATENCY, "min_samples": 0}, r"min_samples: got 0, expected an integer >= 1", id="samples"
+        ),
+        pytest.param(
+            {**JUDGE_ERRORS, "min_difference": 1}, r"min_difference: got 1, expected 0 <= min_difference", id="md"
+        ),
+        pytest.param({"metric": "latency"}, r"gates.judges\[0\].name: got None", id="no-name"),
+    ],
+)
+def test_bad_judge_config_names_the_entry(entry, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_gates({"judges": [entry]})
+
+
+def test_judge_names_are_unique_with_the_other_gates():
+    with pytest.raises(ConfigError, match=r"gates.judges\[0\].name: 'error-ratio' is used twice"):
+        parse_gates({"thresholds": [ERROR_GATE], "judges": [{**JUDGE_ERRORS, "name": "error-ratio"}]})
+
+
+def _series(*samples: tuple[dict, float]) -> Reply:
+    result = [{"metric": labels, "value": [1795637000.0, repr(value)]} for labels, value in samples]
+    return Reply(200, {"status": "success", "data": {"resultType": "vector", "result": result}})
+
+
+def _workload(name: str, **labels: str) -> dict:
+    return {"destination_workload_namespace": "shop", "destination_workload": name, **labels}
+
+
+BOUNDS = ("10", "50", "100", "250", "500", "1000", "+Inf")
+
+
+def _buckets(name: str, per_bucket: list[float]) -> list[tuple[dict, float]]:
+    cumulative, total = [], 0.0
+    for le, count in zip(BOUNDS, per_bucket, strict=True):
+        total += count
+        cumulative.append((_workload(name, le=le), total))
+    return cumulative
+
+
+def _judge_queries(context: QueryContext, gate: dict) -> dict[str, str]:
+    parsed = parse_gates({"judges": [gate]}).judges[0]
+    return gates.judge_queries(parsed, context.with_window(WINDOW))
+
+
+@pytest.mark.parametrize(
+    ("candidate", "verdict", "summary"),
+    [
+        pytest.param([0, 200, 600, 200, 0, 0, 0], Verdict.PASS, "latency shift 1x [", id="identical"),
+        pytest.param([0, 0, 0, 200, 600, 200, 0], Verdict.FAIL, "latency shift ", id="slower"),
+    ],
+)
+def test_judge_latency_against_the_primary(server, candidate, verdict, summary):
+    gateset = parse_gates({"min_requests": 10, "judges": [JUDGE_LATENCY]})
+    (query,) = _judge_queries(CONTEXT, JUDGE_LATENCY).values()
+    assert "sum by (destination_workload_namespace, destination_workload, le) (increase(" in query
+    assert 'destination_workload=~"user-service-v1|user-service-v2"' in query
+    server.answers = {
+        TRAFFIC_QUERY: vector_reply("1000"),
+        query: _series(
+            *_buckets("user-service-v2", candidate), *_buckets("user-service-v1", [0, 2000, 6000, 2000, 0, 0, 0])
+        ),
+    }
+    result = by_name(evaluate(gateset, client_for(server.url), CONTEXT, WINDOW))["judge-latency"]
+    assert result.verdict is verdict, result.reason
+    assert result.kind == "judge"
+    assert result.extra["summary"].startswith(summary)
+    assert result.extra["summary"].endswith("tol 1.25 n=1000/10000")
+    assert (result.extra["n_candidate"], result.extra["n_baseline"]) == (1000, 10000)
+    assert result.extra["lower"] <= result.value <= result.extra["upper"]
+    assert result.threshold == 1.25
+    assert "spending" not in result.extra  # no look given: one test at 1 - confidence
+
+
+def test_judge_errors_against_the_baseline_shadow_spend_per_look(server):
+    gateset = parse_gates({"judges": [JUDGE_ERRORS]})
+    queries = _judge_queries(BASELINE_CONTEXT, JUDGE_ERRORS)
+    assert 'response_code=~"5.."' in queries["errors"]
+    assert 'destination_workload=~"user-service-base|user-service-v2"' in queries["requests"]
+    server.answers = {
+        queries["errors"]: _series((_workload("user-service-v2"), 150.0), (_workload("user-service-base"), 10.0)),
+        queries["requests"]: _series(
+            (_workload("user-service-v2"), 3000.0),
+            (_workload("user-service-base"), 3000.0),
+            (_workload("user-service-v1"), 90000.0),  # the primary is not the baseline here
+        ),
+    }
+    look = judge.Look(step_started_at=1000.0, hold_seconds=3600.0, now=1000.0 + 3600.0)
+    result = by_name(evaluate(gateset, client_for(server.url), BASELINE_CONTEXT, WINDOW, look=look))["judge-errors"]
+    assert result.verdict is Verdict.FAIL, result.reason
+    assert result.extra["summary"].startswith("error_ratio ratio 15 [")
+    assert result.extra["summary"].endswith("tol 1.25 n=3000/3000")
+    assert result.extra["fail_alpha"] == pytest.approx(0.01)
+    assert result.extra["spending"] == {"started_at": 1000.0, "period": 0, "t": 1.0, "spent": pytest.approx(0.01)}
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        pytest.param(fixture("empty"), "no data: no requests at the candidate", id="empty"),
+        pytest.param(Reply(503, "Service Unavailable"), "Prometheus unreachable", id="down"),
+        pytest.param(_series((_workload("user-service-v2", le="+Inf"), float("nan"))), "no data", id="nan"),
+    ],
+)
+def test_judge_without_evidence_is_inconclusive_and_spends_nothing(server, reply, reason):
+    gateset = parse_gates({"judges": [JUDGE_LATENCY]})
+    (query,) = _judge_queries(CONTEXT, JUDGE_LATENCY).values()
+    server.answers = {TRAFFIC_QUERY: vector_reply("1000"), query: reply}
+    look = judge.Look(1000.0, 3600.0, 2000.0)
+    result = by_name(evaluate(gateset, client_for(server.url), CONTEXT, WINDOW, look=look))["judge-latency"]
+    assert result.verdict is Verdict.INCONCLUSIVE
+    assert reason in result.reason
+    assert "spending" not in result.extra
+
+
+def test_judge_query_rejected_raises_naming_the_gate(server):
+    gateset = parse_gates({"judges": [JUDGE_LATENCY]})
+    (query,) = _judge_queries(CONTEXT, JUDGE_LATENCY).values()
+    server.answers = {
+        TRAFFIC_QUERY: vector_reply("1000"),
+        query: Reply(400, {"status": "error", "errorType": "bad_data", "error": "parse error"}),
+    }
+    with pytest.raises(QueryRejectedError, match="judge-latency"):
+        evaluate(gateset, client_for(server.url), CONTEXT, WINDOW)
+    (up_front,) = gates.judge_queries(gateset.judges[0], CONTEXT).values()  # the context's own window
+    server.answers[up_front] = server.answers[query]
+    with pytest.raises(QueryRejectedError, match="judge-latency"):
+        check_queries(gateset, client_for(server.url), CONTEXT)
+
+
+def test_query_context_accepts_a_baseline_workload_and_falls_back_to_the_primary():
+    mapping = {
+        "service": "s",
+        "namespace": "n",
+        "environment": "prod",
+        "primary_workload": "s-v1",
+        "mirror_workloads": ["s-v2"],
+    }
+    assert QueryContext.of(mapping).baseline == "s-v1"
+    assert QueryContext.of({**mapping, "baseline_workload": "s-base"}).with_window(60).baseline == "s-base"
+    with pytest.raises(ConfigError, match="baseline_workload must be a non-empty string"):
+        QueryContext.of({**mapping, "baseline_workload": ""})
