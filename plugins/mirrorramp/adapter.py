@@ -37,6 +37,8 @@ _WORKLOADS_SPEC: dict[str, Any] = {
     "options": {
         "primary": {"type": "str", "required": True},
         "mirror": {"type": "list", "elements": "str", "required": True},
+        # The baseline shadow's workload: the primary's version, mirrored the same share.
+        "baseline": {"type": "str"},
     },
 }
 
@@ -127,6 +129,21 @@ ARGUMENT_RULES: dict[str, Any] = {
 }
 
 
+def _baseline_context(workloads: dict) -> dict[str, str]:
+    """{baseline_workload} when the service has a baseline shadow, which is never a mirror workload
+    (the gates would count its requests as the candidate's)."""
+    baseline = workloads.get("baseline")
+    if baseline is None:
+        return {}
+    _check_name("workloads.baseline", baseline)
+    if baseline == workloads["primary"] or baseline in workloads["mirror"]:
+        raise ConfigError(
+            f"workloads.baseline={baseline!r} is the primary or a mirror workload: "
+            "the baseline shadow needs a workload of its own"
+        )
+    return {"baseline_workload": baseline}
+
+
 def _check_name(argument: str, value: str) -> str:
     # fullmatch: "$" alone would accept a trailing newline (a YAML block scalar).
     if not isinstance(value, str) or not re.fullmatch(DNS1123_LABEL, value):
@@ -210,6 +227,16 @@ class RampRequest:
             raise ConfigError(f"approval_steps: {bad_steps} not among the steps 1..{len(plan)}")
         if args["driver"] == "nginx" and not args.get("nginx"):
             raise ConfigError("driver=nginx needs the nginx options (include_path, state_dir, config_url, ...)")
+        if args["driver"] == "nginx":
+            # Refused before anything is read: a step the driver cannot set would fail at its write,
+            # mid-ramp (preflight checks it too; playbooks/ramp.yml runs no preflight).
+            from mirrorramp.drivers.nginx import check_percent
+
+            for index, step in enumerate(plan):
+                try:
+                    check_percent(step.percent)
+                except ConfigError as e:
+                    raise ConfigError(f"steps[{index}].percent: {e}") from e
         config = RampConfig(
             service=service,
             namespace=namespace,
@@ -222,7 +249,8 @@ class RampRequest:
                 "environment": environment,
                 "primary_workload": workloads["primary"],
                 "mirror_workloads": list(workloads["mirror"]),
-            },
+            }
+            | _baseline_context(workloads),
             window_seconds=window,
             policy=Policy(
                 inconclusive_budget=args["inconclusive_budget"],

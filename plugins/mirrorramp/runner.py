@@ -22,6 +22,7 @@ from mirrorramp.errors import (
     QueryRejectedError,
 )
 from mirrorramp.gates import GateSet, check_queries, evaluate
+from mirrorramp.judge import Look
 from mirrorramp.machine import (
     PERCENT_EPSILON,
     Action,
@@ -45,6 +46,9 @@ CONFLICT_RETRIES = 3
 # An explicit restart that cannot check its gate queries tries this often, then fails the task.
 RESTART_TRIES = 3
 RESTART_BACKOFF_SECONDS = 2.0
+# The read-back of a write: this many reads, this far apart (see Runner._verify).
+VERIFY_READS = 5
+VERIFY_INTERVAL_SECONDS = 0.2
 # How often a waiting watch looks whether the process that started it is still there.
 ALIVE_CHECK_SECONDS = 0.5
 
@@ -123,25 +127,33 @@ class Runner:
         pass too, so an alert that fired and resolved between two scheduled runs still fails the
         step. Whole-step results that pass are shown but not decided on: they add nothing, and
         recording them would rewrite the stored verdicts each time a hold ends.
+
+        Judge gates spend their alpha over the step (judge.spend, the record in
+        state.judge_spending): both looks of a pass are at the same time, so they share one
+        increment, half each.
         """
         if state.status not in WATCHED_STATUSES:
             return None, []
         cfg = self.config
-        results = evaluate(cfg.gates, self.prometheus, cfg.query_context, cfg.window_seconds)
         step = cfg.plan[state.step_index] if state.step_index is not None else None
-        if (
+        whole_step_due = (
             state.status == "ramping"
             and step is not None
             and state.step_started_at is not None
             and now - state.step_started_at >= step.hold_seconds
             # A step younger than the window was just looked at in whole.
             and now - state.step_started_at > cfg.window_seconds
-            and all(r.verdict is not Verdict.FAIL for r in results)
-        ):
+        )
+        look = None
+        if step is not None and cfg.gates.judges:
+            started = _step_start(state, now)
+            look = Look(started, step.hold_seconds, now, state.judge_spending, 0.5 if whole_step_due else 1.0)
+        results = evaluate(cfg.gates, self.prometheus, cfg.query_context, cfg.window_seconds, look=look)
+        if whole_step_due and all(r.verdict is not Verdict.FAIL for r in results):
             whole_step = now - state.step_started_at
             over_step = [
                 replace(r, name=f"{r.name} (whole step)")
-                for r in evaluate(cfg.gates, self.prometheus, cfg.query_context, whole_step)
+                for r in evaluate(cfg.gates, self.prometheus, cfg.query_context, whole_step, look=look)
             ]
             return results + [r for r in over_step if r.verdict is not Verdict.PASS], results + over_step
         return results, results
@@ -206,22 +218,22 @@ class Runner:
                     )
                 gates = [GateResult("prometheus", "availability", "", Verdict.INCONCLUSIVE, reason=problem)]
                 outcome.gates = gates
-                self._done(outcome, fix, Decision(Action.HOLD, snapshot.state, None, False, f"not started: {problem}"))
+                held = Decision(Action.HOLD, snapshot.state, None, False, f"not started: {problem}")
+                self._done(outcome, fix, held, snapshot)
                 return
         try:
             gates, shown = self._evaluate(snapshot.state, now)
         except QueryRejectedError as e:
             raise self._rejected(snapshot, policy, e, now, outcome) from e
-        decision = decide(snapshot.state, cfg.plan, gates, now, policy)
+        decision = _with_spending(decide(snapshot.state, cfg.plan, gates, now, policy), shown, snapshot.state, now)
         outcome.gates = shown
         if not decision.changed and not decision.state_dirty:
-            self._done(outcome, fix, decision)
+            self._done(outcome, fix, decision, snapshot)
             outcome.warnings.extend(self._post(decision, snapshot, snapshot))  # "held", if opted in
             return
         target = decision.target_percent if decision.target_percent is not None else snapshot.percent
         written = self._apply(snapshot, decision.state, target, now)
-        self._done(outcome, fix, decision)
-        outcome.after = written
+        self._done(outcome, fix, decision, written)
         outcome.changed = outcome.changed or decision.changed
         # A wait for approval is announced once: when it is first recorded.
         if decision.changed or _new_wait(decision, snapshot):
@@ -246,11 +258,13 @@ class Runner:
         outcome.warnings.extend(self._announce(decision, snapshot, outcome.after, []))
         return ConfigError(f"{error}; mirror removed (inconclusive_action=rollback)")
 
-    def _done(self, outcome: RunOutcome, fix: Decision | None, decision: Decision) -> None:
-        """Record the pass's decision; what reconciling did leads its line ("plan changed: ...")."""
+    def _done(self, outcome: RunOutcome, fix: Decision | None, decision: Decision, after: TargetSnapshot) -> None:
+        """Record the pass's decision and where it left the target; what reconciling did leads
+        its line ("plan changed: ...")."""
         if fix is not None and fix.reason:
             decision = replace(decision, reason=f"{fix.reason}; {decision.reason}")
         outcome.decisions.append(decision)
+        outcome.after = after
 
     def _check_queries(self, outcome: RunOutcome, *, tries: int) -> str:
         """ "" when every gate query parses, else why they could not be checked (after `tries`)."""
@@ -303,10 +317,21 @@ class Runner:
         return written
 
     def _verify(self, percent: float) -> None:
-        """Read the target back: the write is done only when the live percent is the one set."""
-        live = self.driver.read()
-        if abs(live.percent - percent) > PERCENT_EPSILON:
-            raise DriverError(f"{self.driver.description}: wrote mirror {percent:g}% but read back {live.percent:g}%")
+        """Read the target back: the write is done only when the live percent is the one set.
+
+        A proxy's old workers (nginx) or instances can still answer for a moment after the new
+        configuration does: a few reads, VERIFY_INTERVAL_SECONDS apart, before calling it failed.
+        """
+        for attempt in range(VERIFY_READS):
+            if attempt:
+                self.sleep(VERIFY_INTERVAL_SECONDS)
+            live = self.driver.read()
+            if abs(live.percent - percent) <= PERCENT_EPSILON:
+                return
+        raise DriverError(
+            f"{self.driver.description}: wrote mirror {percent:g}% but read back {live.percent:g}% "
+            f"({VERIFY_READS} reads over {VERIFY_READS * VERIFY_INTERVAL_SECONDS:g}s)"
+        )
 
     def _announce(
         self, decision: Decision, before: TargetSnapshot, after: TargetSnapshot, gates: list[GateResult]
@@ -480,8 +505,41 @@ def _new_wait(decision: Decision, before: TargetSnapshot) -> bool:
     )
 
 
+def _step_start(state: RampState, now: float) -> float:
+    """When the state's step started, as the judge's spending counts it (a completed ramp
+    written without a step start counts from its last update)."""
+    if state.step_started_at is not None:
+        return state.step_started_at
+    return state.updated_at if state.updated_at is not None else now
+
+
+def _with_spending(decision: Decision, shown: list[GateResult], before: RampState, now: float) -> Decision:
+    """The decision with the judge gates' alpha spent by this pass recorded in its state.
+
+    Only records of the new state's step are kept (a step that advanced starts afresh). A
+    changed record is a write even when nothing else changed: a look whose spending were lost
+    would spend the same alpha again.
+    """
+    records = {r.extra["gate"]: r.extra["spending"] for r in shown if r.kind == "judge" and "spending" in r.extra}
+    if not records:
+        return decision
+    state = decision.state
+    started = _step_start(state, now)
+    merged = {
+        gate: record
+        for gate, record in {**before.judge_spending, **records}.items()
+        if state.status in WATCHED_STATUSES and record["started_at"] == started
+    }
+    if merged == state.judge_spending:
+        return decision
+    return replace(decision, state=state.evolve(judge_spending=merged), state_dirty=True)
+
+
 def gate_row(gate: GateResult) -> str:
-    """One line of the gate table printed with each change: verdict, name, value, threshold."""
+    """One line of the gate table printed with each change: verdict, name, value, threshold;
+    a judge gate's estimate, interval, tolerance and sample sizes (gates.judge_summary)."""
+    if gate.kind == "judge" and "summary" in gate.extra:
+        return f"    {gate.verdict:<12} {gate.name:<36} {gate.extra['summary']}"
     value = "-" if gate.value is None else f"{gate.value:.4g}"
     limit = f"{gate.operator or ''} {gate.threshold:.4g}" if gate.threshold is not None else ""
     note = f"  ({gate.reason})" if gate.verdict is not Verdict.PASS and gate.reason else ""

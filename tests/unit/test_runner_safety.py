@@ -227,3 +227,32 @@ def test_an_alert_gate_no_rule_can_fire_is_warned_about_before_the_start():
     started = next(i for i, line in enumerate(said) if "started: step 1" in line)
     assert warned < started
     assert not [w for w in outcome.warnings if "no-page" in w]  # shown once, not again at the end
+
+
+def test_a_step_finer_than_the_driver_can_set_is_refused_before_anything_is_read():
+    from mirrorramp.adapter import RampRequest
+    from mirrorramp.errors import ConfigError
+    from tests.support.task_arguments import validated
+
+    task = {
+        "service": "demo-service",
+        "namespace": "local",
+        "environment": "local",
+        "driver": "nginx",
+        "nginx": {
+            "include_path": "/x",
+            "state_dir": "/y",
+            "config_url": "http://127.0.0.1:1/",
+            "prefix": "/p",
+            "conf": "/c",
+        },
+        "steps": [{"percent": 0.125, "hold": "5s"}],
+        "workloads": {"primary": "a", "mirror": ["b"]},
+        "prometheus": {"url": "http://127.0.0.1:9090"},
+    }
+    with pytest.raises(
+        ConfigError, match=r"steps\[0\].percent: nginx mirror percent 0.125: split_clients takes at most two"
+    ):
+        RampRequest.from_arguments(validated(task), check_mode=False, diff=False)
+    task["steps"] = [{"percent": 0.12, "hold": "5s"}]
+    assert RampRequest.from_arguments(validated(task), check_mode=False, diff=False).config.plan[0].percent == 0.12
