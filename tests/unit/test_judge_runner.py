@@ -1,0 +1,93 @@
+"""The runner with judge gates: the alpha spent is recorded per step, and a slow mirror is
+removed (the in-memory target and clock of test_runner, a Prometheus answering bucket counts)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from mirrorramp.gates import parse_gates
+from mirrorramp.judge import obrien_fleming_spent
+from mirrorramp.prometheus import QueryResult
+from mirrorramp.runner import gate_row
+from tests.unit.test_runner import PLAN, Clock, MemoryTarget, make_runner, ramping
+
+BOUNDS = ("10", "50", "100", "250", "500", "1000", "+Inf")
+BASELINE = [0, 2000, 6000, 2000, 0, 0, 0]
+
+
+class BucketPrometheus:
+    """The traffic query answers `requests`; the judge's bucket query one histogram per workload."""
+
+    def __init__(self, candidate: list[float]) -> None:
+        self.candidate = candidate
+        self.queries: list[str] = []
+
+    def query(self, promql: str, at=None) -> QueryResult:
+        self.queries.append(promql)
+        if "istio_request_duration_milliseconds_bucket" not in promql:
+            return QueryResult("vector", [({}, 1000.0)])
+        samples = []
+        for workload, counts in (("user-service-v2", self.candidate), ("user-service-v1", BASELINE)):
+            total = 0.0
+            for le, count in zip(BOUNDS, counts, strict=True):
+                total += count
+                labels = {"destination_workload_namespace": "shop", "destination_workload": workload, "le": le}
+                samples.append((labels, total))
+        return QueryResult("vector", samples)
+
+    def alert_rules(self) -> tuple:
+        return ()
+
+
+def judge_runner(target, prometheus, clock):
+    runner = make_runner(target, prometheus, clock)
+    gates = parse_gates({"min_requests": 10, "judges": [{"name": "judge-latency", "metric": "latency"}]})
+    return _with_gates(runner, gates)
+
+
+def _with_gates(runner, gates):
+    runner.config = replace(runner.config, gates=gates)
+    return runner
+
+
+def test_each_look_records_what_it_spent_and_a_new_step_starts_afresh():
+    clock = Clock()
+    target = MemoryTarget(ramping(0, clock.now), percent=PLAN[0].percent)
+    runner = judge_runner(target, BucketPrometheus(list(BASELINE)), clock)
+    clock.now += 30  # half the 60 s hold
+    runner.run_once()
+    record = target.state.judge_spending["judge-latency"]
+    assert record["t"] == pytest.approx(0.5)
+    assert record["spent"] == pytest.approx(obrien_fleming_spent(0.5, 0.01))
+    clock.now += 30  # the hold is over: the step is judged in whole and advances
+    outcome = runner.run_once()
+    assert target.state.step_index == 1, outcome.last.reason
+    assert target.state.judge_spending == {}  # the old step's record is gone with it
+    rows = [gate_row(g) for g in outcome.gates if g.kind == "judge"]
+    assert rows[0].split()[:5] == ["pass", "judge-latency", "latency", "shift", "1x"]
+    assert rows[0].endswith("] tol 1.25 n=10000/10000")
+    assert len(rows) == 2  # the window and the whole step
+
+
+def test_a_slower_mirror_is_removed_on_the_judges_evidence():
+    clock = Clock()
+    target = MemoryTarget(ramping(0, clock.now), percent=PLAN[0].percent)
+    runner = judge_runner(target, BucketPrometheus([0, 0, 0, 2000, 6000, 2000, 0]), clock)
+    clock.now += 45
+    runner.run_once()
+    assert target.state.status == "rolled_back"
+    assert target.percent == 0.0
+    assert target.state.rollback["gate"] == "judge-latency"
+
+
+def test_a_second_look_at_the_same_time_spends_nothing_and_writes_nothing():
+    clock = Clock()
+    target = MemoryTarget(ramping(0, clock.now), percent=PLAN[0].percent)
+    runner = judge_runner(target, BucketPrometheus(list(BASELINE)), clock)
+    clock.now += 20
+    runner.run_once()
+    writes = target.writes
+    runner.run_once()
+    assert target.writes == writes
