@@ -3,7 +3,9 @@
 The runners of a fleet (runner.run_all) evaluate their gates exactly as one runner alone does:
 gates.evaluate sends each service's own queries. BatchedPrometheus answers those it knows,
 the default queries of every service over the run's window, from one grouped query per metric
-(promql.grouped_query), sent on first demand and kept for one pass. Everything else goes to
+(promql.grouped_query), and the judges' counts from one query per part (promql.judge_query,
+the same `sum by` over every service's candidate and baseline), sent on first demand and kept
+for one pass. Everything else goes to
 Prometheus as before: custom PromQL, a service with several mirror workloads, the whole-step
 look over another window. The query check of a new ramp (gates.check_queries) is answered
 the same way when its window is the run's: the grouped query was accepted, or each one-service
@@ -27,11 +29,11 @@ from collections.abc import Callable, Iterable
 
 from mirrorramp import promql
 from mirrorramp.errors import ConfigError, PrometheusError, QueryRejectedError
-from mirrorramp.gates import AlertGate, GateSet, alert_query
+from mirrorramp.gates import AlertGate, GateSet, alert_query, judge_queries, judge_workloads
 from mirrorramp.prometheus import AlertRule, PrometheusClient, QueryResult
 from mirrorramp.promql import QueryContext
 
-# ("mirror" | "primary", metric) or ("alerts", gate name)
+# ("mirror" | "primary", metric), ("alerts", gate name) or ("judge", part)
 Group = tuple[str, str]
 Route = Callable[[str, float | None], QueryResult]
 _EMPTY = QueryResult("vector", [])
@@ -73,6 +75,11 @@ class BatchedPrometheus:
         for side, workloads in sides.items():
             for metric in promql.GROUPED_METRICS:
                 self._queries[(side, metric)] = promql.grouped_query(metric, namespaces, workloads, window)
+        # The judges' counts: one query per part for every service's candidate and baseline.
+        judged = {w for c in single for candidates, baseline in [judge_workloads(c)] for w in (*candidates, baseline)}
+        for gate in gateset.judges:
+            for part in promql.JUDGE_METRIC_PARTS[gate.metric]:
+                self._queries[("judge", part)] = promql.judge_query(part, namespaces, judged, window)
         for context in single:
             try:
                 self._route(gateset, context)
@@ -99,6 +106,25 @@ class BatchedPrometheus:
             )
         for gate in gateset.alerts:
             self._routes[alert_query(gate, context)] = self._alerts(gate, context)
+        candidates, baseline = judge_workloads(context)
+        keys = {(context.namespace, w) for w in (*candidates, baseline)}
+        for gate in gateset.judges:
+            for part, query in judge_queries(gate, context).items():
+                self._routes[query] = self._counts(("judge", part), keys)
+
+    def _counts(self, group: Group, keys: set[tuple[str, str]]) -> Route:
+        """The series of this service's workloads in the group's answer: what the one-service
+        judge query (the same sum by, over fewer workloads) returns."""
+
+        def answer(query: str, at: float | None) -> QueryResult:
+            fetched = self._fetch(group, at)
+            if fetched is None:
+                return self._client.query(query, at=at)
+            result, _ = fetched
+            samples = [s for s in result.samples if tuple(s[0].get(k, "") for k in promql.GROUP_LABELS) in keys]
+            return QueryResult("vector", samples, result.warnings)
+
+        return answer
 
     def _lookup(self, group: Group, key: tuple[str, str], at: float | None) -> QueryResult | None:
         """The one series of `key` in the group's answer, as the one-service query returns it

@@ -869,3 +869,41 @@ def test_query_context_accepts_a_baseline_workload_and_falls_back_to_the_primary
     assert QueryContext.of({**mapping, "baseline_workload": "s-base"}).with_window(60).baseline == "s-base"
     with pytest.raises(ConfigError, match="baseline_workload must be a non-empty string"):
         QueryContext.of({**mapping, "baseline_workload": ""})
+
+
+def test_batched_judges_send_one_grouped_query_per_part_for_every_service(server):
+    gateset = parse_gates({"min_requests": 10, "judges": [JUDGE_LATENCY, JUDGE_ERRORS]})
+    grouped = {
+        part: promql.judge_query(
+            part,
+            ["shop"],
+            ["user-service-v1", "user-service-v2", "order-service-v1", "order-service-v2"],
+            "600s",
+        )
+        for part in ("buckets", "errors", "requests")
+    }
+    slow, same = [0, 0, 0, 200, 600, 200, 0], [0, 2000, 6000, 2000, 0, 0, 0]
+    server.answers = {
+        TRAFFIC_QUERY: vector_reply("1000"),
+        TRAFFIC_QUERY.replace("user-service", "order-service"): vector_reply("1000"),
+        grouped["buckets"]: _series(
+            *_buckets("user-service-v2", slow),
+            *_buckets("user-service-v1", same),
+            *_buckets("order-service-v2", [v / 10 for v in same]),
+            *_buckets("order-service-v1", same),
+        ),
+        grouped["errors"]: _series((_workload("user-service-v2"), 0.0), (_workload("order-service-v2"), 0.0)),
+        grouped["requests"]: _series(
+            *((_workload(w), n) for w, n in [("user-service-v2", 1e3), ("user-service-v1", 1e4)]),
+            *((_workload(w), n) for w, n in [("order-service-v2", 1e5), ("order-service-v1", 1e6)]),
+        ),
+    }
+    batched = BatchedPrometheus(client_for(server.url), gateset, [CONTEXT, OTHER], WINDOW)
+    user = by_name(evaluate(gateset, batched, CONTEXT, WINDOW))
+    order = by_name(evaluate(gateset, batched, OTHER, WINDOW))
+    assert (user["judge-latency"].verdict, order["judge-latency"].verdict) == (Verdict.FAIL, Verdict.PASS)
+    assert user["judge-latency"].extra["n_baseline"] == 10000  # only user-service's own series
+    assert (user["judge-errors"].verdict, order["judge-errors"].verdict) == (Verdict.INCONCLUSIVE, Verdict.PASS)
+    sent = server.queries()
+    assert all(sent.count(query) == 1 for query in grouped.values())
+    assert not any('=~"user-service-v1|user-service-v2"' in q for q in sent)  # no one-service judge query
