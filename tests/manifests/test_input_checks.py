@@ -113,6 +113,17 @@ def delete_key(path: str) -> Callable[[Any], None]:
     return change
 
 
+def with_baseline(name: Any, labels: dict | None = None) -> Callable[[list[dict]], None]:
+    """A baseline subset (labels {version: v1-baseline} unless given) and baseline_subset `name`."""
+
+    def change(svcs: list[dict]) -> None:
+        subset = {"name": "baseline", "labels": labels or {"version": "v1-baseline"}, "workload": "demo-baseline"}
+        svcs[0]["subsets"].append(subset)
+        svcs[0]["baseline_subset"] = name
+
+    return change
+
+
 def duplicate_first(key: str) -> Callable[[list[dict]], None]:
     def change(svcs: list[dict]) -> None:
         if key == "service":
@@ -224,6 +235,44 @@ CASES = [
         services(set_key("0.mirrors.0.subset", "primary")),
         "mirror_services[0].mirrors[0].subset",
         '"primary"',
+    ),
+    (
+        "baseline-subset-unknown",
+        services(with_baseline("shadow")),
+        "mirror_services[0].baseline_subset",
+        '"shadow"',
+    ),
+    (
+        "baseline-subset-is-primary",
+        services(with_baseline("primary")),
+        "mirror_services[0].baseline_subset",
+        '"primary"',
+    ),
+    (
+        # Its workload would be counted as the candidate's.
+        "baseline-subset-is-a-mirror",
+        services(with_baseline("candidate")),
+        "mirror_services[0].baseline_subset",
+        '"candidate"',
+    ),
+    (
+        "baseline-subset-not-a-string",
+        services(with_baseline(["baseline"])),
+        "mirror_services[0].baseline_subset",
+        '["baseline"]',
+    ),
+    (
+        # {version: v1} selects the pods of {version: v1, track: baseline}: users would reach them.
+        "baseline-labels-select-the-primarys-pods",
+        services(with_baseline("baseline", {"version": "v1", "track": "baseline"})),
+        "mirror_services[0].baseline_subset",
+        '"baseline"',
+    ),
+    (
+        "baseline-labels-selected-by-the-primary",
+        services(with_baseline("baseline", {"track": "baseline"})),
+        "mirror_services[0].baseline_subset",
+        '"baseline"',
     ),
     (
         "threshold-warning-above-critical",
@@ -571,6 +620,11 @@ GOOD = [
                     "namespace": "shop",
                     "host": "demo-service.shop.svc.cluster.local",
                     "mirrors": [{"subset": "candidate", "host": "demo-service-mirror"}],
+                    "subsets": [
+                        *BASE["mirror_services"][0]["subsets"],
+                        {"name": "baseline", "labels": {"version": "v1-baseline"}, "workload": "demo-baseline"},
+                    ],
+                    "baseline_subset": "baseline",
                     "mirror_match": {"headers": {"x-user-type": {"exact": "beta-tester"}}},
                     "retries": {"attempts": 2, "per_try_timeout": "2s", "retry_on": "connect-failure"},
                     "load_balancer": {"consistent_hash_header": "x-user-id"},

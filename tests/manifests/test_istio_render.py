@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from mirrorramp.virtualservice import with_mirror_percent
 from tests.support.ansible_run import REPO_ROOT, PlaybookRun, recap_counts, run_playbook
 from tests.support.validate_build import validate_manifest_file
 
@@ -32,6 +33,7 @@ MIRROR_FIELDS = ("mirror", "mirrorPercentage", "mirrors")
 TARGETS_ANNOTATION = "mirror-ramp.io/mirror-targets"
 SAFE_METHODS = {"method": {"regex": "GET|HEAD"}}
 GRPC_MATCH = [{"headers": {"content-type": {"prefix": "application/grpc"}}}]
+GOLDEN_DEV = Path(__file__).parent / "golden" / "istio-dev"
 
 
 def _subsets(*names: str) -> list[dict[str, Any]]:
@@ -64,6 +66,16 @@ CUSTOM_SERVICES = [
     ),
     _service("percent-zero", mirror_percent=0, mirrors=[{"subset": "v2"}, {"subset": "v3"}]),
     _service("percent-zero-all-methods", mirror_percent=0, mirror_all_methods=True, grpc={"port": 9090}),
+    # The baseline shadow: one more mirror target, after the mirrors.
+    _service("baseline", subsets=_subsets("v1", "v2", "v3", "base"), baseline_subset="base"),
+    _service(
+        "baseline-two-mirrors",
+        subsets=_subsets("v1", "v2", "v3", "base"),
+        mirrors=[{"subset": "v2"}, {"subset": "v3", "host": "shadow.other.svc.cluster.local"}],
+        mirror_percent=2.5,
+        baseline_subset="base",
+    ),
+    _service("baseline-percent-zero", subsets=_subsets("v1", "v2", "base"), mirror_percent=0, baseline_subset="base"),
 ]
 
 
@@ -270,8 +282,22 @@ def test_dev_two_targets_use_mirrors(dev: Render) -> None:
             "prod",
             "shop",
             "user-service",
-            [{"host": "user-service", "port": 8080, "subset": "candidate"}],
-            id="prod-percent-zero",
+            [
+                {"host": "user-service", "port": 8080, "subset": "candidate"},
+                {"host": "user-service", "port": 8080, "subset": "baseline"},
+            ],
+            id="prod-candidate-and-baseline",
+        ),
+        pytest.param(
+            "custom",
+            "sandbox",
+            "baseline-two-mirrors",
+            [
+                {"host": "baseline-two-mirrors", "port": 8080, "subset": "v2"},
+                {"host": "shadow.other.svc.cluster.local", "port": 8080, "subset": "v3"},
+                {"host": "baseline-two-mirrors", "port": 8080, "subset": "base"},
+            ],
+            id="custom-baseline-after-the-mirrors",
         ),
         pytest.param(
             "custom",
@@ -431,6 +457,75 @@ def test_custom_without_optional_keys(custom: Render) -> None:
     assert "trafficPolicy" not in custom.doc("DestinationRule", "sandbox", "safe-methods")["spec"]
 
 
+# --- the baseline shadow ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "percent", "subsets"),
+    [
+        pytest.param("baseline", 5.0, ["v2", "base"], id="one-mirror-and-the-baseline"),
+        pytest.param("baseline-two-mirrors", 2.5, ["v2", "v3", "base"], id="two-mirrors-and-the-baseline"),
+    ],
+)
+def test_custom_baseline_is_one_more_mirrors_entry_at_the_same_percent(
+    custom: Render, name: str, percent: float, subsets: list[str]
+) -> None:
+    vs = custom.doc("VirtualService", "sandbox", name)
+    route = _route(vs, "mirror")
+
+    assert "mirror" not in route and "mirrorPercentage" not in route
+    assert [entry["destination"]["subset"] for entry in route["mirrors"]] == subsets
+    assert [entry["percentage"] for entry in route["mirrors"]] == [{"value": percent}] * len(subsets)
+    assert route["mirrors"][-1]["destination"] == _destination(name, "base", 8080)
+    assert [t["subset"] for t in json.loads(vs["metadata"]["annotations"][TARGETS_ANNOTATION])] == subsets
+    # The baseline is a mirror target only: no route sends users to it.
+    assert all(r["route"][0]["destination"]["subset"] == "v1" for r in _routes(vs))
+
+
+def test_custom_baseline_at_percent_zero_is_in_the_annotation_only(custom: Render) -> None:
+    vs = custom.doc("VirtualService", "sandbox", "baseline-percent-zero")
+
+    assert not set(MIRROR_FIELDS) & _keys_anywhere(vs)
+    assert [t["subset"] for t in json.loads(vs["metadata"]["annotations"][TARGETS_ANNOTATION])] == ["v2", "base"]
+
+
+@pytest.mark.parametrize("percent", [0.5, 20.0])
+def test_prod_ramp_sets_the_candidate_and_the_baseline_together(prod: Render, percent: float) -> None:
+    """The ramp mirrors from the annotation: the rendered baseline gets every percent it sets."""
+    vs = prod.doc("VirtualService", "shop", "user-service")
+
+    route = _route(with_mirror_percent(vs, percent), "mirror")
+
+    assert route["mirrors"] == [
+        {"destination": _destination("user-service", subset, 8080), "percentage": {"value": percent}}
+        for subset in ("candidate", "baseline")
+    ]
+    assert not set(MIRROR_FIELDS) & set(_route(with_mirror_percent(vs, 0), "mirror"))
+
+
+@pytest.mark.parametrize("env", ["staging", "prod"])
+def test_staging_and_prod_have_a_baseline_shadow_of_the_primarys_version(env: str) -> None:
+    (service,) = _group_vars(env, "services")["mirror_services"]
+    subsets = {subset["name"]: subset for subset in service["subsets"]}
+    baseline, primary = subsets[service["baseline_subset"]], subsets[service["primary_subset"]]
+
+    assert service["baseline_subset"] not in {mirror["subset"] for mirror in service["mirrors"]}
+    assert baseline["workload"] not in {
+        primary["workload"],
+        *(subsets[m["subset"]]["workload"] for m in service["mirrors"]),
+    }
+    # One label set to another value: neither subset selects the other's pods.
+    assert any(baseline["labels"].get(key) not in (None, value) for key, value in primary["labels"].items())
+
+
+def test_dev_without_baseline_renders_byte_for_byte_what_it_did_before(dev: Render) -> None:
+    """Golden files rendered before baseline_subset existed: a service without it is unchanged."""
+    golden = {path.name.removesuffix(".golden"): path.read_bytes() for path in sorted(GOLDEN_DEV.glob("*.golden"))}
+
+    assert len(golden) == 4
+    assert dev.istio_files() == golden
+
+
 # --- DestinationRule --------------------------------------------------------------------------
 
 
@@ -469,7 +564,7 @@ def test_custom_without_optional_keys(custom: Render) -> None:
             "prod",
             "shop",
             "user-service",
-            [("stable", "v1"), ("candidate", "v2")],
+            [("stable", "v1"), ("candidate", "v2"), ("baseline", "v1-baseline")],
             {
                 "loadBalancer": {"consistentHash": {"httpHeaderName": "x-user-id"}},
                 "connectionPool": {
@@ -488,6 +583,14 @@ def test_custom_without_optional_keys(custom: Render) -> None:
                 },
             },
             id="prod-user-service-full-policy",
+        ),
+        pytest.param(
+            "custom",
+            "sandbox",
+            "baseline",
+            [("v1", "v1"), ("v2", "v2"), ("v3", "v3"), ("base", "base")],
+            None,
+            id="custom-baseline-subset",
         ),
     ],
 )

@@ -71,6 +71,30 @@ def test_two_targets_each_get_the_percent_and_their_port():
     assert mirrors[1]["destination"] == {"host": "user-service", "subset": "perf", "port": {"number": 8080}}
 
 
+# As role mirror_istio renders a service with baseline_subset: the baseline shadow is the last target.
+WITH_BASELINE = [
+    {"host": "user-service", "port": 8080, "subset": "candidate"},
+    {"host": "user-service", "port": 8080, "subset": "baseline"},
+]
+
+
+def test_the_ramp_sets_the_candidate_and_the_baseline_together_at_every_step():
+    vs = virtual_service(WITH_BASELINE)
+    for percent in (1, 5, 20, 0.5):
+        vs = with_mirror_percent(vs, percent)
+        mirrors = vs["spec"]["http"][0]["mirrors"]
+        assert [(m["destination"]["subset"], m["percentage"]["value"]) for m in mirrors] == [
+            ("candidate", float(percent)),
+            ("baseline", float(percent)),
+        ]
+        assert read_mirror_percent(vs) == float(percent)
+    # A rollback takes the baseline away with the candidate; a restart brings both back.
+    rolled_back = with_mirror_percent(vs, 0)
+    assert not {k for k in rolled_back["spec"]["http"][0] if k.startswith("mirror")}
+    restarted = with_mirror_percent(rolled_back, 1)["spec"]["http"][0]["mirrors"]
+    assert [m["destination"]["subset"] for m in restarted] == ["candidate", "baseline"]
+
+
 def test_removal_drops_a_mirror_left_by_hand_too():
     vs = virtual_service(ONE, {"mirror": {"host": "x"}, "mirrors": [{"destination": {"host": "y"}}]})
     route = with_mirror_percent(vs, 0)["spec"]["http"][0]
