@@ -33,16 +33,29 @@ def mirror_keep_live(rendered, live_resources):
 
 
 def mirror_service_workloads(service):
-    """{primary, mirror} workload names of one entry of mirror_services."""
+    """{primary, mirror} workload names of one entry of mirror_services, and `baseline` (the
+    baseline shadow's workload) when the service has a baseline_subset. The baseline is never
+    among the mirror workloads: the gates count those as the candidate."""
     try:
         by_subset = {s["name"]: s["workload"] for s in service["subsets"]}
-        return {
+        workloads = {
             "primary": by_subset[service["primary_subset"]],
             "mirror": [by_subset[m["subset"]] for m in service["mirrors"]],
         }
-    except (KeyError, TypeError) as e:
+        if service.get("baseline_subset") is not None:
+            workloads["baseline"] = by_subset[service["baseline_subset"]]
+    except (KeyError, TypeError, AttributeError) as e:
         name = service.get("name", "?") if isinstance(service, dict) else service
-        raise AnsibleFilterError(f"mirror_service_workloads: service {name!r} lacks {e} (subsets, mirrors)") from e
+        raise AnsibleFilterError(
+            f"mirror_service_workloads: service {name!r} lacks {e} (subsets, mirrors, baseline_subset)"
+        ) from e
+    if workloads.get("baseline") in {workloads["primary"], *workloads["mirror"]}:
+        raise AnsibleFilterError(
+            f"mirror_service_workloads: service {service.get('name', '?')!r}: baseline_subset "
+            f"{service['baseline_subset']!r} has the workload {workloads['baseline']!r} of the primary or a "
+            "mirror: the baseline shadow needs a workload of its own"
+        )
+    return workloads
 
 
 def mirror_ramp_targets(services, namespace):
