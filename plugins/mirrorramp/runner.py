@@ -298,7 +298,7 @@ class Runner:
         if dry_run or self.driver.atomic or percent <= current.percent + PERCENT_EPSILON:
             written = self.driver.write(current, state, percent, dry_run=dry_run)
             if not dry_run:
-                self._verify(percent)
+                self._verify(percent, written)
         else:
             before = current.state
             origin = (
@@ -311,22 +311,24 @@ class Runner:
             recorded = self.driver.write(current, intent, current.percent, dry_run=False)
             self._seen = intent
             raised = self.driver.write(recorded, intent, percent, dry_run=False)
-            self._verify(percent)
+            self._verify(percent, raised)
             written = self.driver.write(raised, state, percent, dry_run=False)
         self._seen = written.state
         return written
 
-    def _verify(self, percent: float) -> None:
+    def _verify(self, percent: float, written: TargetSnapshot) -> None:
         """Read the target back: the write is done only when the live percent is the one set.
 
         A proxy's old workers (nginx) or instances can still answer for a moment after the new
         configuration does: a few reads, VERIFY_INTERVAL_SECONDS apart, before calling it failed.
+        A version other than the one written means another run wrote since (an emergency stop):
+        its percent is its own, not a failure of this write; the next read sees it.
         """
         for attempt in range(VERIFY_READS):
             if attempt:
                 self.sleep(VERIFY_INTERVAL_SECONDS)
             live = self.driver.read()
-            if abs(live.percent - percent) <= PERCENT_EPSILON:
+            if abs(live.percent - percent) <= PERCENT_EPSILON or live.version != written.version:
                 return
         raise DriverError(
             f"{self.driver.description}: wrote mirror {percent:g}% but read back {live.percent:g}% "

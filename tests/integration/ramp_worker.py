@@ -1,28 +1,73 @@
 """One mirror_ramp run in a process of its own, for the tests that kill a ramp with SIGKILL.
 
-    python -m tests.integration.ramp_worker ARGUMENTS.json
+    python -m tests.integration.ramp_worker ARGUMENTS.json [BOUNDARY]
 
 ARGUMENTS.json holds the task arguments of mirror_ramp with every default filled in (what the
 action plugin hands to the engine after validate_argument_spec). Progress lines go to stdout as
 they happen; the task result is the last line, prefixed with "RESULT ".
+
+BOUNDARY makes the process kill itself with SIGKILL at a write boundary, counted on the
+driver's calls (a test hook: the engine has none of this):
+    write:N           right after the driver's N-th write returned (1-based)
+    inside-write:N    inside the N-th write, once the proxy was changed and before the state file
+                      was written (drivers whose state and mirror are two writes)
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
-from mirrorramp.adapter import RampRequest, execute
+from mirrorramp.adapter import RampRequest, build_driver, execute
+from mirrorramp.drivers.base import Driver
+
+
+def die() -> None:
+    sys.stdout.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def armed(driver: Driver, boundary: str) -> Driver:
+    """`driver`, made to kill this process at `boundary`."""
+    kind, _, number = boundary.partition(":")
+    if kind not in ("write", "inside-write") or not number.isdigit():
+        raise SystemExit(f"boundary {boundary!r}: expected write:N or inside-write:N")
+    target = int(number)
+    calls = {"write": 0}
+    original_write = driver.write
+
+    def write(*args, **kwargs):
+        calls["write"] += 1
+        if kind == "inside-write" and calls["write"] == target:
+            if driver.atomic:
+                raise SystemExit(f"inside-write needs a driver whose state and mirror are two writes, not {driver}")
+            original_apply = driver._apply  # the proxy's half of the nginx driver's write
+
+            def apply_then_die(*a, **k):
+                original_apply(*a, **k)
+                die()
+
+            driver._apply = apply_then_die
+        written = original_write(*args, **kwargs)
+        if kind == "write" and calls["write"] == target:
+            die()
+        return written
+
+    driver.write = write
+    return driver
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print("usage: python -m tests.integration.ramp_worker ARGUMENTS.json", file=sys.stderr)
+    if len(argv) not in (2, 3):
+        print("usage: python -m tests.integration.ramp_worker ARGUMENTS.json [BOUNDARY]", file=sys.stderr)
         return 2
     arguments = json.loads(Path(argv[1]).read_text())
     request = RampRequest.from_arguments(arguments, check_mode=False, diff=False)
-    result = execute(request, progress=lambda message: print(message, flush=True))
+    driver = armed(build_driver(request), argv[2]) if len(argv) == 3 else None
+    result = execute(request, driver=driver, progress=lambda message: print(message, flush=True))
     print("RESULT " + json.dumps(result), flush=True)
     return 0
 

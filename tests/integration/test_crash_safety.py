@@ -1,7 +1,7 @@
 """Killed runs and a record that disagrees with the live mirror, with real processes.
 
 - The nginx driver (state file and include: two writes) killed with SIGKILL at each write
-  boundary of a raise and of a stop, by a hook in the test's worker (crash_worker.py), never by
+  boundary of a raise and of a stop, by a hook in the test's worker (ramp_worker.py), never by
   sleeps: right after the kill the record is never below the live mirror (a raise not yet
   confirmed says so), and the next run finishes or reverts the half-done change.
 - The istio driver (one write) against the Kubernetes API double: a mirror put back by hand on
@@ -105,7 +105,7 @@ def killed_at(tmp_path: Path, arguments: dict[str, Any], boundary: str) -> str:
     path = tmp_path / "arguments.json"
     path.write_text(json.dumps(arguments))
     worker = subprocess.run(
-        [sys.executable, "-m", "tests.integration.crash_worker", str(path), boundary],
+        [sys.executable, "-m", "tests.integration.ramp_worker", str(path), boundary],
         cwd=REPO_ROOT,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         capture_output=True,

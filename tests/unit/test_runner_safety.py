@@ -256,3 +256,27 @@ def test_a_step_finer_than_the_driver_can_set_is_refused_before_anything_is_read
         RampRequest.from_arguments(validated(task), check_mode=False, diff=False)
     task["steps"] = [{"percent": 0.12, "hold": "5s"}]
     assert RampRequest.from_arguments(validated(task), check_mode=False, diff=False).config.plan[0].percent == 0.12
+
+
+def test_a_stop_landing_between_a_write_and_its_read_back_is_not_a_failed_write():
+    """The watch restarts at 1 %, and the on-call stop (0 %) lands before its read-back: the
+    read-back sees another run's version, not a write that did not stick."""
+    clock = Clock()
+
+    class StopAfterTheRestart(MemoryTarget):
+        def write(self, current, state, percent, *, dry_run):
+            written = super().write(current, state, percent, dry_run=dry_run)
+            if state.status == "ramping":
+                stop = RampState.with_event(state, clock.now, "stop", "pager (by bob)", status="stopped", percent=0.0)
+                self.state = stop.evolve(stop={"reason": "pager", "at": clock.now, "by": "bob"})
+                self.percent = 0.0
+                self.version += 1
+            return written
+
+    target = StopAfterTheRestart(stopped_at(clock.now - 100), percent=0)
+    watch = make_runner(
+        target, ScriptedPrometheus(), clock, mode="watch", poll_interval=10, policy=Policy(restart=True)
+    )
+    outcome = watch.run()
+    assert outcome.ended.startswith("stopped by bob")
+    assert (target.state.status, target.percent) == ("stopped", 0.0)
