@@ -95,6 +95,20 @@ def test_the_ramp_sets_the_candidate_and_the_baseline_together_at_every_step():
     assert [m["destination"]["subset"] for m in restarted] == ["candidate", "baseline"]
 
 
+def test_a_live_mirror_from_before_the_baseline_is_set_again_with_it_at_the_same_percent():
+    # The rendered annotation lists the baseline; the live route (kept by mirror_keep_live) does not.
+    live = virtual_service(WITH_BASELINE, {"mirror": {"host": "user-service", "subset": "candidate"}})
+    live["spec"]["http"][0]["mirrorPercentage"] = {"value": 5.0}
+
+    again = with_mirror_percent(live, read_mirror_percent(live))["spec"]["http"][0]
+
+    assert "mirror" not in again and "mirrorPercentage" not in again
+    assert [(m["destination"]["subset"], m["percentage"]["value"]) for m in again["mirrors"]] == [
+        ("candidate", 5.0),
+        ("baseline", 5.0),
+    ]
+
+
 def test_removal_drops_a_mirror_left_by_hand_too():
     vs = virtual_service(ONE, {"mirror": {"host": "x"}, "mirrors": [{"destination": {"host": "y"}}]})
     route = with_mirror_percent(vs, 0)["spec"]["http"][0]
