@@ -566,7 +566,8 @@ def status_row(config: RampConfig, outcome: RunOutcome, now: float | None = None
     now = time.time() if now is None else now
     index = state.step_index
     next_advance = None
-    if state.status == "ramping" and index is not None and state.step_started_at is not None:
+    # A plan changed since the state was written may be shorter: the next run re-maps the ramp.
+    if state.status == "ramping" and index is not None and index < len(config.plan) and state.step_started_at:
         next_advance = when(state.step_started_at + config.plan[index].hold_seconds)
     since = state.step_started_at if state.status in ("ramping", "paused") else state.updated_at
     gates = [

@@ -280,3 +280,17 @@ def test_a_stop_landing_between_a_write_and_its_read_back_is_not_a_failed_write(
     outcome = watch.run()
     assert outcome.ended.startswith("stopped by bob")
     assert (target.state.status, target.percent) == ("stopped", 0.0)
+
+
+def test_status_under_a_shorter_plan_says_the_next_run_re_maps_it():
+    from mirrorramp.adapter import status_row
+
+    clock = Clock()
+    state = replace(ramping(2, clock.now - 10), plan=fingerprint((Step(1, 60), Step(5, 60), Step(20, 60))))
+    target = MemoryTarget(state, percent=20)
+    runner = make_runner(target, ScriptedPrometheus(), clock)
+    runner.config = replace(runner.config, plan=(Step(1, 60), Step(5, 60)))
+    row = status_row(runner.config, runner.status(), now=clock.now)
+    assert row["next_advance"] == "-"
+    assert "plan changed: 1% -> 5% -> 20% is now 1% -> 5%" in row["attention"]
+    assert "the mirror is lowered to 5%" in row["attention"]
