@@ -51,6 +51,7 @@ options:
         suboptions:
           primary: {description: The primary workload., type: str, required: true}
           mirror: {description: The mirror workloads., type: list, elements: str, required: true}
+          baseline: {description: The baseline shadow's workload (the primary's version mirrored the same share), the judge's baseline., type: str}
   namespace:
     description:
       - Namespace of the service and its VirtualService (DNS-1123 label).
@@ -147,6 +148,11 @@ options:
     suboptions:
       primary: {description: The primary workload., type: str, required: true}
       mirror: {description: The mirror workloads., type: list, elements: str, required: true}
+      baseline:
+        description:
+          - The baseline shadow's workload - pods of the primary's version that receive the same mirrored share;
+            the judge gates compare the mirror against it (else against the primary). Never one of the mirror workloads.
+        type: str
   prometheus:
     description: The Prometheus the gates query.
     type: dict
