@@ -578,28 +578,40 @@ def _side_buckets(counts: dict[str, dict[str, float]], workloads: tuple[str, ...
 
 
 def _judgement(
-    gate: JudgeGate, answers: dict[str, QueryResult], context: QueryContext, fail_alpha: float
-) -> judge.Judgement:
-    """The judge's Judgement from its parts' answers."""
+    gate: JudgeGate, answers: dict[str, QueryResult], context: QueryContext
+) -> Callable[[float], judge.Judgement] | str:
+    """The judge of this service's counts, waiting for the look's alpha; or why there is no data
+    (a side without requests: no look, nothing spent)."""
     candidates, baseline = judge_workloads(context)
     if gate.metric == "error_ratio":
         errors, requests = _counts(answers["errors"], context), _counts(answers["requests"], context)
-        return judge.judge_error_ratio(
+        counts = (
             _side_total(errors, candidates),
             _side_total(requests, candidates),
             _side_total(errors, (baseline,)),
             _side_total(requests, (baseline,)),
-            gate.settings,
-            fail_alpha,
         )
-    buckets = _counts(answers["buckets"], context, "le")
-    candidate, base = _side_buckets(buckets, candidates), _side_buckets(buckets, (baseline,))
-    shared = set(candidate) & set(base)  # a histogram needs the same buckets on both sides
-    if not shared and (candidate or base):
-        shared = set(candidate) | set(base)
-    bounds, c = judge.bucket_counts({b: candidate.get(b, 0.0) for b in shared})
-    _, b = judge.bucket_counts({le: base.get(le, 0.0) for le in shared})
-    return judge.judge_latency(bounds, c, b, gate.settings, fail_alpha)
+        sizes = (counts[1], counts[3])
+
+        def judged(fail_alpha: float) -> judge.Judgement:
+            return judge.judge_error_ratio(*counts, gate.settings, fail_alpha)
+    else:
+        buckets = _counts(answers["buckets"], context, "le")
+        candidate, base = _side_buckets(buckets, candidates), _side_buckets(buckets, (baseline,))
+        shared = set(candidate) & set(base)  # a histogram needs the same buckets on both sides
+        if not shared and (candidate or base):
+            shared = set(candidate) | set(base)
+        bounds, c = judge.bucket_counts({le: candidate.get(le, 0.0) for le in shared})
+        _, b = judge.bucket_counts({le: base.get(le, 0.0) for le in shared})
+        sizes = (sum(c), sum(b))
+
+        def judged(fail_alpha: float) -> judge.Judgement:
+            return judge.judge_latency(bounds, c, b, gate.settings, fail_alpha)
+
+    if sizes[0] <= 0 or sizes[1] <= 0:
+        side = "candidate" if sizes[0] <= 0 else "baseline"
+        return f"no requests at the {side} in the window"
+    return judged
 
 
 def _judge(
@@ -621,11 +633,11 @@ def _judge(
         return GateResult(**common, verdict=Verdict.INCONCLUSIVE, reason=f"Prometheus unreachable: {e}")
     if any(result.result_type != "vector" for result in answers.values()):
         return GateResult(**common, verdict=Verdict.INCONCLUSIVE, reason="the query did not return a vector")
-    probe = _judgement(gate, answers, context, 0.0)
-    if probe.estimate is None:  # no data: no look, nothing spent
-        return GateResult(**common, verdict=Verdict.INCONCLUSIVE, reason=f"no data: {probe.reason}")
+    judged = _judgement(gate, answers, context)
+    if isinstance(judged, str):  # no data: no look, nothing spent
+        return GateResult(**common, verdict=Verdict.INCONCLUSIVE, reason=f"no data: {judged}")
     fail_alpha, record = judge.spend(look, gate.name, gate.settings.alpha)
-    judgement = _judgement(gate, answers, context, fail_alpha)
+    judgement = judged(fail_alpha)
     extra = {
         "metric": gate.metric,
         "estimate": judgement.estimate,

@@ -64,7 +64,7 @@ def _bisect(f, lo: float, hi: float) -> float:
             a = mid
         else:
             b = mid
-        if b - a < 1e-12:
+        if b - a < 1e-10:
             break
     return math.exp((a + b) / 2)
 
