@@ -412,6 +412,22 @@ def shifted_theta(
     return total / (n_c * n_b)
 
 
+def _positive_buckets(
+    bounds: Sequence[float], candidate: Sequence[float], baseline: Sequence[float]
+) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
+    """The buckets with a bound <= 0 (le="0": nothing is faster) merged into the first positive
+    one: a log scale has no room for them."""
+    keep = [i for i, bound in enumerate(bounds) if bound > 0]
+    if len(keep) == len(bounds) or not keep:
+        return tuple(bounds), tuple(candidate), tuple(baseline)
+    first = keep[0]
+
+    def merged(counts: Sequence[float]) -> tuple[float, ...]:
+        return (sum(counts[: first + 1]), *(counts[i] for i in keep[1:]))
+
+    return tuple(bounds[i] for i in keep), merged(candidate), merged(baseline)
+
+
 def _solve_shift(f) -> float:
     """The shift where decreasing f crosses 0, clamped to SHIFT_RANGE."""
     lo, hi = SHIFT_RANGE
@@ -437,6 +453,7 @@ def judge_latency(
     the interval errs wide. FAIL: lower > 1 + tolerance; PASS: upper <= 1 + tolerance and at
     least min_samples requests on each side.
     """
+    bounds, candidate, baseline = _positive_buckets(bounds, candidate, baseline)
     n_c, n_b = float(sum(candidate)), float(sum(baseline))
     limit = 1.0 + settings.tolerance
 

@@ -185,6 +185,14 @@ def test_latency_shift_inside_one_bucket_is_invisible():
     assert got.verdict is Verdict.PASS
 
 
+def test_a_zero_bucket_is_merged_into_the_first_positive_one():
+    # le="0" has no place on a log scale: its requests join the (0, 10] bucket.
+    with_zero = judge.judge_latency((0, 10, 100, math.inf), (5, 295, 0, 0), (10, 290, 300, 0), SETTINGS, 0.01)
+    merged = judge.judge_latency((10, 100, math.inf), (300, 0, 0), (300, 300, 0), SETTINGS, 0.01)
+    assert (with_zero.estimate, with_zero.lower, with_zero.upper) == (merged.estimate, merged.lower, merged.upper)
+    assert with_zero.extra["theta"] == merged.extra["theta"]
+
+
 def test_latency_with_few_requests_is_no_pass():
     got = judge.judge_latency((10, 100, math.inf), (0, 10, 0), (0, 10, 0), SETTINGS, 0.01)
     assert got.verdict is Verdict.INCONCLUSIVE
