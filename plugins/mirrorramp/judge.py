@@ -28,7 +28,7 @@ false pass only ends a hold sooner, it never removes a mirror.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
 
@@ -388,28 +388,33 @@ def shifted_theta(
     """theta(C, shift * B): the mass in each finite bucket log-uniform, the +Inf bucket above
     every finite value (a tie with the other side's +Inf bucket). At shift 1 it equals
     mann_whitney_theta (two log-uniform values in one bucket: each above with probability 1/2)."""
+    return theta_of_shift(bounds, candidate, baseline)(shift)
+
+
+def theta_of_shift(
+    bounds: Sequence[float], candidate: Sequence[float], baseline: Sequence[float]
+) -> Callable[[float], float]:
+    """shifted_theta as a function of the shift, the buckets prepared once (root finding calls
+    it a hundred times)."""
     edges = _log_edges(bounds)
     k = len(edges)
-    log_shift = math.log(shift)
-    n_c, n_b = float(sum(candidate)), float(sum(baseline))
-    total = 0.0
-    for i, c in enumerate(candidate):
-        if c <= 0:
-            continue
-        for j, b in enumerate(baseline):
-            if b <= 0:
-                continue
-            if i >= k and j >= k:
-                p = 0.5
-            elif i >= k:
-                p = 1.0
-            elif j >= k:
-                p = 0.0
-            else:
-                (a1, b1), (a2, b2) = edges[i], edges[j]
-                p = _uniform_greater(a1, b1, a2 + log_shift, b2 + log_shift)
-            total += c * b * p
-    return total / (n_c * n_b)
+    pairs = float(sum(candidate)) * float(sum(baseline))
+    c_finite = [(c, *edges[i]) for i, c in enumerate(candidate) if c > 0 and i < k]
+    b_finite = [(b, *edges[j]) for j, b in enumerate(baseline) if b > 0 and j < k]
+    c_inf = sum(c for i, c in enumerate(candidate) if i >= k)
+    b_inf = sum(b for j, b in enumerate(baseline) if j >= k)
+    # Shift-free parts: a candidate +Inf is above every finite baseline value, ties the +Inf ones.
+    fixed = c_inf * (sum(b for b, _, _ in b_finite) + b_inf / 2)
+
+    def theta(shift: float) -> float:
+        log_shift = math.log(shift)
+        total = fixed
+        for c, a1, b1 in c_finite:
+            for b, a2, b2 in b_finite:
+                total += c * b * _uniform_greater(a1, b1, a2 + log_shift, b2 + log_shift)
+        return total / pairs
+
+    return theta
 
 
 def _positive_buckets(
@@ -469,8 +474,10 @@ def judge_latency(
     sd = math.sqrt(u_null_variance(candidate, baseline, ties=False)) / (n_c * n_b)
     z_fail, z_pass = z_one_sided(fail_alpha), z_one_sided(settings.alpha)
 
+    theta_at = theta_of_shift(bounds, candidate, baseline)
+
     def distance(shift: float) -> float:
-        return shifted_theta(bounds, candidate, baseline, shift) - 0.5
+        return theta_at(shift) - 0.5
 
     estimate = _solve_shift(distance)
     lower = 0.0 if math.isinf(z_fail) else _solve_shift(lambda s: distance(s) - z_fail * sd)
