@@ -149,14 +149,23 @@ class Runner:
             started = _step_start(state, now)
             look = Look(started, step.hold_seconds, now, state.judge_spending, 0.5 if whole_step_due else 1.0)
         results = evaluate(cfg.gates, self.prometheus, cfg.query_context, cfg.window_seconds, look=look)
+        # A judge's window look that is inconclusive is no early verdict, not blindness: a 1 %
+        # mirror rarely serves enough requests in one window to show non-inferiority. It is left
+        # out of what is decided on, except when the window is the whole step that must pass.
+        hold_over = (
+            step is not None and state.step_started_at is not None and now - state.step_started_at >= step.hold_seconds
+        )
+        early = [r for r in results if not (r.kind == "judge" and r.verdict is Verdict.INCONCLUSIVE)]
         if whole_step_due and all(r.verdict is not Verdict.FAIL for r in results):
             whole_step = now - state.step_started_at
             over_step = [
                 replace(r, name=f"{r.name} (whole step)")
                 for r in evaluate(cfg.gates, self.prometheus, cfg.query_context, whole_step, look=look)
             ]
-            return results + [r for r in over_step if r.verdict is not Verdict.PASS], results + over_step
-        return results, results
+            return early + [r for r in over_step if r.verdict is not Verdict.PASS], results + over_step
+        if state.status == "ramping" and hold_over:
+            return results, results
+        return early, results
 
     # -- one pass ------------------------------------------------------------------------
     def run_once(self, outcome: RunOutcome | None = None) -> RunOutcome:

@@ -3,6 +3,7 @@ removed (the in-memory target and clock of test_runner, a Prometheus answering b
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import pytest
@@ -91,3 +92,50 @@ def test_a_second_look_at_the_same_time_spends_nothing_and_writes_nothing():
     writes = target.writes
     runner.run_once()
     assert target.writes == writes
+
+
+class CountingPrometheus:
+    """100 requests/s at each side, no 5xx: the counts grow with the query's range."""
+
+    def __init__(self) -> None:
+        self.queries: list[str] = []
+
+    def query(self, promql: str, at=None) -> QueryResult:
+        self.queries.append(promql)
+        seconds = float(re.search(r"\[(\d+)s\]", promql).group(1))
+        if "response_code" in promql:
+            return QueryResult("vector", [])
+        if "sum by" not in promql:
+            return QueryResult("vector", [({}, 100.0 * seconds)])
+        return QueryResult(
+            "vector",
+            [
+                ({"destination_workload_namespace": "shop", "destination_workload": w}, 100.0 * seconds)
+                for w in ("user-service-v1", "user-service-v2")
+            ],
+        )
+
+    def alert_rules(self) -> tuple:
+        return ()
+
+
+def test_an_inconclusive_window_judge_holds_nothing_the_whole_step_decides():
+    """3,000 requests without a 5xx in the 30 s window cannot show a ratio under 0.1 % (the
+    judge is inconclusive there); the 60 s step's 6,000 can, and the step advances on them."""
+    clock = Clock()
+    target = MemoryTarget(ramping(0, clock.now), percent=PLAN[0].percent)
+    runner = make_runner(target, CountingPrometheus(), clock)
+    runner.config = replace(
+        runner.config,
+        gates=parse_gates({"min_requests": 10, "judges": [{"name": "judge-5xx", "metric": "error_ratio"}]}),
+    )
+    clock.now += 40
+    outcome = runner.run_once()
+    window = [g for g in outcome.gates if g.kind == "judge"]
+    assert [g.verdict for g in window] == ["inconclusive"]
+    assert target.state.inconclusive_streak == 0  # no early verdict is not blindness
+    clock.now += 21
+    outcome = runner.run_once()
+    verdicts = {g.name: g.verdict for g in outcome.gates if g.kind == "judge"}
+    assert verdicts == {"judge-5xx": "inconclusive", "judge-5xx (whole step)": "pass"}
+    assert target.state.step_index == 1, outcome.last.reason
