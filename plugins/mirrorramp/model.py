@@ -30,7 +30,7 @@ class GateResult:
     """What one gate saw: its rendered query, the value, the threshold and the verdict."""
 
     name: str
-    kind: str  # "threshold" | "alert" | "comparison"
+    kind: str  # "traffic" | "threshold" | "alert" | "comparison" | "judge"
     query: str
     verdict: Verdict
     value: float | None = None
