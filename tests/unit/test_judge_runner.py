@@ -139,3 +139,19 @@ def test_an_inconclusive_window_judge_holds_nothing_the_whole_step_decides():
     verdicts = {g.name: g.verdict for g in outcome.gates if g.kind == "judge"}
     assert verdicts == {"judge-5xx": "inconclusive", "judge-5xx (whole step)": "pass"}
     assert target.state.step_index == 1, outcome.last.reason
+
+
+def test_the_window_and_the_whole_step_share_one_increment_at_the_end_of_the_hold():
+    clock = Clock()
+    target = MemoryTarget(ramping(0, clock.now), percent=PLAN[0].percent)
+    runner = judge_runner(target, BucketPrometheus(list(BASELINE)), clock)
+    clock.now += 30
+    runner.run_once()
+    clock.now += 31  # past the 60 s hold: this look closes it at t = 1
+    outcome = runner.run_once()
+    increment = 0.01 - obrien_fleming_spent(0.5, 0.01)
+    spent = {g.name: g.extra["fail_alpha"] for g in outcome.gates if g.kind == "judge"}
+    assert spent == {
+        "judge-latency": pytest.approx(increment / 2),
+        "judge-latency (whole step)": pytest.approx(increment / 2),
+    }
