@@ -52,7 +52,9 @@ def z_one_sided(alpha: float) -> float:
     """The standard normal quantile z with P(Z > z) = alpha; +Inf when alpha is 0."""
     if alpha <= 0:
         return math.inf
-    return _NORMAL.inv_cdf(1.0 - alpha)
+    # -Phi^-1(alpha), not Phi^-1(1 - alpha): an early look's spent alpha (1e-30 at t = 0.01)
+    # rounds 1 - alpha to 1.0, which inv_cdf refuses.
+    return -_NORMAL.inv_cdf(alpha) if alpha < 0.5 else _NORMAL.inv_cdf(1.0 - alpha)
 
 
 def _bisect(f, lo: float, hi: float) -> float:

@@ -552,7 +552,7 @@ KEY_CASES = [
         "mirror_ramp_gates.min_requests",
         "5",
         " (set mirror_ramp_min_requests instead)",
-        "alerts, comparisons, request_query, thresholds",
+        "alerts, comparisons, judges, request_query, thresholds",
     ),
     ("key-gate-threshold", "mirror_ramp_gates.thresholds[0].operatr", '"<"', " (did you mean operator?)", None),
     ("key-gate-threshold-far-miss", "mirror_ramp_gates.thresholds[0].unit", '"ms"', "", None),
@@ -858,7 +858,7 @@ def test_gate_keys_are_the_ones_the_engine_reads() -> None:
     """min_requests aside: the ramp refuses it inside the gates (mirror_ramp_min_requests sets it)."""
     options = role_vars("mirror_preflight")["__mirror_preflight_gate_options"]
     assert sorted([*options, "min_requests"]) == engine_allowed_keys({"unknown": 1})
-    for kind in ("thresholds", "alerts", "comparisons"):
+    for kind in ("thresholds", "alerts", "comparisons", "judges"):
         assert sorted(options[kind]["options"]) == engine_allowed_keys({kind: [{"unknown": 1}]}), kind
 
 

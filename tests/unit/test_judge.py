@@ -331,3 +331,15 @@ def _aa_latency_fail_rate(trials: int = 60, looks: int = 4) -> float:
 def test_aa_latency_false_fail_rate_over_all_looks_stays_below_alpha():
     # 0.017 here; the same looks each at the full alpha fail 0.28 of the steps.
     assert _aa_latency_fail_rate() <= 0.2
+
+
+@pytest.mark.parametrize("t", [1e-4, 0.01, 0.05], ids=["t-1e-4", "t-0.01", "t-0.05"])
+def test_an_early_look_spends_a_tiny_alpha_and_judges_without_error(t):
+    """At t = 0.01 O'Brien-Fleming spends ~1e-30: 1 - alpha is 1.0 in floats, which the normal
+    quantile refuses (a dev ramp's first looks failed the task with it)."""
+    spent, _ = judge.spend(Look(0.0, 100.0, 100.0 * t, {}), "g", 0.01)
+    assert 0 <= spent < 1e-6
+    z = judge.z_one_sided(spent)
+    assert z > 4.5
+    got = judge.judge_error_ratio(0.0, 300.0, 0.0, 3000.0, Settings(), spent)
+    assert got.verdict is not Verdict.FAIL
