@@ -58,21 +58,29 @@ if __package__ in (None, ""):  # python scripts/bench/judge.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import argparse
+import contextlib
 import math
 import multiprocessing
 import os
+import shutil
 import statistics
+import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
 
 import numpy as np
+import requests
 
-from mirrorramp import judge
+from mirrorramp import gates, judge
 from mirrorramp.model import Verdict
+from mirrorramp.prometheus import PrometheusClient
+from mirrorramp.promql import QueryContext
 from mirrorramp.sandbox_backend import ISTIO_DURATION_BUCKETS_MS
 from scripts.bench import results
+from scripts.bench.sandbox import free_ports
 
 SCRIPT = "scripts/bench/judge.py"
 SECTION = "judge"
@@ -212,17 +220,30 @@ def today_fails(cb: np.ndarray, ce: float, pb: np.ndarray, pe: float) -> tuple[b
     return thresholds, comparisons
 
 
-def run_step(scenario: Scenario, share: float, seed: int, verify: float) -> dict[str, Any]:
-    """One step of one scenario: when each judge first fails (candidate requests), and the
-    judge's end (pass, fail or inconclusive, with the candidate requests then)."""
-    rng = np.random.default_rng(seed)
+def draw_step(rng: np.random.Generator, scenario: Scenario, share: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(requests per minute at each mirror, the per-minute counts: cb/ce candidate buckets and
+    5xx, bb/be the baseline's, pb/pe the primary's) of one step."""
     minutes = int(HOLD_S // 60)
     n = rng.poisson(PRIMARY_RATE * share * 60, minutes)
     cand_b, cand_e = draw_side(rng, n, BASE_MEDIAN_MS * scenario.median_factor, scenario.errors)
     base_b, base_e = draw_side(rng, n, BASE_MEDIAN_MS, BASE_ERRORS)
     prim_b, prim_e = draw_side(rng, rng.poisson(PRIMARY_RATE * 60, minutes), BASE_MEDIAN_MS, BASE_ERRORS)
-    sides = {"cb": cand_b, "ce": cand_e, "bb": base_b, "be": base_e, "pb": prim_b, "pe": prim_e}
-    cum = {k: np.concatenate([np.zeros((1, *v.shape[1:])), np.cumsum(v, axis=0)]) for k, v in sides.items()}
+    return n, {"cb": cand_b, "ce": cand_e, "bb": base_b, "be": base_e, "pb": prim_b, "pe": prim_e}
+
+
+def cumulative(sides: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Counter values at each minute boundary (row 0: the step's start, all zero)."""
+    return {k: np.concatenate([np.zeros((1, *v.shape[1:])), np.cumsum(v, axis=0)]) for k, v in sides.items()}
+
+
+def run_step(scenario: Scenario, share: float, seed: int, verify: float) -> dict[str, Any]:
+    """One step of one scenario: when each judge first fails (candidate requests), and the
+    judge's end (pass, fail or inconclusive, with the candidate requests then)."""
+    rng = np.random.default_rng(seed)
+    minutes = int(HOLD_S // 60)
+    n, sides = draw_step(rng, scenario, share)
+    cand_b, cand_e, base_b, base_e = sides["cb"], sides["ce"], sides["bb"], sides["be"]
+    cum = cumulative(sides)
 
     def window(key: str, start: int, end: int) -> np.ndarray:
         return cum[key][end] - cum[key][start]
@@ -236,6 +257,7 @@ def run_step(scenario: Scenario, share: float, seed: int, verify: float) -> dict
     spending: dict[str, dict] = {}
     outcome, outcome_n = "inconclusive", float(n.sum())
     end_verdicts: tuple[str, ...] = ()
+    end_minute = minutes
     for end in range(LOOK_EVERY_MIN, minutes + 1, LOOK_EVERY_MIN):
         start = max(0, end - WINDOW_MIN)
         requests_now = float(cum["cb"][end].sum())
@@ -265,6 +287,7 @@ def run_step(scenario: Scenario, share: float, seed: int, verify: float) -> dict
             spending = {**spending, **{g: r.as_dict() for g, r in records.items() if r is not None}}
             if any(Verdict.FAIL in v for v in verdicts):
                 first_fail["judge"], outcome, outcome_n = requests_now, "fail", requests_now
+                end_minute = end
             elif last and verdicts[-1] == (Verdict.PASS, Verdict.PASS):
                 outcome, outcome_n = "pass", requests_now
             if last:
@@ -285,6 +308,7 @@ def run_step(scenario: Scenario, share: float, seed: int, verify: float) -> dict
         "outcome": outcome,
         "outcome_requests": outcome_n,
         "end_verdicts": end_verdicts,  # (latency, errors) of the last look that ran
+        "end_minute": end_minute,  # the judge's first fail, else the hold's end
         "latency_calls": verifier.calls,
         "latency_full_calls": verifier.full_calls,
         "verify_calls": verifier.checks,
@@ -379,9 +403,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     for share in args.shares:
         for scenario in SCENARIOS:
             rows += summarise(scenario, share, grouped[(scenario.name, share)])
+    live = [] if args.no_live else measure_live(args)
     return {
         "benchmark": SECTION,
         "seconds": time.monotonic() - started,
+        "live": live,
         "settings": {
             "primary_rate": PRIMARY_RATE,
             "shares": args.shares,
@@ -405,6 +431,162 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "verify_mismatches": 0,  # a mismatch stops the run (SystemExit)
         "rows": rows,
     }
+
+
+# -- live: the judge gates' real queries against a backfilled Prometheus --------------------------
+
+LIVE_NAMESPACE, LIVE_CANDIDATE, LIVE_BASELINE = "bench", "demo-v2", "demo-baseline"
+LIVE_SCENARIOS = ("A/A", "latency x2")
+
+
+def openmetrics(cum: dict[str, np.ndarray], start: float) -> str:
+    """The candidate's and the baseline's counters, one sample a minute from `start`, as the
+    OpenMetrics text promtool backfills (Istio's names and labels, reporter="destination")."""
+    lines = []
+    for family, series in (("istio_requests", "istio_requests_total"),):
+        lines.append(f"# TYPE {family} counter")
+        for workload, buckets, errors in ((LIVE_CANDIDATE, "cb", "ce"), (LIVE_BASELINE, "bb", "be")):
+            labels = (
+                f'reporter="destination",destination_workload_namespace="{LIVE_NAMESPACE}",'
+                f'destination_workload="{workload}"'
+            )
+            total = cum[buckets].sum(axis=1)
+            for code, values in (("200", total - cum[errors]), ("500", cum[errors])):
+                lines += [
+                    f'{series}{{{labels},response_code="{code}"}} {v:.0f} {start + 60 * m:.0f}'
+                    for m, v in enumerate(values)
+                ]
+    lines.append("# TYPE istio_request_duration_milliseconds histogram")
+    for workload, buckets in ((LIVE_CANDIDATE, "cb"), (LIVE_BASELINE, "bb")):
+        labels = f'reporter="destination",destination_workload_namespace="{LIVE_NAMESPACE}",destination_workload="{workload}"'
+        below = np.cumsum(cum[buckets], axis=1)
+        for i, bound in enumerate(BOUNDS):
+            le = "+Inf" if math.isinf(bound) else f"{bound:g}"
+            lines += [
+                f'istio_request_duration_milliseconds_bucket{{{labels},le="{le}"}} {v:.0f} {start + 60 * m:.0f}'
+                for m, v in enumerate(below[:, i])
+            ]
+        lines += [
+            f"istio_request_duration_milliseconds_count{{{labels}}} {v:.0f} {start + 60 * m:.0f}"
+            for m, v in enumerate(below[:, -1])
+        ]
+    lines.append("# EOF")
+    return "\n".join(lines) + "\n"
+
+
+def _wait_ready(url: str, process: subprocess.Popen, deadline_s: float) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"prometheus exited with {process.returncode} before it was ready")
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(f"{url}/-/ready", timeout=1).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"prometheus at {url} not ready within {deadline_s:g} s")
+
+
+def live_step(scenario: Scenario, share: float, seed: int, workdir: Path) -> dict[str, Any]:
+    """One step backfilled into a fresh Prometheus on 127.0.0.1 (stopped by PID), judged look by
+    look through gates.evaluate (the judge gates' grouped increase() queries, the Look and its
+    spending as the runner passes them); beside it the simulation of the same counts."""
+    rng = np.random.default_rng(seed)
+    _, sides = draw_step(rng, scenario, share)
+    cum = cumulative(sides)
+    minutes = int(HOLD_S // 60)
+    start = math.floor(time.time() / 3600) * 3600 - HOLD_S - 3600  # a whole hour, the step ended an hour ago
+    data, tsdb = workdir / "step.om", workdir / "tsdb"
+    data.write_text(openmetrics(cum, start))
+    subprocess.run(
+        ["promtool", "tsdb", "create-blocks-from", "openmetrics", str(data), str(tsdb)], check=True, capture_output=True
+    )
+    config = workdir / "prometheus.yml"
+    config.write_text("global: {}\n")
+    port = free_ports(1)[0]
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [
+            "prometheus",
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tsdb}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--storage.tsdb.retention.time=30d",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_ready(url, process, 60)
+        client = PrometheusClient(url, timeout=30)
+        gateset = gates.parse_gates(
+            {
+                "judges": [
+                    {"name": "judge-latency", "metric": "latency"},
+                    {"name": "judge-5xx-ratio", "metric": "error_ratio"},
+                ]
+            }
+        )
+        context = QueryContext(
+            service="demo",
+            namespace=LIVE_NAMESPACE,
+            environment="bench",
+            primary_workload="demo-v1",
+            mirror_workloads=(LIVE_CANDIDATE, LIVE_BASELINE),
+            window_seconds=WINDOW_MIN * 60,
+            baseline_workload=LIVE_BASELINE,
+        )
+        spending: dict[str, dict] = {}
+        outcome, end_minute, verdicts = "inconclusive", minutes, {}
+        for end in range(LOOK_EVERY_MIN, minutes + 1, LOOK_EVERY_MIN):
+            at, last = start + 60 * end, end == minutes
+            look = judge.Look(start, HOLD_S, at, spending, 0.5 if last else 1.0)
+            shown = [
+                r
+                for r in gates.evaluate(gateset, client, context, WINDOW_MIN * 60, at=at, look=look)
+                if r.kind == "judge"
+            ]
+            if last and all(r.verdict is not Verdict.FAIL for r in shown):
+                shown += [
+                    r for r in gates.evaluate(gateset, client, context, HOLD_S, at=at, look=look) if r.kind == "judge"
+                ]
+            spending = {**spending, **{r.extra["gate"]: r.extra["spending"] for r in shown if "spending" in r.extra}}
+            verdicts = {r.name: str(r.verdict) for r in shown}
+            if any(r.verdict is Verdict.FAIL for r in shown):
+                outcome, end_minute = "fail", end
+                break
+            if last and all(r.verdict is Verdict.PASS for r in shown[-2:]):
+                outcome = "pass"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    simulated = run_step(scenario, share, seed, 0.0)
+    return {
+        "scenario": scenario.name,
+        "share": share,
+        "seed": seed,
+        "outcome": outcome,
+        "end_minute": end_minute,
+        "requests": float(cum["cb"][end_minute].sum()),
+        "last_verdicts": verdicts,
+        "simulated_outcome": simulated["outcome"],
+        "simulated_end_minute": simulated["end_minute"],
+    }
+
+
+def measure_live(args: argparse.Namespace) -> list[dict]:
+    if not (shutil.which("promtool") and shutil.which("prometheus")):
+        print("live: promtool or prometheus not found, skipped", file=sys.stderr)
+        return []
+    steps = []
+    by_name = {s.name: s for s in SCENARIOS}
+    for name in LIVE_SCENARIOS:
+        with tempfile.TemporaryDirectory(prefix="bench-judge-") as workdir:
+            steps.append(live_step(by_name[name], args.live_share, args.seed, Path(workdir)))
+    return steps
 
 
 # -- output -------------------------------------------------------------------------------------
@@ -473,14 +655,43 @@ def _calls(document: dict) -> str:
     )
 
 
-def table(document: dict) -> str:
-    return "\n\n".join(
+LIVE_HEADER = [
+    "live step",
+    "share",
+    "seed",
+    "judge (real queries)",
+    "at minute",
+    "candidate req",
+    "simulated, same counts",
+    "at minute",
+]
+
+
+def _live_rows(document: dict) -> list[list[str]]:
+    return [
         [
-            results.text_table(HEADER, [_row(r) for r in document["rows"]]),
-            results.text_table(ENDS_HEADER, _judge_ends(document)),
-            _calls(document),
+            s["scenario"],
+            f"{s['share'] * 100:g}%",
+            str(s["seed"]),
+            s["outcome"],
+            str(s["end_minute"]),
+            f"{s['requests']:,.0f}",
+            s["simulated_outcome"],
+            str(s["simulated_end_minute"]),
         ]
-    )
+        for s in document.get("live", [])
+    ]
+
+
+def table(document: dict) -> str:
+    parts = [
+        results.text_table(HEADER, [_row(r) for r in document["rows"]]),
+        results.text_table(ENDS_HEADER, _judge_ends(document)),
+        _calls(document),
+    ]
+    if document.get("live"):
+        parts.append(results.text_table(LIVE_HEADER, _live_rows(document)))
+    return "\n\n".join(parts)
 
 
 def doc_section(document: dict) -> str:
@@ -496,6 +707,7 @@ def doc_section(document: dict) -> str:
             results.markdown_table(HEADER, [_row(r) for r in document["rows"]]),
             results.markdown_table(ENDS_HEADER, _judge_ends(document)),
             _calls(document) + ".",
+            *([results.markdown_table(LIVE_HEADER, _live_rows(document))] if document.get("live") else []),
         ]
     )
 
@@ -525,6 +737,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verify", type=float, default=0.01, help="share of shortcut looks checked in full (0.01)")
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     parser.add_argument("--processes", type=_positive, default=os.cpu_count() or 1, help="worker processes")
+    parser.add_argument(
+        "--live-share", type=lambda t: _shares(t)[0], default=0.01, help="mirrored percent of the live steps (1)"
+    )
+    parser.add_argument("--no-live", action="store_true", help="no live steps (no Prometheus started)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 10 A/A and 5 steps per regression")
     results.add_output_arguments(parser, SECTION)
     args = parser.parse_args(argv)
