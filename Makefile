@@ -59,6 +59,7 @@ bench: setup
 	python -m scripts.bench.reaction --write-doc
 	python -m scripts.bench.dataplane --write-doc
 	python -m scripts.bench.scale --write-doc
+	python -m scripts.bench.judge --write-doc
 
 clean:
 	rm -rf build .pytest_cache
