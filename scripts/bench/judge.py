@@ -41,7 +41,7 @@ Harness (no Prometheus, no sandbox: the counts a Prometheus would return, drawn 
 Trials: --aa A/A steps and --trials steps per regression, per share. Run from the repository
 root with the venv (numpy only; `make bench` runs every benchmark):
 
-    python scripts/bench/judge.py                 # the full run, about 5-10 minutes on 2 cores
+    python scripts/bench/judge.py                 # the full run: 668 s on 2 cores at load 4.5
     python scripts/bench/judge.py --quick         # smoke run, build/bench/judge.quick.json
     python scripts/bench/judge.py --write-doc     # and rewrite its section of docs/benchmarks.md
     python scripts/bench/judge.py --from-json --write-doc
