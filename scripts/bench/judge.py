@@ -85,6 +85,7 @@ from scripts.bench.sandbox import free_ports
 SCRIPT = "scripts/bench/judge.py"
 SECTION = "judge"
 
+Z_95 = NormalDist().inv_cdf(0.975)  # the rates' two-sided 95 % intervals
 PRIMARY_RATE = 100.0  # requests/s at the primary
 HOLD_S = 86400.0
 LOOK_EVERY_MIN = 5
@@ -318,14 +319,9 @@ def run_step(scenario: Scenario, share: float, seed: int, verify: float) -> dict
 # -- statistics ---------------------------------------------------------------------------------
 
 
-def wilson(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
-    if trials == 0:
-        return 0.0, 1.0
-    p = successes / trials
-    denominator = 1 + z * z / trials
-    centre = (p + z * z / (2 * trials)) / denominator
-    half = z / denominator * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
-    return max(0.0, centre - half), min(1.0, centre + half)
+def wilson(successes: int, trials: int) -> tuple[float, float]:
+    """The 95 % Wilson interval of a rate: the engine's own (judge.wilson_interval)."""
+    return judge.wilson_interval(successes, trials, Z_95)
 
 
 def floor_requests(scenario: Scenario) -> float | None:
