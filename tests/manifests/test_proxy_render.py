@@ -26,8 +26,7 @@ pytestmark = pytest.mark.slow
 ENVIRONMENTS = ("local", "dev", "staging", "prod")
 ROUTER = "envoy.filters.http.router"
 HCM = "envoy.filters.network.http_connection_manager"
-TYPED_STRUCT = "type.googleapis.com/udpa.type.v1.TypedStruct"
-# Inserted HTTP filter -> the Envoy v3 message its TypedStruct carries.
+# Inserted HTTP filter -> the Envoy v3 message its typed_config is (a direct @type).
 FILTER_TYPES = {
     "envoy.filters.http.local_ratelimit": (
         "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
@@ -176,15 +175,21 @@ def test_every_resource_carries_the_project_labels(renders: dict[str, Render], e
         assert labels["mirror-ramp.io/environment"] == env, name
 
 
+def primary_pod_labels(service: dict[str, Any]) -> dict[str, str]:
+    (primary,) = (subset for subset in service["subsets"] if subset["name"] == service["primary_subset"])
+    return {"app": service["name"], **primary["labels"]}
+
+
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_envoy_filters_insert_before_the_router(renders: dict[str, Render], env: str) -> None:
-    services = {service["name"] for service in group_vars(env, "services")["mirror_services"]}
+    services = {service["name"]: service for service in group_vars(env, "services")["mirror_services"]}
     for name, doc in renders[env].of_kind("EnvoyFilter"):
         EnvoyFilter.model_validate(doc)
         assert doc["apiVersion"] == "networking.istio.io/v1alpha3"
         service = doc["spec"]["workloadSelector"]["labels"]["app"]
         assert service in services, name
-        assert doc["spec"]["workloadSelector"] == {"labels": {"app": service}}
+        # The primary's pods only: on a mirror target the filters would answer or refuse mirrored requests.
+        assert doc["spec"]["workloadSelector"] == {"labels": primary_pod_labels(services[service])}, name
         assert doc["metadata"]["name"].startswith(f"{service}-"), name
         for patch in doc["spec"]["configPatches"]:
             assert patch["applyTo"] == "HTTP_FILTER", name
@@ -197,14 +202,21 @@ def test_envoy_filters_insert_before_the_router(renders: dict[str, Render], env:
             inserted = patch["patch"]["value"]
             assert inserted["name"] != ROUTER, name
             assert inserted["name"] in FILTER_TYPES, name
-            assert inserted["typed_config"]["@type"] == TYPED_STRUCT, name
-            assert inserted["typed_config"]["type_url"] == FILTER_TYPES[inserted["name"]], name
+            assert inserted["typed_config"]["@type"] == FILTER_TYPES[inserted["name"]], name
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_no_envoy_filter_uses_the_deprecated_typed_struct(renders: dict[str, Render], env: str) -> None:
+    for name, data in renders[env].files().items():
+        assert b"TypedStruct" not in data, name
+        assert b"type_url" not in data, name
 
 
 def typed_value(result: Render, name: str) -> dict[str, Any]:
+    """The filter's own message, without its @type (the router test checks that)."""
     doc = result.docs()[name]
     (patch,) = doc["spec"]["configPatches"]
-    return patch["patch"]["value"]["typed_config"]["value"]
+    return {key: value for key, value in patch["patch"]["value"]["typed_config"].items() if key != "@type"}
 
 
 def test_local_rate_limit_is_the_token_bucket_of_the_inventory(renders: dict[str, Render]) -> None:
@@ -331,10 +343,55 @@ def test_check_mode_writes_nothing(playbook: Path, tmp_path: Path) -> None:
             "fill_interval an Envoy duration",
             id="fill-interval-not-seconds",
         ),
+        pytest.param(
+            {"mirror_proxy": {"filter_workloads": "candidate", "rate_limit": {"enabled": False}}},
+            "value of filter_workloads must be one of: primary, service, got: candidate",
+            id="filter-workloads-unknown",
+        ),
     ],
 )
 def test_preflight_refuses_invalid_settings(playbook: Path, tmp_path: Path, extra: dict, message: str) -> None:
     result = render(playbook, tmp_path, "prod", extra)
+    assert result.run.returncode != 0
+    assert message in " ".join(result.run.output.split())
+    assert not result.k8s.exists()
+
+
+def test_filter_workloads_service_selects_every_pod_of_the_service(playbook: Path, tmp_path: Path) -> None:
+    settings = {**group_vars("dev", "proxy")["mirror_proxy"], "filter_workloads": "service"}
+    result = render(playbook, tmp_path, "dev", {"mirror_proxy": settings})
+    assert result.run.returncode == 0, result.run.output[-3000:]
+    services = [service["name"] for service in group_vars("dev", "services")["mirror_services"]]
+    selectors = {doc["metadata"]["name"]: doc["spec"]["workloadSelector"] for _, doc in result.of_kind("EnvoyFilter")}
+    assert selectors == {
+        f"{service}-{suffix}": {"labels": {"app": service}}
+        for service in services
+        for suffix in ("local-ratelimit", "adaptive-concurrency", "response-cache")
+    }
+
+
+@pytest.mark.parametrize(
+    ("services", "message"),
+    [
+        pytest.param(
+            [{**service, "primary_subset": "gone"} for service in group_vars("prod", "services")["mirror_services"]],
+            'primary_subset ("gone") must name one of its subsets, with labels',
+            id="primary-subset-unknown",
+        ),
+        pytest.param(
+            [
+                {**service, "subsets": [{**subset, "labels": {}} for subset in service["subsets"]]}
+                for service in group_vars("prod", "services")["mirror_services"]
+            ],
+            "the EnvoyFilters of user-service select its primary subset's pods",
+            id="primary-subset-without-labels",
+        ),
+    ],
+)
+def test_filters_on_the_primary_need_its_labels(
+    playbook: Path, tmp_path: Path, services: list[dict[str, Any]], message: str
+) -> None:
+    result = render(playbook, tmp_path, "prod", {"mirror_services": services})
     assert result.run.returncode != 0
     assert message in " ".join(result.run.output.split())
     assert not result.k8s.exists()
