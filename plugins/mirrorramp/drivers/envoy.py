@@ -124,7 +124,7 @@ def _describe(policies: list[dict[str, Any]]) -> str:
     for policy in policies:
         fraction_extras = {key: value for key, value in policy["runtime_fraction"].items() if key != "default_value"}
         extras = {
-            key: policy.get(key)
+            key: policy.get(key, "unset")
             for key in sorted(set(policy) | set(POLICY_FIELDS))
             if key not in ("cluster", "runtime_fraction") and policy.get(key) != POLICY_FIELDS.get(key)
         } | fraction_extras
