@@ -149,9 +149,9 @@ def sidecar_config(
     traffic_policy = destination_rule["spec"].get("trafficPolicy", {})
     hash_header = traffic_policy.get("loadBalancer", {}).get("consistentHash", {}).get("httpHeaderName")
 
-    http_routes = _require(virtual_service["spec"], "http", "VirtualService spec")
+    http_routes = _require(virtual_service["spec"], "http", "VirtualService.spec")
     routes = [
-        _route(http_route, f"VirtualService spec.http[{index}]", service, virtual_service, hash_header)
+        _route(http_route, f"VirtualService.spec.http[{index}]", service, virtual_service, hash_header)
         for index, http_route in enumerate(http_routes)
     ]
     ports = sorted({port for route in routes for port in _route_ports(route)})
@@ -196,18 +196,18 @@ class _Service:
     def of(
         cls, virtual_service: Mapping[str, Any], destination_rule: Mapping[str, Any], domain_suffix: str
     ) -> _Service:
-        hosts = _require(virtual_service["spec"], "hosts", "VirtualService spec")
+        hosts = _require(virtual_service["spec"], "hosts", "VirtualService.spec")
         if len(hosts) != 1:
             raise ConfigError(
-                f"VirtualService spec.hosts: {hosts!r}: the sandbox translates one host per VirtualService"
+                f"VirtualService.spec.hosts: {hosts!r}: the sandbox translates one host per VirtualService"
             )
         host = hosts[0]
-        rule_host = _require(destination_rule["spec"], "host", "DestinationRule spec")
+        rule_host = _require(destination_rule["spec"], "host", "DestinationRule.spec")
         if rule_host != host:
-            raise ConfigError(f"DestinationRule spec.host {rule_host!r} is not the VirtualService's host {host!r}")
+            raise ConfigError(f"DestinationRule.spec.host {rule_host!r} is not the VirtualService's host {host!r}")
         subsets = tuple(
-            _require(subset, "name", f"DestinationRule spec.subsets[{index}]")
-            for index, subset in enumerate(_require(destination_rule["spec"], "subsets", "DestinationRule spec"))
+            _require(subset, "name", f"DestinationRule.spec.subsets[{index}]")
+            for index, subset in enumerate(_require(destination_rule["spec"], "subsets", "DestinationRule.spec"))
         )
         namespace = virtual_service.get("metadata", {}).get("namespace")
         if "." in host:
@@ -216,7 +216,7 @@ class _Service:
             fqdn = f"{host}.{namespace}.svc.{domain_suffix}"  # istiod resolves a short name in the VirtualService's namespace
         else:
             raise ConfigError(
-                f"VirtualService metadata.namespace is missing: needed to resolve the short host {host!r}"
+                f"VirtualService.metadata.namespace is missing: needed to resolve the short host {host!r}"
             )
         return cls(host=host, fqdn=fqdn, subsets=subsets)
 
@@ -432,10 +432,10 @@ def _marked_clusters(
     try:
         targets = mirror_targets(dict(virtual_service))
     except DriverError as e:
-        raise ConfigError(f"VirtualService metadata.annotations.{TARGETS_ANNOTATION}: {e}") from e
+        raise ConfigError(f"VirtualService.metadata.annotations.{TARGETS_ANNOTATION}: {e}") from e
     annotated = [
         service.destination_cluster(
-            target.destination(), f"VirtualService metadata.annotations.{TARGETS_ANNOTATION}[{index}]"
+            target.destination(), f"VirtualService.metadata.annotations.{TARGETS_ANNOTATION}[{index}]"
         )
         for index, target in enumerate(targets)
     ]
@@ -453,7 +453,7 @@ def _cluster(name: str, endpoint: tuple[str, int], traffic_policy: Mapping[str, 
         "type": "STATIC",
         "connect_timeout": _envoy_duration(
             tcp.get("connectTimeout", _DEFAULT_CONNECT_TIMEOUT),
-            "DestinationRule spec.trafficPolicy.connectionPool.tcp.connectTimeout",
+            "DestinationRule.spec.trafficPolicy.connectionPool.tcp.connectTimeout",
         ),
         "lb_policy": "LEAST_REQUEST",
         "load_assignment": {
@@ -497,7 +497,7 @@ def _cluster(name: str, endpoint: tuple[str, int], traffic_policy: Mapping[str, 
 
 
 def _outlier_detection(outlier: Mapping[str, Any]) -> dict[str, Any]:
-    path = "DestinationRule spec.trafficPolicy.outlierDetection"
+    path = "DestinationRule.spec.trafficPolicy.outlierDetection"
     out: dict[str, Any] = {"enforcing_success_rate": 0}  # istiod turns success-rate ejection off
     if "consecutive5xxErrors" in outlier:
         errors = outlier["consecutive5xxErrors"]
