@@ -208,6 +208,15 @@ def counter(admin_url: str, name: str, *, default: int | None = None) -> int:
     raise EnvoyError(f"Envoy has no counter or gauge named {name!r}")
 
 
+def listener_port(admin_url: str, name: str = "sandbox_http") -> int:
+    """The port a listener bound: a bootstrap may ask for port 0 and learn the free port here."""
+    statuses = json.loads(admin_get(admin_url, "/listeners?format=json"))["listener_statuses"]
+    for status in statuses:
+        if status["name"] == name:
+            return int(status["local_address"]["socket_address"]["port_value"])
+    raise EnvoyError(f"Envoy has no listener named {name!r} (listeners: {[s['name'] for s in statuses]})")
+
+
 def bootstrap_with_rds(
     *,
     listener_port: int,
@@ -216,9 +225,10 @@ def bootstrap_with_rds(
     clusters: list[dict[str, Any]],
     inbound_http_filters: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """A static bootstrap: one HTTP listener on 127.0.0.1:listener_port whose routes come from
-    filesystem RDS (route_dir/route.yaml, reloaded when a file is renamed into route_dir), the
-    given static clusters, `inbound_http_filters` before the router, stats flushed every second.
+    """A static bootstrap: one HTTP listener `sandbox_http` on 127.0.0.1:listener_port (0: a free
+    port, see listener_port) whose routes come from filesystem RDS (route_dir/route.yaml,
+    reloaded when a file is renamed into route_dir), the given static clusters,
+    `inbound_http_filters` before the router, stats flushed every second.
 
     route_dir/route.yaml must exist before Envoy starts (else it exits: "paths must refer to an
     existing path"). Only a rename into the watched directory reloads (write_route_file does it
