@@ -226,6 +226,35 @@ def test_a_stale_version_raises_conflict_and_one_of_two_racing_writers_wins(
     assert (final.percent, final.version, final.state) == (winner, "2", ramping(winner))
 
 
+def test_a_hand_edited_mirror_is_drift_and_the_next_write_replaces_it(
+    driver: EnvoyDriver, envoy: EnvoyProcess, route_dir: Path
+) -> None:
+    five = driver.write(driver.read(), ramping(5), 5, dry_run=False)
+    edited = hand_written_routes()
+    reads, default = edited["virtual_hosts"][0]["routes"]
+    hand_policy = {
+        "cluster": CANDIDATE,
+        "runtime_fraction": {"default_value": {"numerator": 10, "denominator": "HUNDRED"}},
+    }
+    reads["route"]["request_mirror_policies"] = [hand_policy | {"trace_sampled": False}]
+    default["route"]["request_mirror_policies"] = [hand_policy]
+    write_route_file(route_dir, edited, "by-hand")
+    deadline = time.monotonic() + 2
+    while "request_mirror_policies" not in live_routes(envoy)[1]["route"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    drifted = driver.read()
+
+    assert drifted.percent == 10 and drifted.version == five.version
+    assert f'/reads mirrors {CANDIDATE} 10% {{"disable_shadow_host_suffix_append": "unset"}}, the ramp writes' in (
+        drifted.mirror_drift
+    )
+    assert "/default (not marked with mirror_ramp) mirrors" in drifted.mirror_drift
+    fixed = driver.write(drifted, ramping(5), 5, dry_run=False)
+    assert fixed.percent == 5 and driver.read().mirror_drift == ""
+    assert "request_mirror_policies" not in live_routes(envoy)[1]["route"]
+
+
 def test_dry_run_changes_nothing_on_envoy(driver: EnvoyDriver, envoy: EnvoyProcess, route_dir: Path) -> None:
     current = driver.read()
     before = (route_dir / ROUTE_FILE_NAME).read_bytes()
