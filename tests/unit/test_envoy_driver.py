@@ -313,6 +313,36 @@ def test_a_missing_policy_field_shows_as_unset() -> None:
     assert '{"disable_shadow_host_suffix_append": "unset", "trace_sampled": "unset"}' in live.drift
 
 
+# -- the contract with the sandbox's translation ---------------------------------------------
+GOLDEN = Path(__file__).resolve().parents[1] / "manifests" / "golden" / "istio-dev"
+
+
+@pytest.mark.parametrize("service", ["user-service", "order-service"])
+def test_the_translation_of_the_rendered_goldens_is_the_drivers_own_shape(service: str) -> None:
+    """What the sandbox's translation renders is what the driver writes: no drift at the rendered
+    percent, and a write at another percent changes only the mirror and the marker."""
+    from mirrorsandbox.envoy_config import sidecar_config  # tests may use the sandbox; the engine never does
+
+    vs = yaml.safe_load((GOLDEN / f"virtualservice-shop-dev-{service}.yml.golden").read_text())
+    dr = yaml.safe_load((GOLDEN / f"destinationrule-shop-dev-{service}.yml.golden").read_text())
+    subsets = [subset["name"] for subset in dr["spec"]["subsets"]]
+    rendered = sidecar_config(vs, dr, {name: f"127.0.0.1:{18000 + i}" for i, name in enumerate(subsets)})
+    config = rendered.route_configuration
+
+    live = live_mirror(config)
+    assert live.percent > 0 and live.drift == "" and live.clusters
+
+    shaped = shape_route_config(config, 0.5, "tok")
+    again = live_mirror(shaped)
+    assert (again.percent, again.token, again.drift, again.clusters) == (0.5, "tok", "", live.clusters)
+    shaped_routes = {
+        f"{host['name']}/{route['name']}": route for host in shaped["virtual_hosts"] for route in host["routes"]
+    }
+    for label, route in shaped_routes.items():
+        wanted = [policy(cluster, 5_000) for cluster in live.clusters.get(label, [])]
+        assert route["route"].get("request_mirror_policies", []) == wanted, label
+
+
 # -- the driver, against a fake admin ----------------------------------------------------------
 class FakeEnvoy:
     """Envoy's admin as far as the driver reads it: loads the route file when its content changes."""
