@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from mirrorramp.judge import wilson_interval
 from mirrorsandbox.envoy_config import SidecarConfig, sidecar_config
 from mirrorsandbox.envoy_process import (
+    EnvoyError,
     EnvoyProcess,
     admin_get,
     bootstrap_with_rds,
@@ -35,6 +38,7 @@ pytestmark = pytest.mark.slow
 SUBSETS = ("primary", "candidate", "perf")
 FQDN = "demo-service.sandbox.svc.cluster.local"
 ROUTE_NAME = "8080"
+GOLDEN = Path(__file__).resolve().parents[1] / "manifests" / "golden" / "istio-dev"
 SETTLE_SECONDS = 2.0  # bound on waiting for a copy in flight (mirrored copies are asynchronous)
 
 
@@ -295,3 +299,86 @@ def test_a_bad_route_file_is_rejected_and_the_live_routes_stay(proxy: Proxy, bre
         lambda: len(proxy.backends["candidate"].requests(f"/after-bad/{live_version}")) == 1,
         what="the live mirror still mirrors",
     )
+
+
+def test_a_partial_share_is_mirrored_within_its_interval(proxy: Proxy) -> None:
+    """20 % of 1,000 GETs: the copies counted inside the 99.99 % Wilson interval (z = 3.89)."""
+    proxy.apply(
+        translated(
+            {"mirror": destination("candidate"), "mirrorPercentage": {"value": 20.0}}, ["candidate"], proxy.backends
+        )
+    )
+    total = 1000
+    assert proxy.send("GET", [f"/share/{i}" for i in range(total)]) == [200] * total
+    time.sleep(0.3)  # the last copies in flight
+    mirrored = len(proxy.backends["candidate"].requests("/share/"))
+    low, high = wilson_interval(mirrored, total, 3.89)
+    assert low <= 0.20 <= high, f"{mirrored} of {total} mirrored at 20 %"
+
+
+@pytest.mark.parametrize("service", ["user-service", "order-service"])
+def test_the_dev_renders_load_into_envoy_as_translated(tmp_path: Path, service: str) -> None:
+    """Every field the role renders for inventories/dev (gRPC route, fault, retries, consistent
+    hash, pool, outlier detection, two mirrors) is accepted by Envoy with unknown fields rejected."""
+    virtual_service = yaml.safe_load((GOLDEN / f"virtualservice-shop-dev-{service}.yml.golden").read_text())
+    destination_rule = yaml.safe_load((GOLDEN / f"destinationrule-shop-dev-{service}.yml.golden").read_text())
+    subsets = [subset["name"] for subset in destination_rule["spec"]["subsets"]]
+    config = sidecar_config(
+        virtual_service, destination_rule, {name: f"127.0.0.1:{19000 + i}" for i, name in enumerate(subsets)}
+    )
+    route_dir = tmp_path / "routes"
+    route_dir.mkdir()
+    write_route_file(route_dir, config.route_configuration, "golden")
+    name = config.route_configuration["name"]
+    bootstrap = bootstrap_with_rds(
+        listener_port=0,
+        route_dir=route_dir,
+        route_config_name=name,
+        clusters=config.clusters,
+        inbound_http_filters=config.http_filters,
+    )
+    envoy = start_envoy(bootstrap, tmp_path / "run")
+    try:
+        assert counter(envoy.admin_url, f"http.sandbox_http.rds.{name}.update_success") == 1
+        assert counter(envoy.admin_url, f"http.sandbox_http.rds.{name}.update_rejected") == 0
+        dump = admin_get(envoy.admin_url, "/config_dump?resource=dynamic_route_configs")
+        assert '"version_info": "golden"' in dump
+        live_clusters = admin_get(envoy.admin_url, "/clusters")
+        assert all(f"{cluster['name']}::" in live_clusters for cluster in config.clusters)
+    finally:
+        envoy.stop()
+
+
+def test_a_bootstrap_envoy_refuses_fails_fast_with_its_log(tmp_path: Path) -> None:
+    bootstrap = bootstrap_with_rds(listener_port=0, route_dir=tmp_path / "missing", route_config_name="r", clusters=[])
+    started = time.monotonic()
+    with pytest.raises(EnvoyError, match="paths must refer to an existing path"):
+        start_envoy(bootstrap, tmp_path / "run")
+    assert time.monotonic() - started < 5
+
+
+def test_an_admin_off_loopback_is_refused_before_start(tmp_path: Path) -> None:
+    bootstrap = {"admin": {"address": {"socket_address": {"address": "0.0.0.0", "port_value": 0}}}}
+    with pytest.raises(EnvoyError, match=r"listens on 127\.0\.0\.1 only"):
+        start_envoy(bootstrap, tmp_path)
+    assert not (tmp_path / "bootstrap.yaml").exists()
+
+
+def test_stop_ends_envoy_by_its_pid_and_twice_is_harmless(tmp_path: Path) -> None:
+    route_dir = tmp_path / "routes"
+    route_dir.mkdir()
+    write_route_file(route_dir, {"name": "r", "virtual_hosts": []}, "1")
+    envoy = start_envoy(
+        bootstrap_with_rds(listener_port=0, route_dir=route_dir, route_config_name="r", clusters=[]), tmp_path / "run"
+    )
+    try:
+        assert admin_get(envoy.admin_url, "/ready").strip() == "LIVE"
+        with pytest.raises(EnvoyError, match=r"no counter or gauge named 'no\.such\.stat'"):
+            counter(envoy.admin_url, "no.such.stat")
+        assert counter(envoy.admin_url, "no.such.stat", default=0) == 0
+    finally:
+        envoy.stop()
+    assert not Path(f"/proc/{envoy.pid}").exists()
+    envoy.stop()
+    with pytest.raises(EnvoyError, match="unreachable"):
+        admin_get(envoy.admin_url, "/ready", timeout=0.5)
