@@ -164,6 +164,7 @@ def test_shaping_sets_the_marked_routes_and_only_them() -> None:
         "percent": 5.0,
     }
     assert "request_mirror_policies" not in default["route"], "an unmarked route mirrors nothing"
+    assert "&id" not in yaml.safe_dump(shaped), "no YAML anchors: each policy has its own fraction"
     # Everything else is as it was.
     reads["route"].pop("request_mirror_policies")
     reads["metadata"] = marker(CANDIDATE, BASELINE)

@@ -93,8 +93,12 @@ def mirror_policies(clusters: list[str], percent: float) -> list[dict[str, Any]]
     millionths = round(check_percent(percent) * 10_000)
     if millionths == 0:
         return []
-    fraction = {"default_value": {"numerator": millionths, "denominator": "MILLION"}}
-    return [{"cluster": cluster, "runtime_fraction": fraction} | POLICY_FIELDS for cluster in clusters]
+    # A fraction of its own per policy: a shared dict would be dumped as a YAML anchor and alias.
+    return [
+        {"cluster": cluster, "runtime_fraction": {"default_value": {"numerator": millionths, "denominator": "MILLION"}}}
+        | POLICY_FIELDS
+        for cluster in clusters
+    ]
 
 
 def policy_millionths(policy: dict[str, Any]) -> int:
