@@ -9,8 +9,8 @@ sandbox's loopback backends as the clusters' only endpoints:
   port, with the connection pool as circuit breakers (istiod's defaults: 2^32-1 each) and
   connect timeout, the outlier detection (panic threshold 0, as istiod sets it), the consistent
   hash as a ring hash;
-- one route per http route, in order: the match (uri, method, headers, query parameters, case
-  sensitive), the cluster, the timeout (0s = none when unset), the retry policy (istiod's default
+- one route per http route and match entry, in order: the match (uri, method, headers, query
+  parameters, case sensitive), the cluster, the timeout (0s = none when unset), the retry policy (istiod's default
   when unset, none at 0 attempts), the fault as the fault filter's per-route config;
 - the mirror as `request_mirror_policies` (one per target, numerator = percent x 10000 truncated
   as Go's uint32() does, over MILLION, `trace_sampled: false`, none at 0 %) without Envoy's
@@ -24,6 +24,7 @@ field in the template cannot be dropped silently from the sandbox.
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -151,8 +152,9 @@ def sidecar_config(
 
     http_routes = _require(virtual_service["spec"], "http", "VirtualService.spec")
     routes = [
-        _route(http_route, f"VirtualService.spec.http[{index}]", service, virtual_service, hash_header)
+        route
         for index, http_route in enumerate(http_routes)
+        for route in _routes(http_route, f"VirtualService.spec.http[{index}]", service, virtual_service, hash_header)
     ]
     ports = sorted({port for route in routes for port in _route_ports(route)})
     clusters = [
@@ -234,13 +236,14 @@ class _Service:
         return self.cluster_name(port, subset)
 
 
-def _route(
+def _routes(
     http_route: Mapping[str, Any],
     path: str,
     service: _Service,
     virtual_service: Mapping[str, Any],
     hash_header: str | None,
-) -> dict[str, Any]:
+) -> list[dict[str, Any]]:
+    """The Envoy routes of one http route."""
     destinations = _require(http_route, "route", path)
     if len(destinations) != 1:
         raise ConfigError(
@@ -265,38 +268,43 @@ def _route(
         action["request_mirror_policies"] = policies
 
     name = http_route.get("name")
-    route: dict[str, Any] = {"match": _route_match(http_route.get("match", []), f"{path}.match"), "route": action}
-    if name is not None:
-        route = {"name": name, **route}
+    extras: dict[str, Any] = {}
     if "fault" in http_route:
-        route["typed_per_filter_config"] = {FAULT_FILTER_NAME: _fault(http_route["fault"], f"{path}.fault")}
+        extras["typed_per_filter_config"] = {FAULT_FILTER_NAME: _fault(http_route["fault"], f"{path}.fault")}
     if name == MIRROR_ROUTE_NAME:
         clusters = _marked_clusters(virtual_service, service, [cluster for cluster, _ in mirror_percents], path)
-        route["metadata"] = {"filter_metadata": {MIRROR_MARKER_KEY: {"mirror_clusters": clusters}}}
+        extras["metadata"] = {"filter_metadata": {MIRROR_MARKER_KEY: {"mirror_clusters": clusters}}}
     elif mirror_percents:
         raise ConfigError(
             f"{path} (name {name!r}) mirrors, but the ramp owns only the mirror of the route named {MIRROR_ROUTE_NAME!r}"
         )
-    return route
+    # As istiod does: one Envoy route per match entry (entries are OR-ed), each a full copy, so
+    # the driver can set the mirror on every marked route alike. No match: the catch-all.
+    matches = http_route.get("match") or [{}]
+    return [
+        {
+            **({"name": name} if name is not None else {}),
+            "match": _route_match(match, f"{path}.match[{index}]"),
+            "route": copy.deepcopy(action),
+            **copy.deepcopy(extras),
+        }
+        for index, match in enumerate(matches)
+    ]
 
 
-def _route_match(matches: list[Mapping[str, Any]], path: str) -> dict[str, Any]:
-    if len(matches) > 1:
-        # One Envoy route per Istio match entry would break the one-route-per-name marker.
-        raise ConfigError(f"{path}: {len(matches)} entries: the sandbox translates one match entry per route")
-    match = matches[0] if matches else {}
+def _route_match(match: Mapping[str, Any], path: str) -> dict[str, Any]:
     uri = match.get("uri")
-    out: dict[str, Any] = _uri_match(uri, f"{path}[0].uri") if uri else {"prefix": "/"}
+    out: dict[str, Any] = _uri_match(uri, f"{path}.uri") if uri else {"prefix": "/"}
     out["case_sensitive"] = True
     headers = []
     if "method" in match:
-        headers.append({"name": ":method", "string_match": _string_match(match["method"], f"{path}[0].method")})
+        headers.append({"name": ":method", "string_match": _string_match(match["method"], f"{path}.method")})
     for name, string_match in match.get("headers", {}).items():
-        headers.append({"name": name, "string_match": _string_match(string_match, f"{path}[0].headers.{name}")})
+        headers.append({"name": name, "string_match": _string_match(string_match, f"{path}.headers.{name}")})
     if headers:
         out["headers"] = headers
     query = [
-        {"name": name, "string_match": _string_match(string_match, f"{path}[0].queryParams.{name}")}
+        {"name": name, "string_match": _string_match(string_match, f"{path}.queryParams.{name}")}
         for name, string_match in match.get("queryParams", {}).items()
     ]
     if query:

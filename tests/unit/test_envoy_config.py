@@ -265,6 +265,23 @@ def test_route_match(match: list[dict], expected: dict) -> None:
     assert routes_of(vs)[0]["match"] == expected
 
 
+def test_several_match_entries_become_one_marked_route_each() -> None:
+    """mirror_match as a list: istiod writes one Envoy route per entry (OR), each a full copy."""
+    vs = virtual_service({"mirror": destination("candidate"), "mirrorPercentage": {"value": 5.0}})
+    vs["spec"]["http"][0]["match"] = [
+        {"headers": {"x-user-type": {"exact": "beta-tester"}}, "method": {"regex": "GET|HEAD"}},
+        {"uri": {"prefix": "/beta"}, "method": {"regex": "GET|HEAD"}},
+    ]
+    routes = routes_of(vs)
+    assert [route["name"] for route in routes] == ["mirror", "mirror", "primary"]
+    assert routes[0]["match"]["headers"][1] == {"name": "x-user-type", "string_match": {"exact": "beta-tester"}}
+    assert routes[1]["match"]["prefix"] == "/beta"
+    for route in routes[:2]:
+        assert route["route"]["request_mirror_policies"] == [policy(CANDIDATE, 50_000)]
+        assert route["metadata"]["filter_metadata"]["mirror_ramp"]["mirror_clusters"] == [CANDIDATE]
+    assert routes[0]["route"] is not routes[1]["route"], "the driver edits each route's action on its own"
+
+
 DEFAULT_RETRY = {
     "retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
     "num_retries": 2,
