@@ -26,6 +26,7 @@ from mirrorsandbox.envoy_process import (
     start_envoy,
     write_route_file,
 )
+from tests.unit.test_runner import Clock, ScriptedPrometheus, make_runner
 
 pytestmark = pytest.mark.slow
 
@@ -263,6 +264,24 @@ def test_dry_run_changes_nothing_on_envoy(driver: EnvoyDriver, envoy: EnvoyProce
     assert (route_dir / ROUTE_FILE_NAME).read_bytes() == before
     assert all("request_mirror_policies" not in route["route"] for route in live_routes(envoy))
     assert driver.read().version == "0"
+
+
+def test_the_runner_ramps_and_rolls_back_through_the_driver(driver: EnvoyDriver, envoy: EnvoyProcess) -> None:
+    """The runner's two-write raise (intent, proxy, confirm) and its rollback on a real Envoy."""
+    clock = Clock()
+    started = make_runner(driver, ScriptedPrometheus(), clock).run()
+    assert started.changed and driver.read().percent == 1
+    assert driver.read().state.unconfirmed is None, "the raise was confirmed after Envoy ran it"
+
+    clock.sleep(3600)  # the first step's hold is over
+    advanced = make_runner(driver, ScriptedPrometheus(), clock).run()
+    assert advanced.changed and (driver.read().percent, driver.read().state.step_index) == (5, 1)
+
+    rolled_back = make_runner(driver, ScriptedPrometheus(error_ratio=0.3), clock).run()
+    assert rolled_back.changed
+    final = driver.read()
+    assert (final.state.status, final.percent, final.mirror_drift) == ("rolled_back", 0, "")
+    assert all("request_mirror_policies" not in route["route"] for route in live_routes(envoy))
 
 
 def test_measured_set_and_confirm_time(driver: EnvoyDriver) -> None:
