@@ -137,6 +137,8 @@ def start_envoy(bootstrap: dict[str, Any], workdir: Path, *, ready_timeout: floa
         # A rejected route file shows only in the log and the stats: flush it within a second.
         "--file-flush-interval-msec",
         "1000",
+        # One worker thread: the sandbox's loads are small and its two cores are shared with the
+        # backends, the load generator and Prometheus.
         "--concurrency",
         "1",
     ]
