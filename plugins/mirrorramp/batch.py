@@ -3,11 +3,11 @@
 The runners of a fleet (runner.run_all) evaluate their gates exactly as one runner alone does:
 gates.evaluate sends each service's own queries. BatchedPrometheus answers those it knows,
 the default queries of every service over the run's window, from one grouped query per metric
-(promql.grouped_query), and the judges' counts from one query per part (promql.judge_query,
-the same `sum by` over every service's candidate and baseline), sent on first demand and kept
-for one pass. Everything else goes to
-Prometheus as before: custom PromQL, a service with several mirror workloads, the whole-step
-look over another window. The query check of a new ramp (gates.check_queries) is answered
+(promql.grouped_query), and the judges' counts from one query per part and window
+(promql.judge_query, the same `sum by` over every service's candidate and baseline; a judge
+counts over its step so far, so services whose steps started in the same minute share one),
+sent on first demand and kept for one pass. Everything else goes to Prometheus as before:
+custom PromQL, a service with several mirror workloads, the whole-step look over another window. The query check of a new ramp (gates.check_queries) is answered
 the same way when its window is the run's: the grouped query was accepted, or each one-service
 query is sent, so a query Prometheus rejects is still caught before the mirror goes on.
 
@@ -33,8 +33,8 @@ from mirrorramp.gates import AlertGate, GateSet, alert_query, judge_queries, jud
 from mirrorramp.prometheus import AlertRule, PrometheusClient, QueryResult
 from mirrorramp.promql import QueryContext
 
-# ("mirror" | "primary", metric), ("alerts", gate name) or ("judge", part)
-Group = tuple[str, str]
+# ("mirror" | "primary", metric), ("alerts", gate name) or ("judge", part, window)
+Group = tuple[str, ...]
 Route = Callable[[str, float | None], QueryResult]
 _EMPTY = QueryResult("vector", [])
 
@@ -65,6 +65,7 @@ class BatchedPrometheus:
         # Per pass: (group, at) -> (the answer, its series by (namespace, workload)), or the error.
         self._answers: dict[tuple[Group, float | None], tuple[QueryResult, dict] | PrometheusError | None] = {}
         self._rules: tuple[AlertRule, ...] | PrometheusError | None = None
+        self._judged: tuple[set[str], set[str]] = (set(), set())  # (namespaces, workloads)
         single = [QueryContext.of(c).with_window(window_seconds) for c in contexts]
         single = [c for c in single if len(c.mirror_workloads) == 1]
         if not single:
@@ -75,11 +76,9 @@ class BatchedPrometheus:
         for side, workloads in sides.items():
             for metric in promql.GROUPED_METRICS:
                 self._queries[(side, metric)] = promql.grouped_query(metric, namespaces, workloads, window)
-        # The judges' counts: one query per part for every service's candidate and baseline.
+        # The judges' counts: per part and window, every service's candidate and baseline.
         judged = {w for c in single for candidates, baseline in [judge_workloads(c)] for w in (*candidates, baseline)}
-        for gate in gateset.judges:
-            for part in promql.JUDGE_METRIC_PARTS[gate.metric]:
-                self._queries[("judge", part)] = promql.judge_query(part, namespaces, judged, window)
+        self._judged = (namespaces, judged)
         for context in single:
             try:
                 self._route(gateset, context)
@@ -110,13 +109,19 @@ class BatchedPrometheus:
         keys = {(context.namespace, w) for w in (*candidates, baseline)}
         for gate in gateset.judges:
             for part, query in judge_queries(gate, context).items():
-                self._routes[query] = self._counts(("judge", part), keys)
+                any_window, _ = promql.judge_query_any_window(query)
+                self._routes[any_window] = self._counts(part, keys)
 
-    def _counts(self, group: Group, keys: set[tuple[str, str]]) -> Route:
-        """The series of this service's workloads in the group's answer: what the one-service
-        judge query (the same sum by, over fewer workloads) returns."""
+    def _counts(self, part: str, keys: set[tuple[str, str]]) -> Route:
+        """The series of this service's workloads in the answer of the grouped query of the same
+        part and window: what the one-service judge query (the same sum by, over fewer
+        workloads) returns."""
 
         def answer(query: str, at: float | None) -> QueryResult:
+            _, window = promql.judge_query_any_window(query)
+            group = ("judge", part, window)
+            if group not in self._queries:
+                self._queries[group] = promql.judge_query(part, *self._judged, window)
             fetched = self._fetch(group, at)
             if fetched is None:
                 return self._client.query(query, at=at)
@@ -207,6 +212,8 @@ class BatchedPrometheus:
 
     def query(self, query: str, at: float | None = None) -> QueryResult:
         route = self._routes.get(query)
+        if route is None and (any_window := promql.judge_query_any_window(query)) is not None:
+            route = self._routes.get(any_window[0])
         if route is None:
             return self._client.query(query, at=at)
         return route(query, at)

@@ -21,8 +21,8 @@ The `gates` argument:
       - {name: error-delta, metric: error_ratio, max_delta: 0.01}
       - {name: latency-ratio, metric: p99_latency, max_ratio: 1.5}
     judges:                        # the mirror against its baseline, a statistical test (judge.py)
-      - {name: judge-latency, metric: latency}      # tolerance 0.25, confidence 0.99, min_samples 200
-      - {name: judge-errors, metric: error_ratio}   # and min_difference 0.001
+      - {name: judge-latency, metric: latency}      # tolerance 0.10, confidence 0.99, min_samples 200
+      - {name: judge-errors, metric: error_ratio}   # tolerance 0.25 and min_difference 0.001
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ def _parse_judge(entry: Mapping, where: str) -> JudgeGate:
     if metric != "error_ratio" and "min_difference" in entry:
         raise ConfigError(f"{where}.min_difference: only for metric error_ratio (an absolute 5xx-ratio floor)")
     defaults = judge.Settings()
-    tolerance = entry.get("tolerance", defaults.tolerance)
+    tolerance = entry.get("tolerance", judge.DEFAULT_TOLERANCES[metric])
     if not _is_number(tolerance) or not 0 <= tolerance <= 10:
         raise ConfigError(f"{where}.tolerance: got {tolerance!r}, expected 0 <= tolerance <= 10 (0.25: 25% worse)")
     confidence = entry.get("confidence", defaults.confidence)
@@ -579,9 +579,8 @@ def _side_buckets(counts: dict[str, dict[str, float]], workloads: tuple[str, ...
 
 def _judgement(
     gate: JudgeGate, answers: dict[str, QueryResult], context: QueryContext
-) -> Callable[[float], judge.Judgement] | str:
-    """The judge of this service's counts, waiting for the look's alpha; or why there is no data
-    (a side without requests: no look, nothing spent)."""
+) -> Callable[[], judge.Judgement] | str:
+    """The judge of this service's counts, or why there is no data (a side without requests)."""
     candidates, baseline = judge_workloads(context)
     if gate.metric == "error_ratio":
         errors, requests = _counts(answers["errors"], context), _counts(answers["requests"], context)
@@ -593,8 +592,8 @@ def _judgement(
         )
         sizes = (counts[1], counts[3])
 
-        def judged(fail_alpha: float) -> judge.Judgement:
-            return judge.judge_error_ratio(*counts, gate.settings, fail_alpha)
+        def judged() -> judge.Judgement:
+            return judge.judge_error_ratio(*counts, gate.settings)
     else:
         buckets = _counts(answers["buckets"], context, "le")
         candidate, base = _side_buckets(buckets, candidates), _side_buckets(buckets, (baseline,))
@@ -605,8 +604,8 @@ def _judgement(
         _, b = judge.bucket_counts({le: base.get(le, 0.0) for le in shared})
         sizes = (sum(c), sum(b))
 
-        def judged(fail_alpha: float) -> judge.Judgement:
-            return judge.judge_latency(bounds, c, b, gate.settings, fail_alpha)
+        def judged() -> judge.Judgement:
+            return judge.judge_latency(bounds, c, b, gate.settings)
 
     if sizes[0] <= 0 or sizes[1] <= 0:
         side = "candidate" if sizes[0] <= 0 else "baseline"
@@ -619,12 +618,9 @@ def _judge(
     client: PrometheusClient,
     context: QueryContext,
     at: float | None,
-    look: judge.Look | None,
 ) -> GateResult:
-    """One judge gate: its counts queried, the look's alpha spent, the verdict (judge.py).
-
-    Prometheus unreachable, or no data at a side, is INCONCLUSIVE and spends nothing.
-    """
+    """One judge gate: its counts queried, the verdict (judge.py). Prometheus unreachable, or no
+    data at a side, is INCONCLUSIVE."""
     queries = judge_queries(gate, context)
     common = {"name": gate.name, "kind": "judge", "query": "\n".join(queries.values()), "severity": gate.severity}
     try:
@@ -634,10 +630,9 @@ def _judge(
     if any(result.result_type != "vector" for result in answers.values()):
         return GateResult(**common, verdict=Verdict.INCONCLUSIVE, reason="the query did not return a vector")
     judged = _judgement(gate, answers, context)
-    if isinstance(judged, str):  # no data: no look, nothing spent
+    if isinstance(judged, str):
         return GateResult(**common, verdict=Verdict.INCONCLUSIVE, reason=f"no data: {judged}")
-    fail_alpha, record = judge.spend(look, gate.name, gate.settings.alpha)
-    judgement = judged(fail_alpha)
+    judgement = judged()
     extra = {
         "metric": gate.metric,
         "estimate": judgement.estimate,
@@ -647,10 +642,8 @@ def _judge(
         "n_candidate": judgement.n_candidate,
         "n_baseline": judgement.n_baseline,
         "confidence": gate.settings.confidence,
-        "fail_alpha": fail_alpha,
+        "window": context.window,
         "summary": judge_summary(judgement),
-        "gate": gate.name,
-        **({"spending": record.as_dict()} if record is not None else {}),
         **judgement.extra,
     }
     return GateResult(
@@ -670,15 +663,15 @@ def evaluate(
     context: QueryContext | Mapping,
     window_seconds: float,
     at: float | None = None,
-    look: judge.Look | None = None,
+    judge_window_seconds: float | None = None,
 ) -> list[GateResult]:
     """Check every gate over the last `window_seconds` (before `at`, default now).
 
     The traffic check comes first; with too few requests (or no answer) the threshold and
     comparison gates are INCONCLUSIVE without a query. Judge gates need no traffic check (a pass
-    needs their own min_samples); `look` says when in the step this look is, for their alpha
-    spending (judge.spend; None: a single test at 1 - confidence). Alert gates are checked whatever the
-    traffic: a fired alert fails the step. One query per gate, the rule list once. A query
+    needs their own min_samples) and count over `judge_window_seconds` when given (the runner
+    gives the whole step so far: judge.py's confidence sequence judges the data since the step
+    started). Alert gates are checked whatever the traffic: a fired alert fails the step. One query per gate, the rule list once. A query
     Prometheus refuses raises QueryRejectedError naming the gate: a wrong query is not missing
     evidence, and holding on it would hold the step forever.
     """
@@ -721,20 +714,21 @@ def evaluate(
             )
         )
 
+    step_context = context if judge_window_seconds is None else context.with_window(judge_window_seconds)
     for gate in gateset.judges:
         if unreachable:
             results.append(
                 GateResult(
                     gate.name,
                     "judge",
-                    "\n".join(judge_queries(gate, context).values()),
+                    "\n".join(judge_queries(gate, step_context).values()),
                     Verdict.INCONCLUSIVE,
                     severity=gate.severity,
                     reason=f"{NOT_CHECKED}{traffic.reason}",
                 )
             )
         else:
-            results.append(_judge(gate, client, context, at, look))
+            results.append(_judge(gate, client, step_context, at))
 
     if gateset.alerts and unreachable:
         for gate in gateset.alerts:

@@ -331,3 +331,18 @@ def judge_query(part: str, namespaces: Iterable[str], workloads: Iterable[str], 
         f'destination_workload=~"{_alternation(workloads)}"'
     )
     return f"sum by ({by}) (increase({metric % selector}[{window}]))"
+
+
+# Where a judge query's range goes in judge_query_any_window's form of it.
+ANY_WINDOW = "${window}"
+
+
+def judge_query_any_window(query: str) -> tuple[str, str] | None:
+    """(the judge_query with its range replaced by ANY_WINDOW, the range), or None for a query
+    of another shape. The judges count over the step so far, a window of each service's own:
+    batch.py finds a service's judge query by this form, whatever the window."""
+    suffix = "]))"
+    if not (query.startswith("sum by (") and query.endswith(suffix) and "[" in query):
+        return None
+    start = query.rindex("[") + 1
+    return f"{query[:start]}{ANY_WINDOW}{suffix}", query[start : -len(suffix)]

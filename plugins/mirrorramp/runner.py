@@ -7,6 +7,7 @@ pure state machine in machine.py; this module only sequences the I/O around it.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -22,7 +23,6 @@ from mirrorramp.errors import (
     QueryRejectedError,
 )
 from mirrorramp.gates import GateSet, check_queries, evaluate
-from mirrorramp.judge import Look
 from mirrorramp.machine import (
     PERCENT_EPSILON,
     Action,
@@ -128,44 +128,40 @@ class Runner:
         step. Whole-step results that pass are shown but not decided on: they add nothing, and
         recording them would rewrite the stored verdicts each time a hold ends.
 
-        Judge gates spend their alpha over the step (judge.spend, the record in
-        state.judge_spending): both looks of a pass are at the same time, so they share one
-        increment, half each.
+        Judge gates count over the whole step so far at every look (judge.py's confidence
+        sequence is valid at every look of a step): they are left out of the whole-step look,
+        and an inconclusive judge is decided on only once the hold is over (before, it only says
+        a 1 % mirror has not served enough requests yet).
         """
         if state.status not in WATCHED_STATUSES:
             return None, []
         cfg = self.config
         step = cfg.plan[state.step_index] if state.step_index is not None else None
-        whole_step_due = (
+        hold_over = (
             state.status == "ramping"
             and step is not None
             and state.step_started_at is not None
             and now - state.step_started_at >= step.hold_seconds
-            # A step younger than the window was just looked at in whole.
-            and now - state.step_started_at > cfg.window_seconds
         )
-        look = None
-        if step is not None and cfg.gates.judges:
-            started = _step_start(state, now)
-            look = Look(started, step.hold_seconds, now, state.judge_spending, 0.5 if whole_step_due else 1.0)
-        results = evaluate(cfg.gates, self.prometheus, cfg.query_context, cfg.window_seconds, look=look)
-        # A judge's window look that is inconclusive is no early verdict, not blindness: a 1 %
-        # mirror rarely serves enough requests in one window to show non-inferiority. It is left
-        # out of what is decided on, except when the window is the whole step that must pass.
-        hold_over = (
-            step is not None and state.step_started_at is not None and now - state.step_started_at >= step.hold_seconds
+        # A step younger than the window was just looked at in whole.
+        whole_step_due = hold_over and now - state.step_started_at > cfg.window_seconds
+        judge_window = judge_window_seconds(_step_start(state, now), now) if cfg.gates.judges else None
+        results = evaluate(
+            cfg.gates, self.prometheus, cfg.query_context, cfg.window_seconds, judge_window_seconds=judge_window
         )
-        early = [r for r in results if not (r.kind == "judge" and r.verdict is Verdict.INCONCLUSIVE)]
+        decided = (
+            results
+            if hold_over
+            else [r for r in results if not (r.kind == "judge" and r.verdict is Verdict.INCONCLUSIVE)]
+        )
         if whole_step_due and all(r.verdict is not Verdict.FAIL for r in results):
             whole_step = now - state.step_started_at
             over_step = [
                 replace(r, name=f"{r.name} (whole step)")
-                for r in evaluate(cfg.gates, self.prometheus, cfg.query_context, whole_step, look=look)
+                for r in evaluate(replace(cfg.gates, judges=()), self.prometheus, cfg.query_context, whole_step)
             ]
-            return early + [r for r in over_step if r.verdict is not Verdict.PASS], results + over_step
-        if state.status == "ramping" and hold_over:
-            return results, results
-        return early, results
+            return decided + [r for r in over_step if r.verdict is not Verdict.PASS], results + over_step
+        return decided, results
 
     # -- one pass ------------------------------------------------------------------------
     def run_once(self, outcome: RunOutcome | None = None) -> RunOutcome:
@@ -234,7 +230,7 @@ class Runner:
             gates, shown = self._evaluate(snapshot.state, now)
         except QueryRejectedError as e:
             raise self._rejected(snapshot, policy, e, now, outcome) from e
-        decision = _with_spending(decide(snapshot.state, cfg.plan, gates, now, policy), shown, snapshot.state, now)
+        decision = decide(snapshot.state, cfg.plan, gates, now, policy)
         outcome.gates = shown
         if not decision.changed and not decision.state_dirty:
             self._done(outcome, fix, decision, snapshot)
@@ -517,33 +513,18 @@ def _new_wait(decision: Decision, before: TargetSnapshot) -> bool:
 
 
 def _step_start(state: RampState, now: float) -> float:
-    """When the state's step started, as the judge's spending counts it (a completed ramp
-    written without a step start counts from its last update)."""
+    """When the state's step started, as the judges count it (a completed ramp written without
+    a step start counts from its last update)."""
     if state.step_started_at is not None:
         return state.step_started_at
     return state.updated_at if state.updated_at is not None else now
 
 
-def _with_spending(decision: Decision, shown: list[GateResult], before: RampState, now: float) -> Decision:
-    """The decision with the judge gates' alpha spent by this pass recorded in its state.
-
-    Only records of the new state's step are kept (a step that advanced starts afresh). A
-    changed record is a write even when nothing else changed: a look whose spending were lost
-    would spend the same alpha again.
-    """
-    records = {r.extra["gate"]: r.extra["spending"] for r in shown if r.kind == "judge" and "spending" in r.extra}
-    if not records:
-        return decision
-    state = decision.state
-    started = _step_start(state, now)
-    merged = {
-        gate: record
-        for gate, record in {**before.judge_spending, **records}.items()
-        if state.status in WATCHED_STATUSES and record["started_at"] == started
-    }
-    if merged == state.judge_spending:
-        return decision
-    return replace(decision, state=state.evolve(judge_spending=merged), state_dirty=True)
+def judge_window_seconds(step_started_at: float, now: float) -> float:
+    """The judges' window: the step so far, in whole minutes (rounded up, so that the services
+    of a run whose steps started in the same minute share one grouped query, batch.py). The
+    minute before the step adds requests at the step before's share, on both sides alike."""
+    return max(60.0, 60.0 * math.ceil((now - step_started_at) / 60.0))
 
 
 def gate_row(gate: GateResult) -> str:

@@ -28,10 +28,10 @@ STOP_KEYS = ("reason", "at", "by")
 EVENT_KEYS = ("at", "event", "step", "percent", "detail")
 # What a raise that is not confirmed yet came from (see RampState.unconfirmed).
 UNCONFIRMED_KEYS = ("at", "status", "step_index", "percent", "step_started_at")
-# What a judge gate has spent of its alpha in the current step (judge.Spending).
-SPENDING_KEYS = ("started_at", "period", "t", "spent")
-# Fields added without a schema version of their own: a state without them reads them as empty.
-OPTIONAL_FIELDS = {"judge_spending": dict}
+# Fields a schema-2 state may still carry but no longer means anything: read and dropped.
+# judge_spending held the judge's alpha spent per step; the judge's confidence sequence
+# (judge.sequence_z) needs no record.
+RETIRED_FIELDS = ("judge_spending",)
 
 
 class StateError(MirrorRampError):
@@ -68,8 +68,6 @@ class RampState:
     proxy (drivers whose state and mirror are two writes record the intent first): it holds the
     position the raise came from, {at, status, step_index, percent, step_started_at}, so the
     next run can finish the change (the proxy has it) or revert the record (it has not).
-    `judge_spending` maps each judge gate to the alpha it has spent in the current step,
-    {started_at, period, t, spent} (judge.Spending); missing in an older state: empty.
     """
 
     status: str = "pending"
@@ -84,7 +82,6 @@ class RampState:
     history: list[dict] = field(default_factory=list)
     plan: str | None = None
     unconfirmed: dict | None = None
-    judge_spending: dict = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -99,7 +96,6 @@ class RampState:
             object.__setattr__(self, "stop", json_safe(self.stop))
         if self.unconfirmed is not None:
             object.__setattr__(self, "unconfirmed", json_safe(self.unconfirmed))
-        object.__setattr__(self, "judge_spending", json_safe(dict(self.judge_spending)))
 
     @classmethod
     def initial(cls) -> RampState:
@@ -122,11 +118,8 @@ class RampState:
 
     # -- serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe dict of every field (non-finite gate values spelt as strings). An optional
-        field at its empty value is left out: a state without a judge stores the same bytes as
-        before the field existed."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return json_safe({k: v for k, v in values.items() if k not in OPTIONAL_FIELDS or v})
+        """A JSON-safe dict of every field (non-finite gate values spelt as strings)."""
+        return json_safe({f.name: getattr(self, f.name) for f in fields(self)})
 
     def to_json(self) -> str:
         """Compact JSON with sorted keys: the same state always gives the same bytes."""
@@ -158,7 +151,7 @@ class RampState:
             )
         if version == 1:
             data = {"plan": None, "unconfirmed": None, **data, "schema_version": SCHEMA_VERSION}
-        data = {name: empty() for name, empty in OPTIONAL_FIELDS.items()} | dict(data)
+        data = {key: value for key, value in data.items() if key not in RETIRED_FIELDS}
         known = {f.name for f in fields(cls)}
         unknown = sorted(str(key) for key in data if key not in known)
         if unknown:
@@ -186,7 +179,6 @@ class RampState:
         rollback = _record(data, "rollback", ROLLBACK_KEYS)
         stop = _record(data, "stop", STOP_KEYS)
         unconfirmed = _record(data, "unconfirmed", UNCONFIRMED_KEYS)
-        judge_spending = _spending(data)
         plan = data["plan"]
         if plan is not None and (not isinstance(plan, str) or not plan):
             raise StateError(f"ramp state: plan is {plan!r:.80}, expected null or the plan's fingerprint")
@@ -214,7 +206,6 @@ class RampState:
             history=history,
             plan=plan,
             unconfirmed=unconfirmed,
-            judge_spending=judge_spending,
             schema_version=SCHEMA_VERSION,
         )
 
@@ -237,27 +228,6 @@ def _list_of_dicts(data: Mapping, key: str) -> list[dict]:
     value = data[key]
     if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
         raise StateError(f"ramp state: {key} is {value!r:.80}, expected a list of objects")
-    return value
-
-
-def _spending(data: Mapping) -> dict:
-    """judge_spending: gate name -> {started_at, period, t, spent}, each value in its range."""
-    value = data["judge_spending"]
-    if not isinstance(value, dict):
-        raise StateError(f"ramp state: judge_spending is {value!r:.80}, expected an object")
-    for gate, record in value.items():
-        where = f"ramp state: judge_spending[{gate!r}]"
-        if not isinstance(record, dict) or sorted(record) != sorted(SPENDING_KEYS):
-            raise StateError(f"{where} is {record!r:.80}, expected an object with {', '.join(SPENDING_KEYS)}")
-        period = record["period"]
-        if _not_int(period) or period < 0:
-            raise StateError(f"{where}.period is {period!r}, expected an integer >= 0")
-        for key, low, high in (("started_at", -math.inf, math.inf), ("t", 0.0, 1.0), ("spent", 0.0, 1.0)):
-            number = record[key]
-            if isinstance(number, bool) or not isinstance(number, int | float) or not low <= number <= high:
-                raise StateError(f"{where}.{key} is {number!r}, expected a number from {low:g} to {high:g}")
-            if not math.isfinite(number):
-                raise StateError(f"{where}.{key} is {number!r}, expected a finite number")
     return value
 
 

@@ -128,9 +128,10 @@ options:
         C(error_ratio) (mirror minus primary 5xx share) or C(p99_latency) (mirror p99 / primary p99).
       - C(judges) - list of C({name, metric, tolerance, confidence, min_samples, min_difference}),
         the mirror against its baseline (the baseline shadow, else the primary) as a statistical
-        non-inferiority test - C(latency) (the shift from Istio's buckets) or C(error_ratio);
-        defaults tolerance 0.25, confidence 0.99 over all the looks of a step, min_samples 200,
-        min_difference 0.001 (error_ratio only). Inconclusive until the evidence decides.
+        non-inferiority test over the step so far - C(latency) (the shift from Istio's buckets) or
+        C(error_ratio); defaults tolerance 0.10 (latency) or 0.25 (error_ratio), confidence 0.99 over
+        all the looks of a step (a confidence sequence), min_samples 200, min_difference 0.001
+        (error_ratio only). Inconclusive until the evidence decides.
       - Every query is sent once before the first change; a syntax error fails the task naming the gate.
     type: dict
     default: {}
