@@ -57,7 +57,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     },
     "namespace": {"type": "str"},
     "environment": {"type": "str", "required": True},
-    "driver": {"type": "str", "choices": ["istio", "nginx"], "default": "istio"},
+    "driver": {"type": "str", "choices": ["istio", "nginx", "envoy"], "default": "istio"},
     "virtual_service": {"type": "str"},
     "api_version": {"type": "str", "choices": ["v1", "v1beta1", "v1alpha3"], "default": "v1"},
     "kubeconfig": {"type": "path"},
@@ -77,6 +77,17 @@ ARGUMENT_SPEC: dict[str, Any] = {
             "conf": {"type": "path", "required": True},
             "reload_timeout": {"type": "float", "default": 5.0},
             "http_timeout": {"type": "float", "default": 3.0},
+        },
+    },
+    "envoy": {
+        "type": "dict",
+        "options": {
+            "route_path": {"type": "path", "required": True},
+            "route_config_name": {"type": "str", "required": True},
+            "admin_url": {"type": "str", "required": True},
+            "state_dir": {"type": "path", "required": True},
+            "confirm_timeout": {"type": "float", "default": 2.0},
+            "http_timeout": {"type": "float", "default": 2.0},
         },
     },
     "steps": {"type": "list", "elements": "dict", "required": True},
@@ -227,10 +238,17 @@ class RampRequest:
             raise ConfigError(f"approval_steps: {bad_steps} not among the steps 1..{len(plan)}")
         if args["driver"] == "nginx" and not args.get("nginx"):
             raise ConfigError("driver=nginx needs the nginx options (include_path, state_dir, config_url, ...)")
-        if args["driver"] == "nginx":
+        if args["driver"] == "envoy" and not args.get("envoy"):
+            raise ConfigError(
+                "driver=envoy needs the envoy options (route_path, route_config_name, admin_url, state_dir)"
+            )
+        if args["driver"] in ("nginx", "envoy"):
             # Refused before anything is read: a step the driver cannot set would fail at its write,
             # mid-ramp (preflight checks it too; playbooks/ramp.yml runs no preflight).
-            from mirrorramp.drivers.nginx import check_percent
+            if args["driver"] == "nginx":
+                from mirrorramp.drivers.nginx import check_percent
+            else:
+                from mirrorramp.drivers.envoy import check_percent
 
             for index, step in enumerate(plan):
                 try:
@@ -275,6 +293,7 @@ class RampRequest:
             "validate_certs": args.get("validate_certs"),
             "ca_cert": args.get("ca_cert"),
             "nginx": args.get("nginx"),
+            "envoy": args.get("envoy"),
         }
         return cls(
             config=config,
@@ -366,6 +385,10 @@ def build_driver(request: RampRequest, api=None) -> Driver:
             options["virtual_service"] or cfg.service,
             version=options["api_version"],
         )
+    if request.driver_name == "envoy":
+        from mirrorramp.drivers.envoy import EnvoyDriver
+
+        return EnvoyDriver.from_options(cfg.service, options["envoy"])
     from mirrorramp.drivers.nginx import NginxDriver
 
     return NginxDriver.from_options(cfg.service, options["nginx"])

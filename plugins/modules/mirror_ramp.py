@@ -64,7 +64,7 @@ options:
   driver:
     description: Where the mirror percentage is set.
     type: str
-    choices: [istio, nginx]
+    choices: [istio, nginx, envoy]
     default: istio
   virtual_service:
     description: Name of the VirtualService when it differs from O(service). Its mirrored http route must be named C(mirror).
@@ -104,6 +104,20 @@ options:
       conf: {description: nginx main configuration file (-c)., type: path, required: true}
       reload_timeout: {description: Seconds the reload may take to show the new percent at config_url., type: float, default: 5.0}
       http_timeout: {description: Seconds of each request to config_url., type: float, default: 3.0}
+  envoy:
+    description:
+      - Options of the envoy driver, for Envoy configured from files (filesystem RDS) - the local
+        sandbox, or a standalone Envoy fleet. The mirror is set on the routes the route file marks
+        (metadata C(mirror_ramp.mirror_clusters)), written by rename into the watched directory and
+        confirmed from the admin C(/config_dump); the ramp state lives in a state file.
+    type: dict
+    suboptions:
+      route_path: {description: The RDS route file Envoy watches (its directory is the watched one)., type: path, required: true}
+      route_config_name: {description: Name of the RouteConfiguration in that file., type: str, required: true}
+      admin_url: {description: "URL of Envoy's admin interface (http://127.0.0.1:PORT), without credentials.", type: str, required: true}
+      state_dir: {description: Directory of the per-service state files., type: path, required: true}
+      confirm_timeout: {description: Seconds a write may take to show in /config_dump., type: float, default: 2.0}
+      http_timeout: {description: Seconds of each request to the admin interface., type: float, default: 2.0}
   steps:
     description:
       - The ramp plan, a list of C({percent, hold}). O(steps[].percent) may be fractional,

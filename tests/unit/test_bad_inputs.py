@@ -87,6 +87,13 @@ def assert_untouched(target: RecordingTarget, scripted: ScriptedPrometheus) -> N
     assert scripted.queries == []
 
 
+ENVOY_OPTIONS = {
+    "route_path": "/nonexistent/routes/route.yaml",
+    "route_config_name": "demo-service",
+    "admin_url": "http://127.0.0.1:9",
+    "state_dir": "/nonexistent/state",
+}
+
 BAD_INPUTS = [
     # -- steps ---------------------------------------------------------------------------
     pytest.param(steps(), ["steps: got []", "non-empty list"], id="steps-empty"),
@@ -227,6 +234,12 @@ BAD_INPUTS = [
         id="freeze-unknown-key",
     ),
     pytest.param({"driver": "nginx"}, ["driver=nginx needs the nginx options"], id="nginx-without-options"),
+    pytest.param({"driver": "envoy"}, ["driver=envoy needs the envoy options"], id="envoy-without-options"),
+    pytest.param(
+        {"driver": "envoy", "envoy": ENVOY_OPTIONS, "steps": [{"percent": 0.00005, "hold": "1h"}]},
+        ["steps[0].percent:", "5e-05", "at most four decimals"],
+        id="envoy-step-finer-than-a-millionth",
+    ),
 ]
 
 
@@ -309,6 +322,22 @@ def test_nginx_options_are_checked_when_the_driver_is_built_before_any_io(tmp_pa
     scripted = ScriptedPrometheus()
     with pytest.raises(ConfigError, match=r"nginx config_url is 'ftp://127.0.0.1/__mirror_config', expected an http"):
         execute(request, prometheus=scripted)
+    assert list(tmp_path.iterdir()) == [] and scripted.queries == []
+
+
+def test_envoy_options_are_checked_when_the_driver_is_built_before_any_io(tmp_path: Path) -> None:
+    options = {
+        "route_path": str(tmp_path / "routes" / "route.yaml"),
+        "route_config_name": "demo-service",
+        "admin_url": "http://admin:secret@127.0.0.1:9901",
+        "state_dir": str(tmp_path / "state"),
+    }
+    request = request_for({"driver": "envoy", "envoy": options})
+    scripted = ScriptedPrometheus()
+    with pytest.raises(ConfigError) as refused:
+        execute(request, prometheus=scripted)
+    assert "envoy admin_url carries credentials" in str(refused.value)
+    assert "secret" not in str(refused.value)
     assert list(tmp_path.iterdir()) == [] and scripted.queries == []
 
 
