@@ -59,7 +59,7 @@ class HistoryRecord:
     def __post_init__(self) -> None:
         # JSON-safe copies (NaN/Inf spelt as strings, like the ramp state): the line is valid
         # JSON for any reader, and a record equals itself after a round trip.
-        gates = [json_safe({key: gate.get(key) for key in GATE_KEYS}) for gate in self.gates]
+        gates = [_kept(gate) for gate in self.gates]
         object.__setattr__(self, "gates", gates)
         object.__setattr__(self, "plan", [float(p) for p in self.plan])
 
@@ -101,6 +101,40 @@ class HistoryRecord:
             gates=gates,
             plan=plan,
         )
+
+
+def _kept(gate: Mapping) -> dict:
+    """What the history keeps of a gate: GATE_KEYS, and a judge's interval [lower, upper] (from
+    the result's extra, or as stored)."""
+    kept = {key: gate.get(key) for key in GATE_KEYS}
+    extra = gate.get("extra") if isinstance(gate.get("extra"), Mapping) else {}
+    interval = gate.get("interval")
+    if interval is None and gate.get("kind") == "judge" and "lower" in extra:
+        interval = [extra.get("lower"), extra.get("upper")]
+    if isinstance(interval, list | tuple) and len(interval) == 2:
+        kept["interval"] = list(interval)
+    return json_safe(kept)
+
+
+def judge_intervals(records: Sequence[HistoryRecord], name: str) -> list[tuple[float, float, float, str]]:
+    """(time, lower, upper, verdict) of judge gate `name` in each record, the ends clipped to a
+    quarter and four times its limit (an interval is infinite before the evidence bounds it)."""
+    drawn = []
+    for record in records:
+        for gate in record.gates:
+            if gate["name"] != name or gate.get("kind") != "judge" or "interval" not in gate:
+                continue
+            limit = _number(gate.get("threshold"))
+            if limit is None or limit <= 0:
+                continue
+            low, high = (_number(v) for v in gate["interval"])
+            if low is None and high is None and gate["interval"] == [None, None]:
+                continue  # no data: no interval at all
+            floor, ceiling = limit / 4, limit * 4
+            low = floor if low is None or low < floor else min(low, ceiling)
+            high = ceiling if high is None or high > ceiling else max(high, floor)
+            drawn.append((record.at, low, high, str(gate.get("verdict"))))
+    return drawn
 
 
 class History(list[HistoryRecord]):
@@ -274,7 +308,9 @@ def _draw_gate(ax: Any, name: str, records: Sequence[HistoryRecord], *, key: boo
                     limit[1].append(threshold)
         line[0].append(when)
         line[1].append(value)
-    ax.plot(*line, color="tab:blue", linewidth=0.8, label="value")
+    ax.plot(*line, color="tab:blue", linewidth=0.8, label="estimate" if kind == "judge" else "value")
+    if kind == "judge" and limit[1]:
+        _draw_intervals(ax, name, records, limit[1][-1])
     if limit[1]:  # held up to the last run, so a single threshold still shows as a line
         label = _text(f"threshold {operator} {limit[1][-1]:g}")
         ax.plot([*limit[0], line[0][-1]], [*limit[1], limit[1][-1]], "r--", drawstyle="steps-post", lw=1, label=label)
@@ -288,6 +324,25 @@ def _draw_gate(ax: Any, name: str, records: Sequence[HistoryRecord], *, key: boo
     ax.set_title(_text(f"{name} ({kind})"[:90]), loc="left", fontsize=9)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7)
     return undrawn
+
+
+def _draw_intervals(ax: Any, name: str, records: Sequence[HistoryRecord], limit: float) -> None:
+    """A judge's interval at each look against its tolerance band: below 1 + tolerance shaded
+    (an interval wholly inside passes, one wholly above fails), on a log scale (shifts and ratios)."""
+    intervals = judge_intervals(records, name)
+    ax.axhspan(limit / 4, limit, color="tab:green", alpha=0.08, label=_text(f"within tolerance (< {limit:g})"))
+    for verdict in VERDICT_STYLE:
+        chosen = [(datetime.fromtimestamp(at, UTC), low, high) for at, low, high, v in intervals if v == verdict]
+        if chosen:
+            xs, lows, highs = zip(*chosen, strict=True)
+            ax.vlines(xs, lows, highs, color=VERDICT_STYLE[verdict][0], linewidth=2, alpha=0.6)
+    if intervals:
+        ax.plot([], [], "|", color="grey", markersize=10, label="interval")
+    ax.set_yscale("log")
+    ax.set_ylim(limit / 4, limit * 4)
+    ticks = [round(limit * factor, 3) for factor in (0.25, 0.5, 1, 2, 4)]
+    ax.set_yticks(ticks, [f"{t:g}x" for t in ticks])
+    ax.minorticks_off()
 
 
 def _text(value: str) -> str:

@@ -279,3 +279,48 @@ def test_publish_refuses_names_that_are_not_file_names(tmp_path: Path, name: str
     bad = HistoryRecord(T0, name, "svc", "ramping", 0, 1.0, "hold", "r")
     with pytest.raises(ValueError, match="cannot be part of a file name"):
         publish(tmp_path, bad)
+
+
+# -- judge gates: the interval against the tolerance band -----------------------------------------
+
+
+def judge_gate(verdict: Verdict, estimate: float | None, lower: float | None, upper: float | None) -> dict:
+    extra = {"lower": lower, "upper": upper, "summary": "latency shift ..."}
+    return GateResult("judge-latency", "judge", "q", verdict, estimate, 1.1, "<=", None, "why", extra).as_dict()
+
+
+def judged_ramp() -> list[HistoryRecord]:
+    return [
+        record(0, "start", 0, 1.0, [judge_gate(Verdict.INCONCLUSIVE, None, None, None)]),
+        record(1, "hold", 0, 1.0, [judge_gate(Verdict.INCONCLUSIVE, 1.0, 0.6, float("inf"))]),
+        record(2, "advance", 1, 5.0, [judge_gate(Verdict.PASS, 1.01, 0.95, 1.07)]),
+        record(3, "rollback", 1, 0.0, [judge_gate(Verdict.FAIL, 1.5, 1.3, 1.7)]),
+    ]
+
+
+def test_a_judge_interval_is_kept_in_the_history_and_survives_a_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "h.jsonl"
+    for each in judged_ramp():
+        report.append_history(path, each)
+    loaded = report.load_history(path)
+    assert loaded == judged_ramp()
+    assert loaded[2].gates[0]["interval"] == [0.95, 1.07]
+    assert loaded[1].gates[0]["interval"] == [0.6, "+Inf"]
+
+
+def test_judge_intervals_are_drawn_clipped_to_the_panel_with_their_verdicts() -> None:
+    drawn = report.judge_intervals(judged_ramp(), "judge-latency")
+    # No interval yet at the first look; an infinite upper end is drawn to the panel's top (4 x 1.1).
+    assert [(lo, hi, verdict) for _, lo, hi, verdict in drawn] == [
+        (0.6, pytest.approx(4.4), "inconclusive"),
+        (0.95, 1.07, "pass"),
+        (1.3, 1.7, "fail"),
+    ]
+
+
+def test_a_report_with_judge_gates_draws_a_panel_for_each(tmp_path: Path) -> None:
+    history = judged_ramp()
+    write_report(history, tmp_path / "r.html", tmp_path / "r.png", title="t")
+    assert gate_panels(history) == ["judge-latency"]
+    width, height = figure_size(1)
+    assert png_size((tmp_path / "r.png").read_bytes()) == (round(width * DPI), round(height * DPI))
