@@ -386,6 +386,23 @@ def test_filter_workloads_service_selects_every_pod_of_the_service(playbook: Pat
             "the EnvoyFilters of user-service select its primary subset's pods",
             id="primary-subset-without-labels",
         ),
+        pytest.param(
+            [
+                {
+                    **service,
+                    # The primary keeps {version: v1}; the others add a label to it instead of changing it.
+                    "subsets": [
+                        subset
+                        if subset["name"] == service["primary_subset"]
+                        else {**subset, "labels": {"version": "v1", "track": subset["name"]}}
+                        for subset in service["subsets"]
+                    ],
+                }
+                for service in group_vars("prod", "services")["mirror_services"]
+            ],
+            'the subsets ["candidate", "baseline"] of user-service set none of the primary subset\'s labels',
+            id="candidate-labels-overlap-the-primary",
+        ),
     ],
 )
 def test_filters_on_the_primary_need_its_labels(
