@@ -9,7 +9,7 @@ No I/O and no clock: the runner reads the target and asks Prometheus, passes wha
 writes what the Decision says. Being pure is what makes every transition testable with a table,
 and what makes a re-run with the same inputs a no-op.
 
-Choices worth knowing (each one is the cautious reading of DESIGN.md):
+Choices worth knowing (each one is the cautious reading of the design, docs/architecture.md):
 - A failing gate wins over everything: it rolls back from ramping, paused and completed, and
   keeps a pending or restarted ramp from starting. Missing evidence never passes a step.
 - Inconclusive checks are counted while the mirror is on (ramping, paused, completed). Once the
@@ -55,6 +55,12 @@ INCONCLUSIVE_ACTIONS = ("hold", "rollback")
 PERCENT_EPSILON = 1e-9
 # Events another run records that end this run's work on a service (see `interrupted`).
 INTERRUPTING_EVENTS = {"stop": "stopped", "rollback": "rolled back", "pause": "paused"}
+# The statuses with the mirror on: every pass looks at their gates.
+WATCHED_STATUSES = ("ramping", "paused", "completed")
+# The statuses an explicit restart acts on.
+RESTARTABLE_STATUSES = ("rolled_back", "stopped")
+# The name suffix of a gate's second look, over the whole step (`looks`).
+WHOLE_STEP = " (whole step)"
 
 
 class Action(enum.StrEnum):
@@ -473,7 +479,7 @@ def _blocked(
 def _ignored(state: RampState, policy: Policy) -> str:
     """Say so when a request has no effect in this status, so nobody waits for it."""
     notes = []
-    if policy.restart and state.status not in ("rolled_back", "stopped"):
+    if policy.restart and state.status not in RESTARTABLE_STATUSES:
         notes.append(f"restart=true ignored: the ramp is {state.status}, not rolled back or stopped")
     if policy.resume and state.status != "paused":
         notes.append(f"resume=true ignored: the ramp is {state.status}, not paused")
@@ -665,6 +671,84 @@ def _ramping(state: RampState, plan: Sequence[Step], check: _Check, now: float, 
 
 
 # -- the entry points -------------------------------------------------------------------------
+
+
+# -- which looks a pass takes at the gates ---------------------------------------------------
+
+
+def switches_mirror_on(state: RampState, policy: Policy) -> bool:
+    """Whether this pass may put the mirror on from off: a pending ramp, or an explicit restart of
+    a rolled-back or stopped one. Every gate query must parse before it does (the runner checks
+    them; `not_started` is the decision when they could not be checked)."""
+    return state.status == "pending" or (policy.restart and state.status in RESTARTABLE_STATUSES)
+
+
+def not_started(state: RampState, problem: str) -> Decision:
+    """Hold a ramp off when its gate queries could not be checked: no start without them."""
+    return Decision(Action.HOLD, state, None, False, f"not started: {problem}")
+
+
+def step_start(state: RampState, now: float) -> float:
+    """When the state's step started, as the judges count it (a completed ramp written without
+    a step start counts from its last update)."""
+    if state.step_started_at is not None:
+        return state.step_started_at
+    return state.updated_at if state.updated_at is not None else now
+
+
+def judge_window_seconds(step_started_at: float, now: float) -> float:
+    """The judges' window: the step so far, in whole minutes (rounded up, so that the services
+    of a run whose steps started in the same minute share one grouped query, batch.py). The
+    minute before the step adds requests at the step before's share, on both sides alike."""
+    return max(60.0, 60.0 * math.ceil((now - step_started_at) / 60.0))
+
+
+@dataclass(frozen=True)
+class Looks:
+    """The looks a pass takes at the gates of a state with the mirror on.
+
+    window_seconds: the gates' own window (the recent evidence). judge_window_seconds: the
+    judges count the step so far (judge.py's confidence sequence). whole_step_seconds: once the
+    hold is over, the other gates are looked at over the whole step too, so an alert that fired
+    and resolved between two scheduled runs still fails the step; None when not due (a step
+    younger than the window was just looked at in whole). hold_over: inconclusive judges count
+    from then on (before, they only say a small mirror has not served enough yet).
+    """
+
+    window_seconds: float
+    judge_window_seconds: float
+    whole_step_seconds: float | None
+    hold_over: bool
+
+
+def looks(state: RampState, plan: Sequence[Step], now: float, window_seconds: float) -> Looks | None:
+    """The looks at the gates `state` needs now; None when the mirror is off (nothing to look at)."""
+    if state.status not in WATCHED_STATUSES:
+        return None
+    step = plan[state.step_index] if state.step_index is not None and state.step_index < len(plan) else None
+    hold_over = (
+        state.status == "ramping"
+        and step is not None
+        and state.step_started_at is not None
+        and now - state.step_started_at >= step.hold_seconds
+    )
+    whole_step = None
+    if hold_over and now - state.step_started_at > window_seconds:
+        whole_step = now - state.step_started_at
+    return Looks(window_seconds, judge_window_seconds(step_start(state, now), now), whole_step, hold_over)
+
+
+def whole_step_due(looks: Looks, results: Sequence[GateResult]) -> bool:
+    """Whether the whole-step look is worth taking: due, and the recent window did not fail."""
+    return looks.whole_step_seconds is not None and all(r.verdict is not Verdict.FAIL for r in results)
+
+
+def decided_on(looks: Looks, results: Sequence[GateResult], whole_step: Sequence[GateResult]) -> list[GateResult]:
+    """The results `decide` judges: the recent window's (an inconclusive judge only once the
+    hold is over) and what the whole-step look did not pass. Whole-step passes add nothing, and
+    recording them would rewrite the stored verdicts each time a hold ends."""
+    decided = [r for r in results if looks.hold_over or not (r.kind == "judge" and r.verdict is Verdict.INCONCLUSIVE)]
+    return decided + [r for r in whole_step if r.verdict is not Verdict.PASS]
 
 
 def decide(

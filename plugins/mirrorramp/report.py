@@ -22,6 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mirrorramp.files import write_atomically
+
+# A gate's second look over a whole step (machine.looks) is the same gate over a longer window:
+# it shares that gate's panel (drawn with squares).
+from mirrorramp.machine import WHOLE_STEP
 from mirrorramp.state import json_safe
 
 if TYPE_CHECKING:
@@ -30,9 +34,6 @@ if TYPE_CHECKING:
 HISTORY_MAX_LINES = 5000
 # The keys of GateResult.as_dict() worth keeping; the query is left out (long, and in the config).
 GATE_KEYS = ("name", "kind", "verdict", "value", "threshold", "operator", "severity", "reason")
-# runner.Runner._evaluate names the second look over a whole step "<gate> (whole step)": it is
-# the same gate over a longer window, so it shares that gate's panel (drawn with squares).
-WHOLE_STEP = " (whole step)"
 DPI = 100
 WIDTH_IN, TOP_IN, GATE_IN = 11.0, 3.4, 2.0
 EVENT_ROWS = 300  # newest first; a scheduled ramp holds many times between two changes

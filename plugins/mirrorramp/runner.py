@@ -7,7 +7,6 @@ pure state machine in machine.py; this module only sequences the I/O around it.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -25,22 +24,27 @@ from mirrorramp.errors import (
 from mirrorramp.gates import GateSet, check_queries, evaluate
 from mirrorramp.machine import (
     PERCENT_EPSILON,
+    WATCHED_STATUSES,
+    WHOLE_STEP,
     Action,
     Decision,
     Policy,
     decide,
+    decided_on,
     emergency_stop,
     interrupted,
+    looks,
+    not_started,
     reconcile,
     roll_back,
+    switches_mirror_on,
+    whole_step_due,
 )
 from mirrorramp.model import GateResult, Step, Verdict
 from mirrorramp.notify import Notifier, event_from_decision
 from mirrorramp.prometheus import PrometheusClient
 from mirrorramp.state import AT_A_STEP, RampState
 
-# States in which the mirror may be on, so the gates are evaluated.
-WATCHED_STATUSES = ("ramping", "paused", "completed")
 TERMINAL_STATUSES = ("completed", "rolled_back", "stopped")
 CONFLICT_RETRIES = 3
 # An explicit restart that cannot check its gate queries tries this often, then fails the task.
@@ -120,48 +124,25 @@ class Runner:
 
     # -- gates ---------------------------------------------------------------------------
     def _evaluate(self, state: RampState, now: float) -> tuple[list[GateResult] | None, list[GateResult]]:
-        """(what the state machine decides on, what the result shows) for `state`.
-
-        None when the mirror is off (nothing to look at). The recent window catches a breach
-        now; once the hold has elapsed a second look over the whole step (since it started) must
-        pass too, so an alert that fired and resolved between two scheduled runs still fails the
-        step. Whole-step results that pass are shown but not decided on: they add nothing, and
-        recording them would rewrite the stored verdicts each time a hold ends.
-
-        Judge gates count over the whole step so far at every look (judge.py's confidence
-        sequence is valid at every look of a step): they are left out of the whole-step look,
-        and an inconclusive judge is decided on only once the hold is over (before, it only says
-        a 1 % mirror has not served enough requests yet).
-        """
-        if state.status not in WATCHED_STATUSES:
-            return None, []
+        """(what the state machine decides on, what the result shows) for `state`: the looks
+        machine.looks says, taken; None when the mirror is off (nothing to look at)."""
         cfg = self.config
-        step = cfg.plan[state.step_index] if state.step_index is not None else None
-        hold_over = (
-            state.status == "ramping"
-            and step is not None
-            and state.step_started_at is not None
-            and now - state.step_started_at >= step.hold_seconds
-        )
-        # A step younger than the window was just looked at in whole.
-        whole_step_due = hold_over and now - state.step_started_at > cfg.window_seconds
-        judge_window = judge_window_seconds(_step_start(state, now), now) if cfg.gates.judges else None
+        seen = looks(state, cfg.plan, now, cfg.window_seconds)
+        if seen is None:
+            return None, []
+        judge_window = seen.judge_window_seconds if cfg.gates.judges else None
         results = evaluate(
-            cfg.gates, self.prometheus, cfg.query_context, cfg.window_seconds, judge_window_seconds=judge_window
+            cfg.gates, self.prometheus, cfg.query_context, seen.window_seconds, judge_window_seconds=judge_window
         )
-        decided = (
-            results
-            if hold_over
-            else [r for r in results if not (r.kind == "judge" and r.verdict is Verdict.INCONCLUSIVE)]
-        )
-        if whole_step_due and all(r.verdict is not Verdict.FAIL for r in results):
-            whole_step = now - state.step_started_at
+        over_step: list[GateResult] = []
+        if whole_step_due(seen, results):
+            # The judges already judged the whole step: this look is for the other gates.
+            others = replace(cfg.gates, judges=())
             over_step = [
-                replace(r, name=f"{r.name} (whole step)")
-                for r in evaluate(replace(cfg.gates, judges=()), self.prometheus, cfg.query_context, whole_step)
+                replace(r, name=f"{r.name}{WHOLE_STEP}")
+                for r in evaluate(others, self.prometheus, cfg.query_context, seen.whole_step_seconds)
             ]
-            return decided + [r for r in over_step if r.verdict is not Verdict.PASS], results + over_step
-        return decided, results
+        return decided_on(seen, results, over_step), results + over_step
 
     # -- one pass ------------------------------------------------------------------------
     def run_once(self, outcome: RunOutcome | None = None) -> RunOutcome:
@@ -210,10 +191,9 @@ class Runner:
             outcome.decisions.append(fix)
             outcome.after, outcome.changed = written, outcome.changed or fix.changed
             snapshot = written
-        status = snapshot.state.status
-        restarting = policy.restart and status in ("rolled_back", "stopped")
-        if status == "pending" or restarting:
+        if switches_mirror_on(snapshot.state, policy):
             # The first change of a ramp: every query must parse before the mirror goes on.
+            restarting = snapshot.state.status != "pending"
             problem = self._check_queries(outcome, tries=RESTART_TRIES if restarting else 1)
             if problem:
                 if restarting:
@@ -223,8 +203,7 @@ class Runner:
                     )
                 gates = [GateResult("prometheus", "availability", "", Verdict.INCONCLUSIVE, reason=problem)]
                 outcome.gates = gates
-                held = Decision(Action.HOLD, snapshot.state, None, False, f"not started: {problem}")
-                self._done(outcome, fix, held, snapshot)
+                self._done(outcome, fix, not_started(snapshot.state, problem), snapshot)
                 return
         try:
             gates, shown = self._evaluate(snapshot.state, now)
@@ -510,21 +489,6 @@ def _new_wait(decision: Decision, before: TargetSnapshot) -> bool:
         and history[-1].get("event") == "waiting_for_approval"
         and history[-1:] != before.state.history[-1:]
     )
-
-
-def _step_start(state: RampState, now: float) -> float:
-    """When the state's step started, as the judges count it (a completed ramp written without
-    a step start counts from its last update)."""
-    if state.step_started_at is not None:
-        return state.step_started_at
-    return state.updated_at if state.updated_at is not None else now
-
-
-def judge_window_seconds(step_started_at: float, now: float) -> float:
-    """The judges' window: the step so far, in whole minutes (rounded up, so that the services
-    of a run whose steps started in the same minute share one grouped query, batch.py). The
-    minute before the step adds requests at the step before's share, on both sides alike."""
-    return max(60.0, 60.0 * math.ceil((now - step_started_at) / 60.0))
 
 
 def gate_row(gate: GateResult) -> str:

@@ -10,8 +10,9 @@ from dataclasses import replace
 import pytest
 
 from mirrorramp.gates import parse_gates
+from mirrorramp.machine import judge_window_seconds
 from mirrorramp.prometheus import QueryResult
-from mirrorramp.runner import gate_row, judge_window_seconds
+from mirrorramp.runner import gate_row
 from tests.unit.test_runner import PLAN, Clock, MemoryTarget, make_runner, ramping
 
 BOUNDS = ("10", "50", "100", "250", "500", "1000", "+Inf")
