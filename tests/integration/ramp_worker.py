@@ -9,8 +9,10 @@ they happen; the task result is the last line, prefixed with "RESULT ".
 BOUNDARY makes the process kill itself with SIGKILL at a write boundary, counted on the
 driver's calls (a test hook: the engine has none of this):
     write:N           right after the driver's N-th write returned (1-based)
-    inside-write:N    inside the N-th write, once the proxy was changed and before the state file
-                      was written (drivers whose state and mirror are two writes)
+    inside-write:N    inside the N-th write, between its two halves: once the first of the proxy
+                      (the driver's `_apply`) and the state file (`state_file.store`) is written,
+                      before the other (drivers whose state and mirror are two writes). Whichever
+                      comes first: a driver writing its state first is caught in that order too.
 """
 
 from __future__ import annotations
@@ -44,13 +46,7 @@ def armed(driver: Driver, boundary: str) -> Driver:
         if kind == "inside-write" and calls["write"] == target:
             if driver.atomic:
                 raise SystemExit(f"inside-write needs a driver whose state and mirror are two writes, not {driver}")
-            original_apply = driver._apply  # the proxy's half of the nginx driver's write
-
-            def apply_then_die(*a, **k):
-                original_apply(*a, **k)
-                die()
-
-            driver._apply = apply_then_die
+            _die_after_first_half(driver)
         written = original_write(*args, **kwargs)
         if kind == "write" and calls["write"] == target:
             die()
@@ -58,6 +54,18 @@ def armed(driver: Driver, boundary: str) -> Driver:
 
     driver.write = write
     return driver
+
+
+def _die_after_first_half(driver: Driver) -> None:
+    """Make `driver` kill this process as soon as the first half of its write (proxy or state file) returns."""
+    for owner, name in ((driver, "_apply"), (driver.state_file, "store")):
+        original = getattr(owner, name)
+
+        def then_die(*args, _original=original, **kwargs):
+            _original(*args, **kwargs)
+            die()
+
+        setattr(owner, name, then_die)
 
 
 def main(argv: list[str]) -> int:

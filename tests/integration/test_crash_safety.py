@@ -1,9 +1,10 @@
 """Killed runs and a record that disagrees with the live mirror, with real processes.
 
-- The nginx driver (state file and include: two writes) killed with SIGKILL at each write
-  boundary of a raise and of a stop, by a hook in the test's worker (ramp_worker.py), never by
-  sleeps: right after the kill the record is never below the live mirror (a raise not yet
-  confirmed says so), and the next run finishes or reverts the half-done change.
+- The envoy driver (route file and state file: two writes) on a standalone Envoy 1.40 whose
+  routes come from a hand-written route file with one marked route, killed with SIGKILL at each
+  write boundary of a raise and of a stop, by a hook in the test's worker (ramp_worker.py), never
+  by sleeps: right after the kill the record is never below the mirror Envoy runs (a raise not
+  yet confirmed says so), and the next run finishes or reverts the half-done change.
 - The istio driver (one write) against the Kubernetes API double: a mirror put back by hand on
   a stopped ramp is removed by the next run, shown by status, and named by the emergency stop.
 - ansible-playbook killed while its watch runs: the worker it leaves behind stops ramping.
@@ -27,20 +28,22 @@ from typing import Any
 import pytest
 
 from mirrorramp.adapter import ARGUMENT_SPEC, RampRequest, execute
-from mirrorramp.drivers.nginx import NginxDriver
+from mirrorramp.drivers.envoy import EnvoyDriver
 from mirrorramp.model import Step
 from mirrorramp.plan import fingerprint
 from mirrorramp.state import RampState
 from mirrorramp.virtualservice import STATE_ANNOTATION, read_mirror_percent, with_mirror_percent
+from mirrorsandbox.envoy_process import ROUTE_FILE_NAME, bootstrap_with_rds, start_envoy, write_route_file
 from tests.fakes.kube_api import KubeApiServer
 from tests.fakes.kube_fixtures import kube_api, kube_api_server  # noqa: F401
+from tests.integration.test_envoy_driver import CANDIDATE, NAME, PRIMARY, free_port, hand_written_routes, static_cluster
 from tests.integration.test_ramp_istio_races import live, ramp_arguments, request_for, seed
-from tests.integration.test_sandbox import Sandbox, start_sandbox, stop_sandbox
 from tests.support.ansible_run import REPO_ROOT, VENV_BIN, ansible_env
 from tests.support.prometheus_server import ScriptedPrometheus, poll_until, vector_reply
 
 pytestmark = pytest.mark.slow
 
+SERVICE = "demo-service"
 PERCENTS = (1.0, 5.0, 10.0, 20.0)
 STEPS = [{"percent": p, "hold": "1h"} for p in PERCENTS]
 PLAN = tuple(Step(p, 3600.0) for p in PERCENTS)
@@ -55,25 +58,44 @@ def prometheus() -> Iterator[ScriptedPrometheus]:
     scripted.stop()
 
 
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory) -> Iterator[Sandbox]:
-    sb = start_sandbox(tmp_path_factory.mktemp("build"))
+@pytest.fixture
+def envoy_options(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """The envoy driver's options for a fresh Envoy running the hand-written route file (no mirror
+    yet) and an empty state directory; the Envoy is stopped by its PID afterwards."""
+    route_dir = tmp_path / "routes"
+    route_dir.mkdir()
+    write_route_file(route_dir, hand_written_routes(), "hand-written")
+    # Nothing listens on the clusters' port: only the configuration is under test.
+    unused = free_port()
+    bootstrap = bootstrap_with_rds(
+        listener_port=free_port(),
+        route_dir=route_dir,
+        route_config_name=NAME,
+        clusters=[static_cluster(PRIMARY, unused), static_cluster(CANDIDATE, unused)],
+    )
+    envoy = start_envoy(bootstrap, tmp_path / "envoy")
     try:
-        yield sb
+        yield {
+            "route_path": str(route_dir / ROUTE_FILE_NAME),
+            "route_config_name": NAME,
+            "admin_url": envoy.admin_url,
+            "state_dir": str(tmp_path / "state"),
+            "confirm_timeout": 2.0,
+            "http_timeout": 2.0,
+        }
     finally:
-        stop_sandbox(sb)
+        envoy.stop()
 
 
-def nginx_arguments(sandbox: Sandbox, prometheus: ScriptedPrometheus, **overrides: Any) -> dict[str, Any]:
-    """The task of the sandbox's service on its nginx, every default filled in."""
+def envoy_arguments(envoy_options: dict[str, Any], prometheus: ScriptedPrometheus, **overrides: Any) -> dict[str, Any]:
+    """The task of the service on its Envoy, every default filled in."""
     arguments = {name: spec.get("default") for name, spec in ARGUMENT_SPEC.items()}
-    nginx = {"reload_timeout": 5.0, "http_timeout": 3.0, **sandbox.info["nginx"]}
     arguments.update(
-        service=sandbox.info["service"],
+        service=SERVICE,
         namespace="local",
         environment="local",
-        driver="nginx",
-        nginx=nginx,
+        driver="envoy",
+        envoy=envoy_options,
         steps=STEPS,
         gates={"thresholds": [{"name": "mirror-5xx-ratio", "metric": "error_ratio", "operator": "<", "value": 0.05}]},
         min_requests=0,
@@ -85,8 +107,8 @@ def nginx_arguments(sandbox: Sandbox, prometheus: ScriptedPrometheus, **override
     return arguments
 
 
-def put(driver: NginxDriver, state: RampState, percent: float) -> None:
-    """Set the nginx mirror and the state file as a finished run leaves them."""
+def put(driver: EnvoyDriver, state: RampState, percent: float) -> None:
+    """Set Envoy's mirror and the state file as a finished run leaves them."""
     driver.write(driver.read(), state, percent, dry_run=False)
 
 
@@ -116,10 +138,10 @@ def killed_at(tmp_path: Path, arguments: dict[str, Any], boundary: str) -> str:
     return worker.stdout
 
 
-def assert_record_at_or_above_live(driver: NginxDriver) -> RampState:
-    """The promise of the write order: what is live never exceeds what the record allows; a
+def assert_record_at_or_above_live(driver: EnvoyDriver) -> RampState:
+    """The promise of the write order: what Envoy runs never exceeds what the record allows; a
     raise whose intent is recorded but not confirmed is marked so."""
-    snapshot = driver.read()
+    snapshot = driver.read()  # the percent from Envoy's config_dump, the state from the state file
     state = snapshot.state
     allowed = state.percent if state.status in ("ramping", "paused", "completed") else 0.0
     assert snapshot.percent <= allowed, f"live {snapshot.percent}% above the record {state}"
@@ -128,15 +150,15 @@ def assert_record_at_or_above_live(driver: NginxDriver) -> RampState:
     return state
 
 
-# -- the nginx driver killed at each write boundary of a raise -----------------------------------
+# -- the envoy driver killed at each write boundary of a raise -----------------------------------
 
 
 @pytest.mark.parametrize(
     ("boundary", "unconfirmed", "live_after_kill", "next_event"),
     [
-        # 1st write: the intent (step 2, 5%, unconfirmed) is recorded; the proxy still at 1%.
+        # 1st write: the intent (step 2, 5%, unconfirmed) is recorded; Envoy still at 1%.
         pytest.param("write:1", True, 1.0, "revert", id="after-the-intent"),
-        # 2nd write: the proxy is at 5%, its state file write not done.
+        # 2nd write: Envoy runs 5%, the state file not written.
         pytest.param("inside-write:2", True, 5.0, "confirm", id="proxy-raised-state-not-written"),
         # 2nd write done, read back, the confirmation not written.
         pytest.param("write:2", True, 5.0, "confirm", id="before-the-confirmation"),
@@ -145,7 +167,7 @@ def assert_record_at_or_above_live(driver: NginxDriver) -> RampState:
     ],
 )
 def test_a_raise_killed_at_each_boundary_is_finished_or_reverted_by_the_next_run(
-    sandbox: Sandbox,
+    envoy_options: dict[str, Any],
     prometheus: ScriptedPrometheus,
     tmp_path: Path,
     boundary: str,
@@ -153,9 +175,9 @@ def test_a_raise_killed_at_each_boundary_is_finished_or_reverted_by_the_next_run
     live_after_kill: float,
     next_event: str | None,
 ) -> None:
-    driver = sandbox.driver()
+    driver = EnvoyDriver.from_options(SERVICE, envoy_options)
     put(driver, at_step(0, held_for=7200), 1.0)
-    arguments = nginx_arguments(sandbox, prometheus)
+    arguments = envoy_arguments(envoy_options, prometheus)
     killed_at(tmp_path, arguments, boundary)
 
     state = assert_record_at_or_above_live(driver)
@@ -170,52 +192,53 @@ def test_a_raise_killed_at_each_boundary_is_finished_or_reverted_by_the_next_run
         5.0,
         5.0,
     ), result["msg"]
+    assert after.mirror_drift == ""
     events = [event["event"] for event in after.state.history]
     if next_event:
         assert next_event in events, events
     if next_event == "revert":  # the previous step had held: the raise is made again, through the gates
         assert events[-2:] == ["revert", "advance"], events
-    put(driver, RampState.initial(), 0.0)
 
 
 def test_a_stop_killed_between_the_proxy_and_the_state_file_leaves_the_mirror_off(
-    sandbox: Sandbox, prometheus: ScriptedPrometheus, tmp_path: Path
+    envoy_options: dict[str, Any], prometheus: ScriptedPrometheus, tmp_path: Path
 ) -> None:
-    driver = sandbox.driver()
+    driver = EnvoyDriver.from_options(SERVICE, envoy_options)
     put(driver, at_step(1, held_for=10), 5.0)
-    arguments = nginx_arguments(sandbox, prometheus, operation="stop", reason="pager", by="alice")
+    arguments = envoy_arguments(envoy_options, prometheus, operation="stop", reason="pager", by="alice")
     killed_at(tmp_path, arguments, "inside-write:1")
     killed = driver.read()
     assert (killed.percent, killed.state.status) == (0.0, "ramping")  # the proxy first: the mirror is off
+    assert_record_at_or_above_live(driver)
 
     # A scheduled run never puts it back: no live mirror under a recorded step is a cut-short removal.
-    result = execute(RampRequest.from_arguments(nginx_arguments(sandbox, prometheus), check_mode=False, diff=False))
+    result = execute(
+        RampRequest.from_arguments(envoy_arguments(envoy_options, prometheus), check_mode=False, diff=False)
+    )
     after = driver.read()
     assert (after.state.status, after.percent) == ("rolled_back", 0.0), result["msg"]
     assert "a rollback or stop cut short" in result["msg"]
     # The on-call engineer's stop, run again, records the stop and says nothing was live.
     stop = execute(RampRequest.from_arguments(arguments, check_mode=False, diff=False))
     assert "mirror removed (none was live)" in stop["msg"] and driver.read().state.status == "stopped"
-    put(driver, RampState.initial(), 0.0)
 
 
 def test_a_mirror_left_on_under_a_stopped_record_is_removed_and_named_by_the_stop(
-    sandbox: Sandbox, prometheus: ScriptedPrometheus
+    envoy_options: dict[str, Any], prometheus: ScriptedPrometheus
 ) -> None:
-    """The case seen with the old write order: state stopped, 0 %, while nginx mirrored 5 %."""
-    driver = sandbox.driver()
+    """The case seen with the old write order: state stopped, 0 %, while the proxy mirrored 5 %."""
+    driver = EnvoyDriver.from_options(SERVICE, envoy_options)
     stopped = RampState(status="stopped", percent=0.0, stop={"reason": "x", "at": time.time() - 60, "by": "alice"})
     put(driver, stopped, 5.0)
     stop = execute(
         RampRequest.from_arguments(
-            nginx_arguments(sandbox, prometheus, operation="stop", reason="again", by="bob"),
+            envoy_arguments(envoy_options, prometheus, operation="stop", reason="again", by="bob"),
             check_mode=False,
             diff=False,
         )
     )
     assert stop["changed"] and "a live mirror of 5% was still on" in stop["msg"]
     assert driver.read().percent == 0.0
-    put(driver, RampState.initial(), 0.0)
 
 
 # -- the istio driver: drift found by the ramp, by status and by the stop -------------------------------
