@@ -236,7 +236,7 @@ def _render_png(records: Sequence[HistoryRecord], panels: list[str]) -> tuple[by
     """The chart as PNG bytes, and per gate how many values were not drawn (NaN, Inf, none)."""
     # Imported here: the engine, and every run that writes no report, does not pay for matplotlib.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.dates import AutoDateLocator, DateFormatter
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=figure_size(len(panels)), dpi=DPI, layout="constrained")
@@ -262,8 +262,11 @@ def _render_png(records: Sequence[HistoryRecord], panels: list[str]) -> tuple[by
         top.set_ylabel("mirror percent")
         top.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
         top.set_title(_text(f"{records[-1].environment}/{records[-1].service}"), loc="left")
-        axes[-1].xaxis.set_major_locator(AutoDateLocator(tz=UTC))
-        axes[-1].xaxis.set_major_formatter(DateFormatter("%Y-%m-%d\n%H:%M", tz=UTC))
+        # Ticks labelled by the span (seconds for a sandbox run of minutes, days for a prod ramp),
+        # the date once in the corner: a fixed format printed the same minute under every tick.
+        locator = AutoDateLocator(tz=UTC)
+        axes[-1].xaxis.set_major_locator(locator)
+        axes[-1].xaxis.set_major_formatter(ConciseDateFormatter(locator, tz=UTC))
         axes[-1].set_xlabel("time (UTC)")
     undrawn = {
         name: _draw_gate(ax, name, records, key=ax is axes[1]) for ax, name in zip(axes[1:], panels, strict=True)
