@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -21,9 +20,9 @@ from urllib.parse import urlsplit
 import requests
 
 from mirrorramp.errors import ConfigError
+from mirrorramp.http_retry import backoff_delay, redact, retry_after, safe_url
 from mirrorramp.machine import Action, Decision, when
 from mirrorramp.model import GateResult
-from mirrorramp.prometheus import _retry_after
 from mirrorramp.state import json_safe
 
 log = logging.getLogger(__name__)
@@ -52,12 +51,8 @@ _MIN_TRY = 0.05  # seconds: less than this left is not worth opening a connectio
 
 
 def redact_url(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:  # a malformed port: say nothing rather than echo the URL
-        return "<invalid URL>"
-    return f"{parts.scheme}://{parts.hostname or '?'}{port}/..."
+    """A webhook URL as a message may show it: scheme, host and port (its path is the token)."""
+    return safe_url(url, keep_path=False)
 
 
 def event_kind(action: Action | str) -> str | None:
@@ -233,7 +228,7 @@ class Notifier:
             left = until - time.monotonic()
             if left < _MIN_TRY:
                 return f"{last}; gave up after {attempt - 1} attempt(s), its share of the budget spent"
-            retry_after = None
+            retry_after_s = None
             try:
                 response = self._session.post(
                     url,
@@ -256,12 +251,10 @@ class Notifier:
                 last = f"HTTP {response.status_code}: {_scrub(response.text, url) or response.reason or 'no body'}"
                 if response.status_code != 429 and response.status_code < 500:
                     return last  # the receiver refused this body: the same one again would be refused too
-                retry_after = _retry_after(response)
+                retry_after_s = retry_after(response)
             if attempt == self.attempts:
                 break
-            delay = (
-                retry_after if retry_after is not None else self.backoff * 2 ** (attempt - 1) * random.uniform(0.5, 1)
-            )
+            delay = retry_after_s if retry_after_s is not None else backoff_delay(self.backoff, attempt - 1)
             if delay > until - time.monotonic() - _MIN_TRY:
                 return f"{last}; a retry in {delay:.2g}s would exceed the budget ({attempt} attempt(s))"
             log.debug("mirror_ramp: webhook %s: %s; retrying in %.2fs", redact_url(url), last, delay)
@@ -296,10 +289,7 @@ def _scrub(text: str, url: str) -> str:
     parts = urlsplit(url)
     pieces = [url, parts.path, parts.query, parts.username or "", parts.password or ""]
     pieces += [*parts.path.split("/"), *re.split("[&=]", parts.query)]
-    text = " ".join(text.split())[:200]
-    for piece in sorted((p for p in pieces if len(p) >= 4), key=len, reverse=True):
-        text = text.replace(piece, "<redacted>")
-    return text
+    return redact(" ".join(text.split())[:200], (p for p in pieces if len(p) >= 4))
 
 
 def _os_reason(error: BaseException) -> str:
@@ -320,9 +310,7 @@ _LOGGED_SECRETS: set[str] = set()
 def _mask_request_lines(record: logging.LogRecord) -> bool:
     message, secrets = record.getMessage(), tuple(_LOGGED_SECRETS)  # a copy: a Notifier may add meanwhile
     if any(secret in message for secret in secrets):
-        for secret in sorted(secrets, key=len, reverse=True):
-            message = message.replace(secret, "<redacted>")
-        record.msg, record.args = message, ()
+        record.msg, record.args = redact(message, secrets), ()
     return True
 
 

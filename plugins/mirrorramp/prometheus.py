@@ -10,8 +10,6 @@ token goes in the Authorization header only: it is never part of a message, a re
 from __future__ import annotations
 
 import logging
-import math
-import random
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ from dataclasses import dataclass, field
 import requests
 
 from mirrorramp.errors import PrometheusError, QueryRejectedError
+from mirrorramp.http_retry import backoff_delay, redact, retry_after, safe_url
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +26,7 @@ _RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 # Prometheus answers a query it refuses to run with these (bad_data, execution): the one place
 # that tells a wrong query from a Prometheus that could not answer.
 _QUERY_REJECTED_STATUS = frozenset({400, 422})
-_BACKOFF_CAP = 5.0
+BACKOFF_CAP_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -54,16 +53,6 @@ class QueryResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _safe_url(url: str) -> str:
-    """`url` without user:password@ and without a query string (either may carry a secret)."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
 def _float(text: object) -> float:
     """A Prometheus sample value ("1.5", "NaN", "+Inf", "-Inf") as a float."""
     if not isinstance(text, str):
@@ -88,13 +77,13 @@ class PrometheusClient:
     ) -> None:
         parts = urllib.parse.urlsplit(url or "")
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise PrometheusError(f"Prometheus URL {_safe_url(url or '')!r} is not an http(s) URL")
+            raise PrometheusError(f"Prometheus URL {safe_url(url or '')!r} is not an http(s) URL")
         if not (isinstance(timeout, int | float) and timeout > 0):
             raise PrometheusError(f"Prometheus timeout must be > 0 seconds, got {timeout!r}")
         if not (isinstance(retries, int) and retries >= 0):
             raise PrometheusError(f"Prometheus retries must be an integer >= 0, got {retries!r}")
         self.url = url.rstrip("/")
-        self.safe_url = _safe_url(self.url)
+        self.safe_url = safe_url(self.url)
         self.timeout = float(timeout)
         self.retries = retries
         self.backoff = backoff
@@ -149,22 +138,20 @@ class PrometheusClient:
     # -- HTTP with bounded retries ---------------------------------------------------------
 
     def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "<redacted>")
-        return text
+        return redact(text, self._secrets)
 
     def _get_json(self, path: str, params: dict[str, str]) -> dict:
         """GET `path` and return the `data` of a success answer, retrying what may pass."""
         endpoint = f"{self.safe_url}{path}"
         attempts = self.retries + 1
         # One deadline for everything: each attempt's timeout plus the backoff between them.
-        deadline = time.monotonic() + attempts * self.timeout + self.retries * _BACKOFF_CAP
+        deadline = time.monotonic() + attempts * self.timeout + self.retries * BACKOFF_CAP_SECONDS
         last_error = "no attempt made"
         for attempt in range(attempts):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            retry_after: float | None = None
+            retry_after_s: float | None = None
             try:
                 response = self._session.get(f"{self.url}{path}", params=params, timeout=min(self.timeout, remaining))
             except requests.Timeout as e:
@@ -184,10 +171,14 @@ class PrometheusClient:
                 if status not in _RETRYABLE_STATUS:
                     raise PrometheusError(f"{endpoint}: HTTP {status}: {error}")
                 last_error = f"HTTP {status}: {error}"
-                retry_after = _retry_after(response)
+                retry_after_s = retry_after(response)
             if attempt + 1 < attempts:
-                delay = retry_after if retry_after is not None else self._backoff_delay(attempt)
-                delay = min(delay, _BACKOFF_CAP, max(0.0, deadline - time.monotonic()))
+                delay = (
+                    retry_after_s
+                    if retry_after_s is not None
+                    else backoff_delay(self.backoff, attempt, BACKOFF_CAP_SECONDS)
+                )
+                delay = min(delay, BACKOFF_CAP_SECONDS, max(0.0, deadline - time.monotonic()))
                 log.debug(
                     "mirror_ramp: %s attempt %d/%d failed (%s); retrying in %.2fs",
                     endpoint,
@@ -198,11 +189,6 @@ class PrometheusClient:
                 )
                 time.sleep(delay)
         raise PrometheusError(f"{endpoint}: no answer after {attempts} attempt(s); last error: {last_error}")
-
-    def _backoff_delay(self, attempt: int) -> float:
-        # Exponential with "equal jitter": between half and all of backoff * 2**attempt.
-        base = min(_BACKOFF_CAP, self.backoff * 2**attempt)
-        return base / 2 + random.uniform(0, base / 2)
 
     def _success_data(self, endpoint: str, response: requests.Response) -> dict:
         try:
@@ -236,15 +222,6 @@ def _root_cause(error: requests.RequestException) -> str:
     inner = error.args[0] if error.args else None
     reason = getattr(inner, "reason", None)
     return str(reason if reason is not None else error)
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After", "")
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _parse_query_data(data: dict) -> QueryResult:

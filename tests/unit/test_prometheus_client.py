@@ -10,7 +10,8 @@ import traceback
 import pytest
 
 from mirrorramp.errors import ConfigError, MirrorRampError, PrometheusError, QueryRejectedError
-from mirrorramp.prometheus import AlertRule, PrometheusClient
+from mirrorramp.http_retry import backoff_delay
+from mirrorramp.prometheus import BACKOFF_CAP_SECONDS, AlertRule, PrometheusClient
 from tests.support.prometheus_server import Reply, ScriptedPrometheus, fixture, free_port
 
 TOKEN = "s3cr3t-bearer-token-0123"
@@ -180,7 +181,7 @@ def test_connection_refused():
 def test_backoff_grows_with_jitter_and_is_capped():
     client = client_for("http://127.0.0.1:1", backoff=0.5)
     for attempt, (low, high) in enumerate([(0.25, 0.5), (0.5, 1.0), (1.0, 2.0), (2.0, 4.0), (2.5, 5.0), (2.5, 5.0)]):
-        delays = {client._backoff_delay(attempt) for _ in range(20)}
+        delays = {backoff_delay(client.backoff, attempt, BACKOFF_CAP_SECONDS) for _ in range(20)}
         assert all(low <= d <= high for d in delays)
         assert len(delays) > 1  # jitter
 
