@@ -1,68 +1,43 @@
-"""Benchmark 2, data-plane cost: the primary's p50/p99 and throughput with mirroring off, 10%, 50%, 100%.
+"""Benchmark 2, data-plane cost on Envoy: the primary's p50/p99 mirroring 100% to a healthy, a slow,
+a failing and a down candidate, against mirroring off; and the copies Envoy delivers.
 
-One local sandbox (playbooks/sandbox.yml on free ports, in a tmp build dir, no background load),
-then in one run:
+The data plane of mirrorsandbox.harness (no Ansible): the two sandbox backends, Envoy configured
+by `sidecar_config` from the local inventory's VirtualService and a DestinationRule with outlier
+detection (POLICY), the mirror set through the `envoy` driver. Then in one run:
 
   1. capacity: the project's load generator (mirrorramp.loadgen.run, bounded) flat out against
-     the proxy for a few seconds, with the mirror off and mirroring 100% to a healthy candidate:
-     requests/s answered 200;
-  2. a fixed rate of --load-fraction (0.25) of the lower capacity for every cell, so that no cell
-     runs saturated and the p99 measures mirroring, not queueing (see "Why a quarter");
-  3. --rounds (4) rounds; each round runs every condition once, one short cell each
-     (--cell-seconds, 2): mirroring off, a healthy, a slow (2 s) and a failing (500)
-     candidate at 10%, 50% and 100%, and mirroring off again (the A/A control: judged against
-     the first off cells, it shows the smallest difference the run can tell from the machine's
-     noise; every other condition is judged against both off cells of each round, pooled, so
-     its reference adds less noise of its own). Each round draws its own order (seeded), so no
-     condition always follows the same one. A slow candidate's cell is measured after a warm-up
-     of its latency (its open copies at their steady level), and the next cell starts once
-     they are answered. GET only (the sandbox mirrors GET and HEAD unless
-     mirror_all_methods); the mirror set through the nginx driver, the candidate through its
-     /control. The cells' requests come from scripts/bench/paced_client.py: one thread, open
-     loop (see "Why its own client").
+     Envoy for a few seconds, with the mirror off and mirroring 100% to a healthy candidate;
+  2. --rounds (4) rounds at --load-fraction (0.25) of the lower capacity; each round runs every
+     condition once, one cell of --cell-seconds (2), in an order drawn for the round (seeded):
+     mirroring off; 100% to a healthy, a slow (2 s), a failing (500) and a down (stopped:
+     connection refused) candidate; mirroring off again (the A/A control). A slow candidate's
+     cell is measured after a warm-up of its latency (its open copies at their steady level) and
+     the next cell starts once they are answered; a down candidate is stopped by its PID before
+     its cell and started again after it, and every cell starts once Envoy's outlier detection
+     holds the candidate's host ejected no more (the cells after a down or failing one get their
+     copies). GET only (the sandbox mirrors GET and HEAD), from scripts/bench/paced_client.py
+     (one thread, open loop);
+  3. delivery at the sandbox's load (the inventory's mirror_sandbox.load.rps, 100 requests/s,
+     GET): --share-seconds at 100% to a healthy candidate (every copy must arrive) and at 1, 5,
+     10 and 20%, each observed share judged against its 95% Wilson interval.
 
-Why a quarter of the capacity: the client, the proxy and the primary share a core (below), and at
-half the capacity that core is 60-75% busy; a request's p99 is then set by which others it queues
-behind, and the A/A control's interval was 0.70-1.38x in 30 rounds (0.77-2.05x in another). At a
-quarter (the core about 45% busy) it was 0.83-1.15x in 10 rounds. What mirroring costs the primary
-is the same work per request at either rate; at the lower one the run can resolve it.
+Judging: each condition's p50 and p99, pooled over its rounds, over those of both off cells of
+every round pooled, with a 95% interval from a bootstrap over rounds (a round's cells resampled
+together, so the drift they share cancels). The A/A control (the second off cells over the
+first) gives the band the run cannot tell from noise: a condition is **within** when its ratio is
+at or below the upper end of the A/A control's interval for the same statistic, **above**
+otherwise.
 
-Why its own client: mirrorramp.loadgen (the sandbox's load) runs a thread per connection. Measured
-with /proc/<pid>/stat at 485 requests/s, its 16 threads took 0.43 ms of CPU per request on the
-primary's core, as much as the primary (0.45 ms) and nearly half the core's work per request, and
-a thread woken by its answer waits for the GIL behind the others. In the same 40 rounds of 4 s at
-a tenth of the capacity (healthy, slow and failing at 100%), the one-thread client measured the off
-cells' p50 at 1.17 ms instead of 1.50 and their p99 at 1.99 ms instead of 2.41: less of the
-client in the numbers. Its intervals were no narrower (A/A 0.93-1.16x against 0.98-1.17x): the
-drift between cells is the machine's, not the client's.
-
-Why rounds: on a shared 2-core machine a 1-4 ms p99 drifts by 2x between cells of the same
-condition, seconds apart (measured: off cells differ by 18-165%). Long cells do not help (the
-drift is in time, not in the sample size); interleaving does: each condition's p99 is taken over
-all its rounds pooled, and its ratio to the off cells' pooled p99 gets a 95% interval from a
-bootstrap over rounds (a round's cells are resampled together, so the drift they share cancels).
---only runs some mirrored conditions (and mirroring off, twice) in shorter rounds: more rounds in
-the same time, a narrower interval for the cells that need one.
-
-The candidate (with the mirror forwarder and relay, Prometheus and Alertmanager) runs on a core
-of its own and everything on the primary path (the client, the proxy nginx, the primary) on the
-others, every thread of each process, as in a cluster, where the candidate has its own pods: the
-primary then pays the proxy's own work of mirroring (a log line per copy; GET only here, so no
-copy goes through the relay), not the candidate's CPU. On that core the candidate, Prometheus and
-Alertmanager run at nice 10, behind the forwarder and the relay (see BEHIND_THE_RELAY). --shared-cores leaves
-every process on every core (the candidate's work then competes with the primary's).
-
-Per condition: p50, p99, requests/s answered 200, errors (no answer or not 200), the share of its
-requests the candidate received, and p99/off with its interval. Target: with a slow or a failing
-candidate, p99 within 10% of mirroring off. A cell passes when the whole interval is at or below
-1.10, fails when the whole interval is above, and is within the noise otherwise.
+Why a quarter of the capacity, why rounds and why its own client: docs/benchmarks.md, section 2.
+The candidate and Prometheus run on a core of their own (every thread) and the client, Envoy and
+the primary on the others, as in a cluster where the candidate has its own pods; --shared-cores
+leaves every process on every core.
 
 Run from the repository root with the venv (`make bench` runs every benchmark):
 
-    python scripts/bench/dataplane.py                 # 4 rounds of 11 cells of 2 s, about 3.5 minutes
-    python scripts/bench/dataplane.py --rounds 50     # the run in docs/benchmarks.md, about 34 minutes
-    python scripts/bench/dataplane.py --only slow-100,failing-100 --rounds 100   # two cells, about 25 minutes
-    python scripts/bench/dataplane.py --quick         # smoke run: 3 rounds of 1 s cells, build/bench/dataplane.quick.json
+    python scripts/bench/dataplane.py                 # 4 rounds, about 3.5 minutes
+    python scripts/bench/dataplane.py --rounds 20     # narrower intervals, about 9 minutes
+    python scripts/bench/dataplane.py --quick         # smoke run: 2 rounds of 1 s cells, dataplane.quick.json
     python scripts/bench/dataplane.py --write-doc     # and rewrite its section of docs/benchmarks.md
     python scripts/bench/dataplane.py --from-json --write-doc   # the doc from the last build/bench/dataplane.json
 
@@ -78,7 +53,9 @@ if __package__ in (None, ""):  # python scripts/bench/dataplane.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import argparse
+import json
 import os
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -86,35 +63,56 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from mirrorramp import loadgen
+from mirrorramp.judge import wilson_interval
+from mirrorsandbox.envoy_process import admin_get
+from mirrorsandbox.harness import Harness, local_inventory_vars, local_resources, running_harness
 from scripts.bench import paced_client, results
-from scripts.bench.sandbox import Sandbox, log, running_sandbox
+from scripts.bench.results import log
 
 SCRIPT = "scripts/bench/dataplane.py"
 SECTION = "dataplane"
-# candidate -> its /control behaviour
-CANDIDATES: dict[str, dict[str, float]] = {
+# The DestinationRule's traffic policy (the inventory's snake_case): outlier detection ejects a
+# candidate that refuses connections after 3 failures (Envoy counts a refused connect as a 503),
+# so the copies to a down candidate fail inside Envoy ("no healthy upstream") instead of each
+# opening a connection that the kernel refuses. Checked every second; ejected for 5 s, longer at
+# each ejection in a row: measured, an ejection of 1 s let the host back in within the cell and a
+# second of refused connects (about 250) followed before the next ejection. The sandbox's only
+# field for it, Istio's consecutive5xxErrors, counts the 500s of a failing candidate too.
+POLICY = {
+    "outlier_detection": {
+        "consecutive_5xx_errors": 3,
+        "interval": "1s",
+        "base_ejection_time": "5s",
+        "max_ejection_percent": 100,
+    }
+}
+# candidate -> its /control behaviour; None: stopped (connection refused)
+CANDIDATES: dict[str, dict[str, float] | None] = {
     "healthy": {"error_ratio": 0.0, "latency_ms": 0.0},
     "slow": {"error_ratio": 0.0, "latency_ms": 2000.0},
     "failing": {"error_ratio": 1.0, "latency_ms": 0.0},
+    "down": None,
 }
-PERCENTS = (10, 50, 100)
+HEALTHY = CANDIDATES["healthy"]
 OFF = ("-", 0)
 # Mirroring off a second time in every round, judged against the first like any condition: the
-# A/A control, whose interval shows the smallest difference these rounds can resolve.
+# A/A control, whose interval is the band these rounds cannot tell from the machine's noise.
 OFF_AGAIN = ("- (A/A)", 0)
-MIRRORED = [(candidate, percent) for candidate in CANDIDATES for percent in PERCENTS]
-JUDGED = ("slow", "failing")
-TARGET_RATIO = 1.10  # slow or failing: p99 <= 1.10 x the p99 with mirroring off
+MIRRORED = [(candidate, 100) for candidate in CANDIDATES]
+STATISTICS = {"p50": 0.50, "p99": 0.99}
+SHARE_PERCENTS = (1, 5, 10, 20)
 CONFIDENCE = 0.95
+Z_95 = 1.959963984540054
 RESAMPLES = 2000
-SEED = 7  # the bootstrap's draws: the same data gives the same interval
+SEED = 7  # the bootstrap's draws and the rounds' orders: the same data gives the same result
 CONCURRENCY = 16  # client connections opened before a cell; more open only if every one waits (a stall)
 REQUEST_TIMEOUT_S = 5.0
 MAX_RATE = 800.0
+EJECTION_WAIT_S = 60.0  # the longest a cell waits for the candidate's host to be let back in
 
 
 def key(candidate: str, percent: int) -> str:
-    """A condition's name, and the path its requests go under: off, off-again, healthy-10, slow-100, ..."""
+    """A condition's name, and the path its requests go under: off, off-again, healthy-100, ..."""
     if percent == 0:
         return "off" if (candidate, percent) == OFF else "off-again"
     return f"{candidate}-{percent}"
@@ -127,18 +125,14 @@ def conditions_of(mirrored: list[tuple[str, int]]) -> list[tuple[str, int]]:
 
 def round_order(index: int, order: list[tuple[str, int]]) -> list[tuple[str, int]]:
     """Every condition once, in an order drawn for this round (seeded: the same for every run).
-    Turning one order round by round gave each condition the same predecessor every time, so a
-    cell's aftermath (the reload, copies still open) always fell on the same condition. With it,
-    mirroring off (always after failing 100%) read 8% and 17% above the average cell in two
-    60-round runs (A/A 0.90x and 0.81x). With drawn orders the A/A read 0.87x, 1.06x, 1.04x and
-    1.00x in four runs: no bias left (the 0.87x came from the first off cells' six worst cells;
-    their median cell read lower than the second's)."""
+    One order turned round by round gave each condition the same predecessor every time, and a
+    cell's aftermath always fell on the same condition (docs/benchmarks.md, section 2)."""
     permutation = np.random.default_rng((SEED, index)).permutation(len(order))
     return [order[i] for i in permutation]
 
 
 def parse_only(text: str) -> list[tuple[str, int]]:
-    """--only slow-100,failing-10: the mirrored conditions to run (mirroring off always runs, twice)."""
+    """--only slow-100,down-100: the mirrored conditions to run (mirroring off always runs, twice)."""
     names = {key(*condition): condition for condition in MIRRORED}
     chosen = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in names]
@@ -150,21 +144,20 @@ def parse_only(text: str) -> list[tuple[str, int]]:
 
 
 def reference_of(name: str) -> tuple[str, ...]:
-    """What a condition is judged against: both off cells of each round, pooled (mirroring off
-    measured twice as often as any condition, so the reference adds less noise of its own); the
-    A/A control, the first off cells alone (it is the second)."""
+    """What a condition is judged against: both off cells of each round, pooled; the A/A control,
+    the first off cells alone (it is the second)."""
     return ("off",) if name == "off-again" else ("off", "off-again")
 
 
-def pooled_p99(latencies: dict[str, list[np.ndarray]], names: tuple[str, ...], picked) -> float:
-    """The p99 of the named conditions' cells in the rounds `picked`, pooled."""
-    return p99(np.concatenate([latencies[name][i] for i in picked for name in names]))
-
-
-def p99(values: np.ndarray) -> float:
-    """The same rank as loadgen.Summary.percentile(0.99)."""
-    rank = min(len(values) - 1, int(0.99 * len(values)))
+def quantile(values: np.ndarray, q: float) -> float:
+    """The same rank as loadgen.Summary.percentile(q)."""
+    rank = min(len(values) - 1, int(q * len(values)))
     return float(np.partition(values, rank)[rank])
+
+
+def pooled_quantile(latencies: dict[str, list[np.ndarray]], names: tuple[str, ...], picked, q: float) -> float:
+    """The q-quantile of the named conditions' cells in the rounds `picked`, pooled."""
+    return quantile(np.concatenate([latencies[name][i] for i in picked for name in names]), q)
 
 
 @dataclass
@@ -179,6 +172,8 @@ class CellRun:
     throughput_rps: float
     p50_ms: float
     p99_ms: float
+    mirrored: int  # requests of this cell the candidate served
+    ejection_wait_s: float  # how long the cell waited for the candidate's host to be let back in
 
 
 @dataclass
@@ -195,17 +190,42 @@ class Condition:
     p99_ms: float
     mirrored: int  # requests of this condition the candidate served
     mirrored_share: float
+    p50_vs_off: float | None = None
+    p50_interval: tuple[float, float] | None = None
     p99_vs_off: float | None = None
-    interval: tuple[float, float] | None = None  # CONFIDENCE interval of p99_vs_off, bootstrap over rounds
-    p99_vs_healthy: float | None = None  # slow, failing: against the healthy candidate at the same percent
-    target: str = "-"  # pass / FAIL / noise for slow and failing
+    p99_interval: tuple[float, float] | None = None
+    verdict: str = "-"  # within / ABOVE: both ratios against the A/A control's upper ends
 
 
-def measure_capacity(sandbox: Sandbox, percent: int, seconds: float) -> float:
-    """Requests/s answered 200 through the proxy flat out (the client on the same cores), with the
+def candidate_host_ejected(harness: Harness) -> bool:
+    """Envoy's outlier detection holds the candidate's host out of its cluster now (/clusters)."""
+    assert harness.envoy is not None
+    clusters = json.loads(admin_get(harness.envoy.admin_url, "/clusters?format=json"))["cluster_statuses"]
+    candidate = harness.resources.destination_rule["spec"]["subsets"][1]["name"]
+    for cluster in clusters:
+        if cluster["name"].split("|")[2:3] == [candidate]:
+            return any(
+                host.get("health_status", {}).get("failed_outlier_check", False)
+                for host in cluster.get("host_statuses", [])
+            )
+    raise RuntimeError(f"Envoy has no cluster of the subset {candidate!r}")
+
+
+def wait_until_let_back(harness: Harness) -> float:
+    """Seconds until the candidate's host is ejected no more (0 when it was not)."""
+    started = time.monotonic()
+    while candidate_host_ejected(harness):
+        if time.monotonic() - started > EJECTION_WAIT_S:
+            raise RuntimeError(f"the candidate's host still ejected after {EJECTION_WAIT_S:g} s")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def measure_capacity(harness: Harness, percent: int, seconds: float) -> float:
+    """Requests/s answered 200 through Envoy flat out (the client on the same cores), with the
     mirror at `percent` to a healthy candidate."""
-    sandbox.control("candidate")
-    sandbox.set_percent(percent)
+    harness.control("candidate", **HEALTHY)
+    harness.set_percent(percent)
     # loadgen's duration bounds its schedule: behind schedule (flat out) it would go on until
     # max_requests. The stop event bounds the wall time.
     stop = threading.Event()
@@ -213,7 +233,7 @@ def measure_capacity(sandbox: Sandbox, percent: int, seconds: float) -> float:
     timer.start()
     try:
         summary = loadgen.run(
-            f"{sandbox.proxy_url}capacity-{percent}",
+            f"{harness.proxy_url}capacity-{percent}",
             rps=loadgen.MAX_RPS,
             duration=seconds,
             max_requests=int(loadgen.MAX_RPS * seconds),
@@ -227,13 +247,13 @@ def measure_capacity(sandbox: Sandbox, percent: int, seconds: float) -> float:
     return summary.statuses.get(200, 0) / summary.elapsed_s
 
 
-def settle(sandbox: Sandbox, prefix: str, quiet_s: float, timeout_s: float = 15.0) -> int:
+def settle(harness: Harness, prefix: str, quiet_s: float, timeout_s: float = 15.0) -> int:
     """The candidate's count of `prefix` once it has not grown for `quiet_s` (copies arrive
     asynchronously; a slow candidate counts a request when it answers)."""
     deadline = time.monotonic() + timeout_s
     last, since = -1, time.monotonic()
     while True:
-        count = sandbox.served("candidate", prefix)["count"]
+        count = harness.served("candidate", prefix)["count"]
         now = time.monotonic()
         if count != last:
             last, since = count, now
@@ -242,36 +262,38 @@ def settle(sandbox: Sandbox, prefix: str, quiet_s: float, timeout_s: float = 15.
         time.sleep(0.1)
 
 
-def paced_cell(
-    sandbox: Sandbox, path: str, percent: int, rate: float, seconds: float, warmup_s: float = 0.0
-) -> paced_client.Summary:
-    """One cell: the mirror set to `percent`, then GETs under `path` at `rate` for `seconds`; first,
-    with `warmup_s`, the same load under warmup/`path` for that long, not measured."""
-    sandbox.set_percent(percent)
-    time.sleep(0.2)  # the reload's old worker winds down
-    if warmup_s:
-        _paced(sandbox, f"warmup/{path}", rate, warmup_s)
-    return _paced(sandbox, path, rate, seconds)
-
-
-def _paced(sandbox: Sandbox, path: str, rate: float, seconds: float) -> paced_client.Summary:
+def paced(harness: Harness, path: str, rate: float, seconds: float) -> paced_client.Summary:
     return paced_client.run(
-        f"{sandbox.proxy_url}{path}", rate, seconds, connections=CONCURRENCY, timeout=REQUEST_TIMEOUT_S
+        f"{harness.proxy_url}{path}", rate, seconds, connections=CONCURRENCY, timeout=REQUEST_TIMEOUT_S
     )
 
 
 def run_cell(
-    sandbox: Sandbox, index: int, candidate: str, percent: int, rate: float, seconds: float
+    harness: Harness, index: int, candidate: str, percent: int, rate: float, seconds: float
 ) -> tuple[CellRun, list[float]]:
-    behaviour = CANDIDATES.get(candidate, CANDIDATES["healthy"])
-    sandbox.control("candidate", **behaviour)
+    behaviour = CANDIDATES.get(candidate, HEALTHY)
+    candidate_backend = harness.backends["candidate"]
+    if behaviour is None:
+        candidate_backend.stop()  # by its PID; its port now refuses connections
+    else:
+        harness.control("candidate", **behaviour)
+    harness.set_percent(percent)
+    ejection_wait = wait_until_let_back(harness) if behaviour is not None else 0.0
+    path = f"{key(candidate, percent)}/r{index:02d}"
     # A slow candidate holds each copy for its latency: the cell is measured once the copies open
     # at its start are answered (the open count at its steady level), and the next cell starts
     # once those of this cell are (none of them falls on another condition).
-    held_s = behaviour["latency_ms"] / 1000 if percent else 0.0
-    summary = paced_cell(sandbox, f"{key(candidate, percent)}/r{index:02d}", percent, rate, seconds, held_s)
-    if held_s:
-        time.sleep(held_s + 0.3)
+    held_s = (behaviour or HEALTHY)["latency_ms"] / 1000 if percent else 0.0
+    try:
+        if held_s:
+            paced(harness, f"warmup/{path}", rate, held_s)
+        summary = paced(harness, path, rate, seconds)
+        # Counted now: a down cell later in the round restarts the candidate, and its counts with it.
+        mirrored = settle(harness, f"/{path}/", quiet_s=held_s + 0.3) if behaviour is not None else 0
+    finally:
+        if behaviour is None:
+            candidate_backend.start()
+            harness.control("candidate", **HEALTHY)
     ok = summary.statuses.get(200, 0)
     return CellRun(
         round=index,
@@ -282,35 +304,41 @@ def run_cell(
         throughput_rps=round(ok / summary.elapsed_s, 1),
         p50_ms=summary.percentile(0.50) or 0.0,
         p99_ms=summary.percentile(0.99) or 0.0,
+        mirrored=mirrored,
+        ejection_wait_s=round(ejection_wait, 2),
     ), summary.latencies_ms
 
 
-def intervals(latencies: dict[str, list[np.ndarray]], rounds: int) -> dict[str, tuple[float, float]]:
-    """Each mirrored condition's p99/off: its CONFIDENCE interval from a bootstrap over rounds. A
+def intervals(latencies: dict[str, list[np.ndarray]], rounds: int) -> dict[str, dict[str, tuple[float, float]]]:
+    """Each condition's p50/off and p99/off: CONFIDENCE intervals from a bootstrap over rounds. A
     draw takes `rounds` rounds with replacement, the same ones for the condition and for off, so
     what a round's cells share (the machine's drift) stays paired."""
     rng = np.random.default_rng(SEED)
-    ratios: dict[str, list[float]] = {name: [] for name in latencies if name != "off"}
+    names = [name for name in latencies if name != "off"]
+    ratios: dict[str, dict[str, list[float]]] = {name: {s: [] for s in STATISTICS} for name in names}
     for _ in range(RESAMPLES):
         picked = rng.integers(0, rounds, rounds)
-        off = {names: pooled_p99(latencies, names, picked) for names in {reference_of(name) for name in ratios}}
-        for name in ratios:
-            ratios[name].append(pooled_p99(latencies, (name,), picked) / off[reference_of(name)])
+        for statistic, q in STATISTICS.items():
+            off = {ref: pooled_quantile(latencies, ref, picked, q) for ref in {reference_of(name) for name in names}}
+            for name in names:
+                ratios[name][statistic].append(pooled_quantile(latencies, (name,), picked, q) / off[reference_of(name)])
     tail = (1 - CONFIDENCE) / 2
     return {
-        name: (round(float(np.quantile(values, tail)), 3), round(float(np.quantile(values, 1 - tail)), 3))
-        for name, values in ratios.items()
+        name: {
+            statistic: (round(float(np.quantile(values, tail)), 3), round(float(np.quantile(values, 1 - tail)), 3))
+            for statistic, values in by_statistic.items()
+        }
+        for name, by_statistic in ratios.items()
     }
 
 
 def pooled(
     runs: list[CellRun],
     latencies: dict[str, list[np.ndarray]],
-    mirrored: dict[str, int],
     rounds: int,
     chosen: list[tuple[str, int]],
 ) -> list[Condition]:
-    """The conditions, each pooled over its rounds and judged against off."""
+    """The conditions, each pooled over its rounds and judged against off and the A/A band."""
     bounds = intervals(latencies, rounds)
     conditions = []
     for candidate, percent in chosen:
@@ -318,6 +346,7 @@ def pooled(
         mine = [run for run in runs if (run.candidate, run.percent) == (candidate, percent)]
         values = np.concatenate(latencies[name])
         sent = sum(run.sent for run in mine)
+        mirrored = sum(run.mirrored for run in mine)
         condition = Condition(
             candidate=candidate,
             percent=percent,
@@ -325,85 +354,113 @@ def pooled(
             sent=sent,
             errors=sum(run.errors for run in mine),
             throughput_rps=round(sum(run.throughput_rps for run in mine) / len(mine), 1),
-            p50_ms=round(float(np.partition(values, len(values) // 2)[len(values) // 2]), 2),
-            p99_ms=round(p99(values), 2),
-            mirrored=mirrored[name],
-            mirrored_share=round(mirrored[name] / sent, 4) if sent else 0.0,
+            p50_ms=round(quantile(values, 0.50), 3),
+            p99_ms=round(quantile(values, 0.99), 3),
+            mirrored=mirrored,
+            mirrored_share=round(mirrored / sent, 4) if sent else 0.0,
         )
         if name != "off":
-            condition.p99_vs_off = round(p99(values) / pooled_p99(latencies, reference_of(name), range(rounds)), 3)
-            condition.interval = bounds[name]
-        if candidate in JUDGED:
-            low, high = condition.interval
-            condition.target = "pass" if high <= TARGET_RATIO else "FAIL" if low > TARGET_RATIO else "noise"
+            reference = reference_of(name)
+            everything = range(rounds)
+            condition.p50_vs_off = round(
+                quantile(values, 0.50) / pooled_quantile(latencies, reference, everything, 0.50), 3
+            )
+            condition.p99_vs_off = round(
+                quantile(values, 0.99) / pooled_quantile(latencies, reference, everything, 0.99), 3
+            )
+            condition.p50_interval = bounds[name]["p50"]
+            condition.p99_interval = bounds[name]["p99"]
         conditions.append(condition)
+    band = band_of(conditions)
     for condition in conditions:
-        if condition.candidate in JUDGED:
-            healthy = next((c for c in conditions if (c.candidate, c.percent) == ("healthy", condition.percent)), None)
-            if healthy and healthy.p99_ms:
-                condition.p99_vs_healthy = round(condition.p99_ms / healthy.p99_ms, 3)
+        if condition.percent:
+            within = condition.p50_vs_off <= band["p50"][1] and condition.p99_vs_off <= band["p99"][1]
+            condition.verdict = "within" if within else "ABOVE"
     return conditions
 
 
-# The processes of the candidate's side: its own core; the rest (the proxy nginx, the primary) the
-# others. The forwarder and the relay are the asynchronous half of Envoy's shadowing (the copy
-# held open while the candidate answers), which nginx's mirror lacks: on the candidate's side.
-CANDIDATE_SIDE = ("candidate", "relay", "forwarder", "prometheus", "alertmanager")
-# On that core the relay and the forwarder go first. The proxy waits for the relay's answer (copies
-# with a body) before it reads the next request on the connection (nginx's mirror), so a relay
-# delayed by the candidate's CPU (a thousand threads of a slow candidate) would put the
-# candidate's load on the primary's path, which a cluster does not (the candidate's pods have CPU
-# of their own). Measured with 10 rounds, when every copy went through the relay: slow 50%
-# p99/healthy 2.28x with every process at the same priority, 0.96x with this. The forwarder
-# (copies without a body) is never waited for; ahead of the candidate, it keeps up.
-BEHIND_THE_RELAY = ("candidate", "prometheus", "alertmanager")
-BEHIND_THE_RELAY_NICE = 10
+def band_of(conditions: list[Condition]) -> dict[str, tuple[float, float]]:
+    """The A/A control's intervals: the band of p50/off and p99/off the run cannot tell from noise."""
+    control = next(c for c in conditions if (c.candidate, c.percent) == OFF_AGAIN)
+    return {"p50": control.p50_interval, "p99": control.p99_interval}
 
 
-def _children(pid: int) -> list[int]:
-    """The child processes of `pid` (nginx's workers), from /proc."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
+@dataclass
+class Share:
+    """The copies the candidate received at one mirror percent, at the sandbox's load."""
+
+    percent: float
+    sent: int  # GETs answered 200 through Envoy
+    mirrored: int
+    observed: float  # mirrored / sent
+    interval: tuple[float, float]  # 95% Wilson interval of the observed share
+    inside: bool  # the configured share lies in it (at 100%: every copy arrived)
+
+
+def measure_shares(harness: Harness, rps: float, seconds: float) -> list[Share]:
+    """Mirror at 100%, 1, 5, 10, 20% to a healthy candidate, GETs at `rps` for `seconds` each."""
+    harness.control("candidate", **HEALTHY)
+    shares = []
+    for percent in (100, *SHARE_PERCENTS):
+        harness.set_percent(percent)
+        wait_until_let_back(harness)
+        prefix = f"share-{percent}"
+        summary = paced(harness, prefix, rps, seconds)
+        sent = summary.statuses.get(200, 0)
+        mirrored = settle(harness, f"/{prefix}/", quiet_s=0.5)
+        low, high = wilson_interval(mirrored, sent, Z_95)
+        inside = mirrored == sent if percent == 100 else low <= percent / 100 <= high
+        shares.append(
+            Share(
+                percent,
+                sent,
+                mirrored,
+                round(mirrored / sent, 5) if sent else 0.0,
+                (round(low, 5), round(high, 5)),
+                inside,
+            )
+        )
+        log(f"share at {percent}%: {mirrored} of {sent} ({mirrored / max(sent, 1):.2%}), 95% {low:.2%}-{high:.2%}")
+    return shares
+
+
+# The processes of the candidate's side: its own core; the rest (Envoy, the primary) the others.
+CANDIDATE_SIDE = ("candidate", "prometheus")
 
 
 def _threads(pid: int) -> list[int]:
     """Every thread of `pid`: sched_setaffinity(pid) moves only the main one, and a thread started
-    before it (the backends' server threads, Go's threads in Prometheus) would go on starting
-    its own threads on every core."""
+    before it (the backends' server threads, Envoy's workers) would go on running on every core."""
     try:
         return [int(task.name) for task in Path(f"/proc/{pid}/task").iterdir()]
     except OSError:
         return [pid]
 
 
-def pin_cores(sandbox: Sandbox) -> dict[str, list[int]] | None:
-    """The candidate's side on the last core (the candidate, Prometheus and Alertmanager at nice
-    BEHIND_THE_RELAY_NICE), the primary path (and this process: the client) on the others; None
-    (nothing pinned) with fewer than 2 cores. Every thread is moved; threads started later inherit
-    their parent's cores and nice value, and nginx's workers the master's at each reload."""
+def pin_cores(harness: Harness) -> dict[str, list[int]] | None:
+    """The candidate's side on the last core, the primary path (and this process: the client) on
+    the others; None (nothing pinned) with fewer than 2 cores. Every thread is moved; threads
+    started later inherit their parent's cores. A candidate started again (after a down cell) is
+    pinned again by `pin_candidate`."""
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < 2:
         return None
     own, rest = {cores[-1]}, set(cores[:-1])
     pinned = {}
-    for name, pid in sandbox.pids.items():
+    for name, pid in harness.pids().items():
         target = own if name in CANDIDATE_SIDE else rest
-        for each in (pid, *_children(pid)):
-            for thread in _threads(each):
-                os.sched_setaffinity(thread, target)
-                if name in BEHIND_THE_RELAY:
-                    os.setpriority(os.PRIO_PROCESS, thread, BEHIND_THE_RELAY_NICE)
+        for thread in _threads(pid):
+            os.sched_setaffinity(thread, target)
         pinned[name] = sorted(target)
     os.sched_setaffinity(0, rest)
     pinned["client"] = sorted(rest)
     return pinned
+
+
+def pin_candidate(harness: Harness, cores: dict[str, list[int]] | None) -> None:
+    if cores and (process := harness.backends["candidate"].process) is not None:
+        for thread in _threads(process.pid):
+            os.sched_setaffinity(thread, set(cores["candidate"]))
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -412,38 +469,42 @@ def measure(args: argparse.Namespace) -> dict:
     chosen = conditions_of(args.only or MIRRORED)
     latencies: dict[str, list[np.ndarray]] = {key(*condition): [] for condition in chosen}
     all_cores = os.sched_getaffinity(0)
-    with running_sandbox(load_seconds=0) as sandbox:
-        cores = None if args.shared_cores else pin_cores(sandbox)
-        log(f"cores: {cores or 'every process on every core'}")
-        capacity = {percent: measure_capacity(sandbox, percent, args.capacity_seconds) for percent in (0, 100)}
-        rate = min(MAX_RATE, max(10.0, round(args.load_fraction * min(capacity.values()))))
-        log(
-            f"capacity {capacity[0]:.0f} requests/s with the mirror off, {capacity[100]:.0f} mirroring 100% to a "
-            f"healthy candidate; {args.rounds} rounds of {len(chosen)} cells at {rate:.0f} requests/s"
-        )
-        for index in range(args.rounds):
-            for candidate, percent in round_order(index, chosen):
-                run, values = run_cell(sandbox, index, candidate, percent, rate, args.cell_seconds)
-                runs.append(run)
-                latencies[key(candidate, percent)].append(np.array(values))
-            this = [run for run in runs if run.round == index]
+    load_rps = float(local_inventory_vars()["mirror_sandbox"]["load"]["rps"])
+    resources = local_resources(traffic_policy=POLICY)
+    with (
+        results.stopped_on_sigterm(),
+        tempfile.TemporaryDirectory(prefix="bench-dataplane-") as tmp,
+        running_harness(Path(tmp), resources) as harness,
+    ):
+        log(f"data plane started: Envoy at {harness.proxy_url}, processes {harness.pids()}")
+        try:
+            cores = None if args.shared_cores else pin_cores(harness)
+            log(f"cores: {cores or 'every process on every core'}")
+            capacity = {percent: measure_capacity(harness, percent, args.capacity_seconds) for percent in (0, 100)}
+            rate = min(MAX_RATE, max(10.0, round(args.load_fraction * min(capacity.values()))))
             log(
-                f"round {index + 1}/{args.rounds}: p99 "
-                + ", ".join(f"{key(r.candidate, r.percent)} {r.p99_ms:.2f}" for r in this)
-                + f" ms; {sum(r.errors for r in this)} errors"
+                f"capacity {capacity[0]:.0f} requests/s with the mirror off, {capacity[100]:.0f} mirroring 100% "
+                f"to a healthy candidate; {args.rounds} rounds of {len(chosen)} cells at {rate:.0f} requests/s"
             )
-        sandbox.control("candidate")
-        sandbox.set_percent(0)
-        # Copies arrive after the answer; a slow candidate counts a request when it answers.
-        mirrored = {
-            key(c, p): settle(
-                sandbox, f"/{key(c, p)}/", CANDIDATES.get(c, CANDIDATES["healthy"])["latency_ms"] / 1000 + 0.5
-            )
-            for c, p in chosen
-        }
-    os.sched_setaffinity(0, all_cores)
-    conditions = pooled(runs, latencies, mirrored, args.rounds, chosen)
-    judged = [c for c in conditions if c.target != "-"]
+            for index in range(args.rounds):
+                for candidate, percent in round_order(index, chosen):
+                    run, values = run_cell(harness, index, candidate, percent, rate, args.cell_seconds)
+                    if CANDIDATES.get(candidate, HEALTHY) is None:
+                        pin_candidate(harness, cores)
+                    runs.append(run)
+                    latencies[key(candidate, percent)].append(np.array(values))
+                this = [run for run in runs if run.round == index]
+                log(
+                    f"round {index + 1}/{args.rounds}: p50/p99 ms "
+                    + ", ".join(f"{key(r.candidate, r.percent)} {r.p50_ms:.2f}/{r.p99_ms:.2f}" for r in this)
+                    + f"; {sum(r.errors for r in this)} errors"
+                )
+            shares = measure_shares(harness, load_rps, args.share_seconds)
+        finally:
+            os.sched_setaffinity(0, all_cores)
+    conditions = pooled(runs, latencies, args.rounds, chosen)
+    mirrored_conditions = [c for c in conditions if c.percent]
+    band = band_of(conditions)
     return {
         "benchmark": SECTION,
         "quick": args.quick,
@@ -456,32 +517,46 @@ def measure(args: argparse.Namespace) -> dict:
             "cell_seconds": args.cell_seconds,
             "concurrency": CONCURRENCY,
             "cores": cores,
-            **({"behind_the_relay_nice": BEHIND_THE_RELAY_NICE} if cores else {}),
             "method": "GET",
             "candidates": CANDIDATES,
+            "destination_rule_traffic_policy": resources.destination_rule["spec"].get("trafficPolicy", {}),
             "bootstrap": {"resamples": RESAMPLES, "confidence": CONFIDENCE, "seed": SEED},
+            "share_rps": load_rps,
+            "share_seconds": args.share_seconds,
         },
         "conditions": [asdict(c) for c in conditions],
         "cells": [asdict(r) for r in runs],
+        "shares": [asdict(s) for s in shares],
         "summary": {
-            "target": f"slow or failing candidate: p99 <= {TARGET_RATIO:g} x mirroring off",
-            "cells_judged": len(judged),
-            "passed": sum(1 for c in judged if c.target == "pass"),
-            "failed": sum(1 for c in judged if c.target == "FAIL"),
-            "within_noise": sum(1 for c in judged if c.target == "noise"),
-            "target_met": all(c.target == "pass" for c in judged),
+            "target": "mirroring 100%: p50/off and p99/off at or below the A/A control's upper ends",
+            "band": band,
+            "within": sum(1 for c in mirrored_conditions if c.verdict == "within"),
+            "judged": len(mirrored_conditions),
+            "target_met": all(c.verdict == "within" for c in mirrored_conditions),
             "errors": sum(c.errors for c in conditions),
+            "shares_inside": all(s.inside for s in shares),
         },
         "seconds": round(time.monotonic() - started, 1),
     }
 
 
-def _ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}x"
+def _ratio(value: float | None, interval: tuple[float, float] | None) -> str:
+    if value is None or interval is None:
+        return "-"
+    return f"{value:.2f}x ({interval[0]:.2f}-{interval[1]:.2f})"
 
 
-HEADER = ["candidate", "mirror", "req/s", "p50 ms", "p99 ms", "p99/off", f"{CONFIDENCE:.0%} interval"]
-HEADER += ["p99/healthy", "errors", "mirrored", "target"]
+HEADER = [
+    "candidate",
+    "mirror",
+    "req/s",
+    "p50 ms",
+    "p99 ms",
+    f"p50/off ({CONFIDENCE:.0%})",
+    f"p99/off ({CONFIDENCE:.0%})",
+]
+HEADER += ["errors", "mirrored", "verdict"]
+SHARE_HEADER = ["mirror", "GETs", "copies", "observed", "95% Wilson interval", "inside"]
 
 
 def rows(document: dict) -> list[list[str]]:
@@ -490,42 +565,57 @@ def rows(document: dict) -> list[list[str]]:
             c["candidate"],
             "off" if c["percent"] == 0 else f"{c['percent']}%",
             f"{c['throughput_rps']:.1f}",
-            f"{c['p50_ms']:.2f}",
-            f"{c['p99_ms']:.2f}",
-            _ratio(c["p99_vs_off"]),
-            "-" if c["interval"] is None else f"{c['interval'][0]:.2f}-{c['interval'][1]:.2f}x",
-            _ratio(c["p99_vs_healthy"]),
+            f"{c['p50_ms']:.3f}",
+            f"{c['p99_ms']:.3f}",
+            _ratio(c["p50_vs_off"], c["p50_interval"]),
+            _ratio(c["p99_vs_off"], c["p99_interval"]),
             str(c["errors"]),
             f"{c['mirrored_share']:.1%}",
-            c["target"],
+            c["verdict"],
         ]
         for c in document["conditions"]
     ]
 
 
+def share_rows(document: dict) -> list[list[str]]:
+    return [
+        [
+            f"{s['percent']:g}%",
+            str(s["sent"]),
+            str(s["mirrored"]),
+            f"{s['observed']:.2%}",
+            "every copy" if s["percent"] == 100 else f"{s['interval'][0]:.2%}-{s['interval'][1]:.2%}",
+            "yes" if s["inside"] else "NO",
+        ]
+        for s in document["shares"]
+    ]
+
+
 def verdict(document: dict) -> str:
     s = document["summary"]
-    control = next(c for c in document["conditions"] if (c["candidate"], c["percent"]) == OFF_AGAIN)
-    state = "met" if s["target_met"] else "MISSED" if s["failed"] else "not shown"
-    text = (
-        f"{s['passed']} of {s['cells_judged']} pass, {s['failed']} fail, {s['within_noise']} within the noise: {state}"
+    state = "met" if s["target_met"] else "MISSED"
+    p50, p99 = s["band"]["p50"], s["band"]["p99"]
+    return (
+        f"{s['within']} of {s['judged']} within the A/A band (p50 {p50[0]:.2f}-{p50[1]:.2f}x, p99 "
+        f"{p99[0]:.2f}-{p99[1]:.2f}x): {state}"
     )
-    if s["within_noise"]:
-        text += (
-            f" (within the noise: the {CONFIDENCE:.0%} interval of p99/off holds {TARGET_RATIO:g}, so the rounds "
-            "can tell neither a pass nor a fail)"
-        )
-    low, high = control["interval"]
-    return text + f"; the A/A control (off against off): {control['p99_vs_off']:.2f}x, interval {low:.2f}-{high:.2f}x"
+
+
+def shares_verdict(document: dict) -> str:
+    setup = document["setup"]
+    state = "met" if document["summary"]["shares_inside"] else "MISSED"
+    return (
+        f"{setup['share_rps']:g} requests/s for {setup['share_seconds']:g} s per percent: every copy delivered at "
+        f"100% and each observed share inside its 95% Wilson interval: {state}"
+    )
 
 
 def setup_line(document: dict) -> str:
     setup = document["setup"]
     cores = setup.get("cores")
     placement = (
-        f"the forwarder and the relay, and at nice {setup['behind_the_relay_nice']} the candidate, Prometheus and "
-        f"Alertmanager, on core "
-        f"{cores['candidate']}; the client, the proxy nginx and the primary on {cores['client']}"
+        f"the candidate and Prometheus on core {cores['candidate']}, the client, Envoy and the primary on "
+        f"{cores['client']}"
         if cores
         else "every process on every core"
     )
@@ -534,28 +624,34 @@ def setup_line(document: dict) -> str:
         f"with the mirror off, {setup['capacity_rps']['mirror_100_healthy']:.0f} mirroring 100% to a healthy "
         f"candidate; every cell {setup['rate_rps']:.0f} requests/s ({setup['load_fraction']:g} of the lower) for "
         f"{setup['cell_seconds']:g} s, {setup['rounds']} rounds of {len(document['conditions'])} cells, GET, "
-        f"{setup['concurrency']} client connections"
+        f"{setup['concurrency']} client connections; DestinationRule trafficPolicy "
+        f"`{json.dumps(setup['destination_rule_traffic_policy'], sort_keys=True)}`"
     )
 
 
 def off_line(document: dict) -> str:
     per_cell = sorted(r["p99_ms"] for r in document["cells"] if (r["candidate"], r["percent"]) == OFF)
+    waits = [r["ejection_wait_s"] for r in document["cells"] if r["ejection_wait_s"]]
     return (
         f"the off cells' own p99 ranged from {per_cell[0]:.2f} to {per_cell[-1]:.2f} ms (median "
-        f"{per_cell[len(per_cell) // 2]:.2f}): the drift the rounds are there to cancel"
+        f"{per_cell[len(per_cell) // 2]:.2f}): the drift the rounds are there to cancel; {len(waits)} cells waited "
+        f"for the candidate's host to be let back in (longest {max(waits, default=0):.1f} s)"
     )
 
 
 def table(document: dict) -> str:
-    lines = results.text_table(HEADER, rows(document)).split("\n")
     return "\n".join(
         [
             setup_line(document),
             "",
-            *lines,
+            results.text_table(HEADER, rows(document)),
             "",
             off_line(document),
             f"target ({document['summary']['target']}): {verdict(document)}",
+            "",
+            results.text_table(SHARE_HEADER, share_rows(document)),
+            "",
+            shares_verdict(document),
         ]
     )
 
@@ -566,10 +662,8 @@ def doc_section(document: dict) -> str:
             results.run_line(document),
             "",
             f"Setup: {setup_line(document)}; latencies as the client sees them, each condition pooled over its "
-            f"rounds. p99/off: against both off cells of every round, pooled (the A/A control: the second off "
-            f"cells against the first); {CONFIDENCE:.0%} interval: of p99/off, "
-            "from a bootstrap over rounds; p99/healthy: a slow or failing candidate against the healthy one at "
-            "the same percent (what the bad candidate adds beyond mirroring itself).",
+            "rounds. p50/off, p99/off: against both off cells of every round, pooled (the A/A control: the second "
+            f"off cells against the first), with the {CONFIDENCE:.0%} interval of a bootstrap over rounds.",
             "",
             results.markdown_table(HEADER, rows(document)),
             "",
@@ -577,6 +671,10 @@ def doc_section(document: dict) -> str:
             f"{document['summary']['errors']}.",
             "",
             f"Target ({document['summary']['target']}): **{verdict(document)}**.",
+            "",
+            results.markdown_table(SHARE_HEADER, share_rows(document)),
+            "",
+            f"Delivery: **{shares_verdict(document)}**.",
         ]
     )
 
@@ -591,7 +689,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--capacity-seconds", type=float, default=4.0, help="flat-out load to measure the capacity")
     parser.add_argument(
-        "--quick", action="store_true", help="smoke run: 3 rounds of 1 s cells, written to dataplane.quick.json"
+        "--share-seconds", type=float, default=10.0, help="load per mirror percent of the delivery check, seconds"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 2 rounds of 1 s cells, written to dataplane.quick.json"
     )
     parser.add_argument(
         "--shared-cores", action="store_true", help="leave every process on every core (no candidate core)"
@@ -600,15 +701,14 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         type=parse_only,
         metavar="NAME[,NAME]",
-        help="run only these mirrored conditions (slow-100,failing-10, ...), with mirroring off twice per round: "
-        "more rounds in the same time for the cells that need them",
+        help="run only these mirrored conditions (slow-100,down-100, ...), with mirroring off twice per round",
     )
     results.add_output_arguments(parser, SECTION)
     args = parser.parse_args(argv)
     if args.quick:
-        args.rounds, args.cell_seconds, args.capacity_seconds = 3, 1.0, 2.0
-    if not 2 <= args.rounds <= 500 or not 0.5 <= args.cell_seconds <= 60:
-        parser.error(f"--rounds {args.rounds}, --cell-seconds {args.cell_seconds}: allowed 2..500 and 0.5..60")
+        args.rounds, args.cell_seconds, args.capacity_seconds, args.share_seconds = 2, 1.0, 2.0, 3.0
+    if not 2 <= args.rounds <= 500 or not 0.5 <= args.cell_seconds <= 60 or not 1 <= args.share_seconds <= 600:
+        parser.error("--rounds 2..500, --cell-seconds 0.5..60, --share-seconds 1..600")
     if not 0 < args.load_fraction <= 1 or not 1 <= args.capacity_seconds <= 30:
         parser.error(
             f"--load-fraction {args.load_fraction}, --capacity-seconds {args.capacity_seconds}: allowed (0, 1] and 1..30"
@@ -626,7 +726,7 @@ def main(argv: list[str] | None = None) -> int:
         measure=measure,
         table=table,
         doc_section=doc_section,
-        interrupted="interrupted: the sandbox was stopped, nothing written",
+        interrupted="interrupted: the data plane was stopped, nothing written",
     )
 
 

