@@ -6,6 +6,7 @@ from ansible.errors import AnsibleFilterError
 
 from mirrorramp.errors import MirrorRampError
 from mirrorramp.virtualservice import keep_live_mirror
+from mirrorramp.wording import number
 
 # The documentation of each filter is in <filter name>.yml beside this file (ansible-doc -t filter).
 
@@ -82,16 +83,12 @@ def mirror_prometheus_options(options):
 STATUS_COLUMNS = ("service", "state", "step", "percent", "since", "next_advance")
 
 
-def _number(value):
-    return f"{value:.4g}" if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
-
-
 def mirror_status_table(rows):
     """The status rows of mirror_ramp (operation status) as lines: a table, each ramp's gates under it."""
     if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
         raise AnsibleFilterError(f"mirror_status_table: expected a list of status rows, got {type(rows).__name__}")
     cells = [[column.replace("_", " ") for column in STATUS_COLUMNS]]
-    cells += [[_number(row.get(column, "-")) for column in STATUS_COLUMNS] for row in rows]
+    cells += [[number(row.get(column, "-")) for column in STATUS_COLUMNS] for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(STATUS_COLUMNS))]
     lines = []
     for index, line in enumerate(cells):
@@ -100,11 +97,11 @@ def mirror_status_table(rows):
             lines.append(f"    ATTENTION    {rows[index - 1]['attention']}")
         for gate in rows[index - 1].get("last_gates") or [] if index else []:
             limit = (
-                f" {gate.get('operator') or ''} {_number(gate['threshold'])}"
+                f" {gate.get('operator') or ''} {number(gate['threshold'])}"
                 if gate.get("threshold") is not None
                 else ""
             )
-            value = "-" if gate.get("value") is None else _number(gate["value"])
+            value = "-" if gate.get("value") is None else number(gate["value"])
             lines.append(f"    {gate.get('verdict', '?'):<12} {gate.get('name')} = {value}{limit}")
     return lines
 

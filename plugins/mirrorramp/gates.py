@@ -37,6 +37,7 @@ from mirrorramp.errors import ConfigError, PrometheusError, QueryRejectedError
 from mirrorramp.model import NOT_CHECKED, GateResult, Verdict
 from mirrorramp.prometheus import AlertRule, PrometheusClient, QueryResult
 from mirrorramp.promql import QueryContext
+from mirrorramp.wording import interval
 
 # The PASS condition of a threshold gate: passes when `value <operator> threshold`.
 OPERATORS: dict[str, Callable[[float, float], bool]] = {"<": op.lt, "<=": op.le, ">": op.gt, ">=": op.ge}
@@ -535,17 +536,11 @@ def _alert(
 
 def judge_summary(judgement: judge.Judgement) -> str:
     """The judge's row: `shift 1.08x [0.97, 1.21] tol 1.25 n=812/9034` (ratio for errors)."""
-    what = "shift" if judgement.metric == "latency" else "ratio"
-    unit = "x" if judgement.metric == "latency" else ""
-
-    def show(value: float | None) -> str:
-        if value is None or math.isnan(value):
-            return "-"
-        return "inf" if math.isinf(value) else f"{value:.3g}"
-
+    what, unit = ("shift", "x") if judgement.metric == "latency" else ("ratio", "")
+    shown = interval(judgement.estimate, judgement.lower, judgement.upper, unit)
     return (
-        f"{judgement.metric} {what} {show(judgement.estimate)}{unit} [{show(judgement.lower)}, "
-        f"{show(judgement.upper)}] tol {judgement.tolerance:g} n={judgement.n_candidate:.0f}/{judgement.n_baseline:.0f}"
+        f"{judgement.metric} {what} {shown} tol {judgement.tolerance:g} "
+        f"n={judgement.n_candidate:.0f}/{judgement.n_baseline:.0f}"
     )
 
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 
 from mirrorramp.model import Verdict
+from mirrorramp.wording import interval
 
 METRICS = ("error_ratio", "latency")
 DEFAULT_TOLERANCE = 0.25
@@ -249,25 +250,17 @@ def judge_error_ratio(
         "min_difference": settings.min_difference,
         "z": z,
     }
-    interval = f"ratio {_show(estimate)} [{_show(ratio_lower)}, {_show(ratio_upper)}]"
+    shown = f"ratio {interval(estimate, ratio_lower, ratio_upper)}"
     if ratio_lower > limit and diff_lower > settings.min_difference:
-        reason = f"{interval} above {limit:g} and difference > {settings.min_difference:g}"
+        reason = f"{shown} above {limit:g} and difference > {settings.min_difference:g}"
         return judgement(Verdict.FAIL, estimate, ratio_lower, ratio_upper, reason, extra)
     within = ratio_upper <= limit or diff_upper <= settings.min_difference
     too_few = _too_few(settings, nc, nb)
     if within and not too_few:
-        reason = f"{interval} within {limit:g} (or difference <= {settings.min_difference:g})"
+        reason = f"{shown} within {limit:g} (or difference <= {settings.min_difference:g})"
         return judgement(Verdict.PASS, estimate, ratio_lower, ratio_upper, reason, extra)
-    reason = f"{interval} not yet within {limit:g}{too_few}"
+    reason = f"{shown} not yet within {limit:g}{too_few}"
     return judgement(Verdict.INCONCLUSIVE, estimate, ratio_lower, ratio_upper, reason, extra)
-
-
-def _show(value: float | None) -> str:
-    if value is None or math.isnan(value):
-        return "-"
-    if math.isinf(value):
-        return "inf"
-    return f"{value:.3g}"
 
 
 # -- latency -----------------------------------------------------------------------------------
@@ -537,12 +530,10 @@ def judge_latency(
     lower = _solve_shift(lambda s: distance(s) - z * sd)
     upper = _solve_shift(lambda s: distance(s) + z * sd)
     extra = {"theta": theta, "z": z}
-    interval = f"shift {_show(estimate)}x [{_show(lower)}, {_show(upper)}]"
+    shown = f"shift {interval(estimate, lower, upper, 'x')}"
     if lower > limit:
-        return judgement(Verdict.FAIL, estimate, lower, upper, f"{interval} above {limit:g}", extra)
+        return judgement(Verdict.FAIL, estimate, lower, upper, f"{shown} above {limit:g}", extra)
     too_few = _too_few(settings, n_c, n_b)
     if upper <= limit and not too_few:
-        return judgement(Verdict.PASS, estimate, lower, upper, f"{interval} within {limit:g}", extra)
-    return judgement(
-        Verdict.INCONCLUSIVE, estimate, lower, upper, f"{interval} not yet within {limit:g}{too_few}", extra
-    )
+        return judgement(Verdict.PASS, estimate, lower, upper, f"{shown} within {limit:g}", extra)
+    return judgement(Verdict.INCONCLUSIVE, estimate, lower, upper, f"{shown} not yet within {limit:g}{too_few}", extra)

@@ -49,6 +49,7 @@ from mirrorramp.freeze import FreezeWindow, frozen_by
 from mirrorramp.model import NOT_CHECKED, GateResult, Step, Verdict
 from mirrorramp.plan import describe_steps, fingerprint, percents_of
 from mirrorramp.state import AT_A_STEP, STATUSES, RampState, StateError
+from mirrorramp.wording import describe_gate
 
 INCONCLUSIVE_ACTIONS = ("hold", "rollback")
 # Percents are compared with this slack: they come back from JSON and from proxies as floats.
@@ -181,33 +182,6 @@ def when(at: float | None) -> str:
     if isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at):
         return "an unknown time"
     return datetime.fromtimestamp(at, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _num(value: float | None) -> str:
-    """A gate value as Prometheus writes it: NaN and +Inf stay recognisable."""
-    if value is None:
-        return "none"
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return f"{value:.4g}"
-
-
-def describe_gate(gate: GateResult) -> str:
-    """One gate for a message: "error-ratio = 0.07 (must be <= 0.05): 5xx from the mirror"."""
-    text = gate.name
-    if gate.value is not None:
-        text += f" = {_num(gate.value)}"
-    if gate.threshold is not None:
-        text += (
-            f" (must be {gate.operator} {_num(gate.threshold)})"
-            if gate.operator
-            else f" (threshold {_num(gate.threshold)})"
-        )
-    if gate.reason:
-        text += f": {gate.reason}"
-    return text
 
 
 def _describe_first(gates: Sequence[GateResult], verdict: Verdict) -> str:

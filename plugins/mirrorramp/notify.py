@@ -24,6 +24,7 @@ from mirrorramp.http_retry import backoff_delay, redact, retry_after, safe_url
 from mirrorramp.machine import Action, Decision, when
 from mirrorramp.model import GateResult
 from mirrorramp.state import json_safe
+from mirrorramp.wording import number
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +140,8 @@ def slack_body(event: Event) -> dict[str, Any]:
     ]
     if event.gate is not None:
         gate = event.gate
-        limit = f"{gate.operator or 'threshold'} {_number(gate.threshold)}"
-        fields += [("Gate", gate.name), ("Value", f"{_number(gate.value)} (must be {limit})")]
+        limit = f"{gate.operator or 'threshold'} {number(gate.threshold, missing='none')}"
+        fields += [("Gate", gate.name), ("Value", f"{number(gate.value, missing='none')} (must be {limit})")]
     footer = when(event.at) + (" · dry run" if event.dry_run else "")
     return {
         "text": _cut(_escape(f"{title}: {event.reason}"), 3000),
@@ -260,13 +261,6 @@ class Notifier:
             log.debug("mirror_ramp: webhook %s: %s; retrying in %.2fs", redact_url(url), last, delay)
             time.sleep(delay)
         return f"{last} (after {self.attempts} attempts)"
-
-
-def _number(value: float | None) -> str:
-    if value is None:
-        return "none"
-    spelt = json_safe(value)  # "NaN", "+Inf" as Prometheus writes them
-    return spelt if isinstance(spelt, str) else f"{value:.4g}"
 
 
 def _escape(text: str) -> str:

@@ -27,6 +27,7 @@ from mirrorramp.files import write_atomically
 # it shares that gate's panel (drawn with squares).
 from mirrorramp.machine import WHOLE_STEP
 from mirrorramp.state import json_safe
+from mirrorramp.wording import describe_gate
 
 if TYPE_CHECKING:
     from mirrorramp.runner import RampConfig, RunOutcome
@@ -402,12 +403,8 @@ def _table(header: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
 
 def _event(record: HistoryRecord) -> list[str]:
     step = "-" if record.step is None else str(record.step + 1)
-    # Worded like machine.describe_gate, which needs a GateResult; these are stored JSON-safe dicts.
-    failing = "; ".join(
-        f"{g['name']} = {_fmt(g.get('value'))} (must be {g.get('operator') or ''} {_fmt(g.get('threshold'))})"
-        for g in record.gates
-        if g.get("verdict") == "fail"
-    )
+    # The reason is the record's own column: each failing gate without it.
+    failing = "; ".join(describe_gate({**g, "reason": ""}) for g in record.gates if g.get("verdict") == "fail")
     return [_utc(record.at), record.action, step, f"{record.percent:g}%", record.reason, failing]
 
 
@@ -417,10 +414,6 @@ def _position(record: HistoryRecord) -> tuple:
 
 def _utc(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _fmt(value: object) -> str:
-    return "-" if value is None else f"{value:.4g}" if isinstance(value, int | float) else str(value)
 
 
 def _number(value: object) -> float | None:

@@ -44,6 +44,7 @@ from mirrorramp.model import GateResult, Step, Verdict
 from mirrorramp.notify import Notifier, event_from_decision
 from mirrorramp.prometheus import PrometheusClient
 from mirrorramp.state import AT_A_STEP, RampState
+from mirrorramp.wording import gate_row
 
 TERMINAL_STATUSES = ("completed", "rolled_back", "stopped")
 CONFLICT_RETRIES = 3
@@ -489,14 +490,3 @@ def _new_wait(decision: Decision, before: TargetSnapshot) -> bool:
         and history[-1].get("event") == "waiting_for_approval"
         and history[-1:] != before.state.history[-1:]
     )
-
-
-def gate_row(gate: GateResult) -> str:
-    """One line of the gate table printed with each change: verdict, name, value, threshold;
-    a judge gate's estimate, interval, tolerance and sample sizes (gates.judge_summary)."""
-    if gate.kind == "judge" and "summary" in gate.extra:
-        return f"    {gate.verdict:<12} {gate.name:<36} {gate.extra['summary']}"
-    value = "-" if gate.value is None else f"{gate.value:.4g}"
-    limit = f"{gate.operator or ''} {gate.threshold:.4g}" if gate.threshold is not None else ""
-    note = f"  ({gate.reason})" if gate.verdict is not Verdict.PASS and gate.reason else ""
-    return f"    {gate.verdict:<12} {gate.name:<36} {value:>10} {limit}{note}".rstrip()
