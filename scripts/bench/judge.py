@@ -21,16 +21,18 @@ Harness (no Prometheus, no sandbox: the counts a Prometheus would return, drawn 
   1/2 + z sd <= 0 and min_samples a side, both with both sides resolved (_Histogram.resolved:
   3 occupied buckets), theta = judge.theta_of_shift(...)(limit), z and sd as judge_latency
   computes them (judge_latency inverts the same monotone theta at +-z sd). theta_of_shift costs
-  0.9 ms a look in pure Python, two CPU-hours for this run's looks, so `theta_at_limit` computes
-  the same model with numpy for a block of looks at once, and the engine's theta_of_shift
-  decides every look where that replica is within THETA_BAND of either boundary. A random
-  --theta-checks share of the looks compares the two (the largest difference is reported; a
-  verdict that would differ stops the run). error ratio FAIL <=> ratio_score(limit) > z and
-  Newcombe lower > min_difference; PASS <=> (ratio_score(limit) <= -z or Newcombe upper <=
-  min_difference) and min_samples, with the engine's functions (a FAIL needs p_c - p_b >
-  min_difference: the others are not called). Every decisive look (a FAIL or the PASS) and a
-  random --verify share of the others are judged in full by judge_latency and
-  judge_error_ratio; a different verdict is a mismatch, reported (JSON and table: must be 0).
+  0.9 ms a look in pure Python, 21 CPU-minutes for the default run's 1.4 million looks, so
+  `theta_at_limit` computes the same model with numpy for a block of looks at once, and the
+  engine's theta_of_shift decides every look where that copy is within THETA_BAND of either
+  boundary. A random --theta-checks share of the looks compares the two (the largest
+  difference is reported; a verdict that differs outside the band is a mismatch). error ratio
+  FAIL <=> ratio_score(limit) > z and Newcombe lower > min_difference; PASS <=>
+  (ratio_score(limit) <= -z or Newcombe upper <= min_difference) and min_samples, with the
+  engine's functions (a FAIL needs p_c - p_b > min_difference: the others are not called).
+  Every decisive look (a FAIL or the PASS) and a random --verify share of the others are judged
+  in full by judge_latency and judge_error_ratio; a different verdict is a mismatch, reported
+  (JSON and table: must be 0). A full judge_latency takes 50 ms: --verify 0.01 adds 12
+  CPU-minutes to the default run, hence its default of 0.001.
 - Today's gates on the same data (inventories/prod, each look over the 10-minute window, and
   over the whole step at the hold's end as runner._evaluate does): thresholds mirror 5xx ratio
   < 0.05 and p99 < 1000 ms, the comparisons mirror minus primary 5xx ratio <= 0.02 and mirror
