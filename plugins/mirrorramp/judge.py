@@ -47,10 +47,13 @@ DEFAULT_TOLERANCES = {"error_ratio": DEFAULT_TOLERANCE, "latency": 0.10}
 DEFAULT_CONFIDENCE = 0.99
 DEFAULT_MIN_SAMPLES = 200
 DEFAULT_MIN_DIFFERENCE = 0.001
-# The confidence sequence is narrowest at this many (effective) samples: its z is within 11 %
-# of the narrowest possible from 500 to 100,000 and within 21 % from 200 to 2,000,000
-# (tests/unit/test_judge.py): a 1 % mirror of a service at 100 req/s reaches it in an hour.
-SEQUENCE_TUNED_FOR = 2000.0
+# Where each metric's confidence sequence is narrowest, in effective samples (sequence_z). A
+# latency regression worth catching shows within tens to hundreds of requests a side (the
+# fixed-sample floors of docs/benchmarks.md: x2 22, +50 % 82, +25 % 483), so its sequence is
+# tuned to 100: z 3.7 at the first minute of a 1 % mirror, 4.2 after a day of it. An error
+# ratio needs thousands (floors 511 to 20,435): tuned to 2,000, its z is within 11 % of the
+# narrowest possible from 500 to 100,000 (tests/unit/test_judge.py).
+SEQUENCE_TUNED_FOR = {"latency": 100.0, "error_ratio": 2000.0}
 # The shift search range: a candidate 10^6 times faster or slower is off the scale.
 SHIFT_RANGE = (1e-6, 1e6)
 _BISECTIONS = 200
@@ -113,7 +116,7 @@ def effective_samples(n_candidate: float, n_baseline: float) -> float:
     return n_candidate * n_baseline / (n_candidate + n_baseline)
 
 
-def sequence_z(n_effective: float, alpha: float, tuned_for: float = SEQUENCE_TUNED_FOR) -> float:
+def sequence_z(n_effective: float, alpha: float, tuned_for: float) -> float:
     """The normal quantile of a two-sided (1 - alpha) confidence sequence at `n_effective`.
 
     Robbins' normal mixture: for a statistic with independent increments and variance V (in
@@ -237,7 +240,7 @@ def judge_error_ratio(
         side = "candidate" if nc <= 0 else "baseline"
         return judgement(Verdict.INCONCLUSIVE, None, None, None, f"no requests at the {side} in the window")
     xc, xb = min(max(xc, 0.0), nc), min(max(xb, 0.0), nb)
-    z = sequence_z(effective_samples(nc, nb), settings.alpha)
+    z = sequence_z(effective_samples(nc, nb), settings.alpha, SEQUENCE_TUNED_FOR["error_ratio"])
     ratio_lower = ratio_bound(xc, nc, xb, nb, z, upper=False)
     ratio_upper = ratio_bound(xc, nc, xb, nb, z, upper=True)
     diff_lower, diff_upper = newcombe_difference(xc, nc, xb, nb, z)
@@ -519,7 +522,7 @@ def judge_latency(
         return judgement(Verdict.INCONCLUSIVE, None, None, None, reason, {"unresolved": unresolved})
     theta = mann_whitney_theta(candidate, baseline)
     sd = math.sqrt(u_null_variance(candidate, baseline, ties=False)) / (n_c * n_b)
-    z = sequence_z(effective_samples(n_c, n_b), settings.alpha)
+    z = sequence_z(effective_samples(n_c, n_b), settings.alpha, SEQUENCE_TUNED_FOR["latency"])
 
     theta_at = theta_of_shift(bounds, candidate, baseline)
 

@@ -46,9 +46,9 @@ from datetime import UTC, datetime
 from mirrorramp.durations import format_duration
 from mirrorramp.errors import ConfigError
 from mirrorramp.freeze import FreezeWindow, frozen_by
-from mirrorramp.model import NOT_CHECKED, GateResult, Step, Verdict
+from mirrorramp.model import MIRROR_ON, NOT_CHECKED, RESTARTABLE, GateResult, Status, Step, Verdict
 from mirrorramp.plan import describe_steps, fingerprint, percents_of
-from mirrorramp.state import AT_A_STEP, STATUSES, RampState, StateError
+from mirrorramp.state import RampState, StateError
 from mirrorramp.wording import describe_gate
 
 INCONCLUSIVE_ACTIONS = ("hold", "rollback")
@@ -56,10 +56,6 @@ INCONCLUSIVE_ACTIONS = ("hold", "rollback")
 PERCENT_EPSILON = 1e-9
 # Events another run records that end this run's work on a service (see `interrupted`).
 INTERRUPTING_EVENTS = {"stop": "stopped", "rollback": "rolled back", "pause": "paused"}
-# The statuses with the mirror on: every pass looks at their gates.
-WATCHED_STATUSES = ("ramping", "paused", "completed")
-# The statuses an explicit restart acts on.
-RESTARTABLE_STATUSES = ("rolled_back", "stopped")
 # The name suffix of a gate's second look, over the whole step (`looks`).
 WHOLE_STEP = " (whole step)"
 
@@ -254,8 +250,8 @@ def _check_inputs(state: RampState, plan: Sequence[Step], now: float, policy: Po
         raise ConfigError("steps: the plan is empty or not made of Steps (parse it with plan.parse_steps)")
     if isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now):
         raise ConfigError(f"now: got {now!r}, expected epoch seconds")
-    if state.status not in STATUSES:
-        raise StateError(f"ramp state: status is {state.status!r}, expected one of {', '.join(STATUSES)}")
+    if state.status not in tuple(Status):
+        raise StateError(f"ramp state: status is {state.status!r}, expected one of {', '.join(Status)}")
     if state.status in ("ramping", "paused") and state.step_started_at is None:
         raise StateError(f"ramp state: status {state.status} needs step_started_at")
     if state.status in ("ramping", "paused", "completed") and state.step_index is None:
@@ -453,7 +449,7 @@ def _blocked(
 def _ignored(state: RampState, policy: Policy) -> str:
     """Say so when a request has no effect in this status, so nobody waits for it."""
     notes = []
-    if policy.restart and state.status not in RESTARTABLE_STATUSES:
+    if policy.restart and state.status not in RESTARTABLE:
         notes.append(f"restart=true ignored: the ramp is {state.status}, not rolled back or stopped")
     if policy.resume and state.status != "paused":
         notes.append(f"resume=true ignored: the ramp is {state.status}, not paused")
@@ -654,7 +650,7 @@ def switches_mirror_on(state: RampState, policy: Policy) -> bool:
     """Whether this pass may put the mirror on from off: a pending ramp, or an explicit restart of
     a rolled-back or stopped one. Every gate query must parse before it does (the runner checks
     them; `not_started` is the decision when they could not be checked)."""
-    return state.status == "pending" or (policy.restart and state.status in RESTARTABLE_STATUSES)
+    return state.status == "pending" or (policy.restart and state.status in RESTARTABLE)
 
 
 def not_started(state: RampState, problem: str) -> Decision:
@@ -697,7 +693,7 @@ class Looks:
 
 def looks(state: RampState, plan: Sequence[Step], now: float, window_seconds: float) -> Looks | None:
     """The looks at the gates `state` needs now; None when the mirror is off (nothing to look at)."""
-    if state.status not in WATCHED_STATUSES:
+    if state.status not in MIRROR_ON:
         return None
     step = plan[state.step_index] if state.step_index is not None and state.step_index < len(plan) else None
     hold_over = (
@@ -872,7 +868,7 @@ def reconcile(
             )
             note = (
                 f"the raise to {new.percent:g}% recorded at {when(origin.get('at'))} did not reach the proxy "
-                f"(live {live_percent:g}%): back to {_label(back, plan) if back.status in AT_A_STEP else back.status}"
+                f"(live {live_percent:g}%): back to {_label(back, plan) if back.status in MIRROR_ON else back.status}"
             )
             new = new.with_event(
                 now,
@@ -887,7 +883,7 @@ def reconcile(
             warnings.append(note)
         notes.append(note)
 
-    mirror_on = new.status in AT_A_STEP
+    mirror_on = new.status in MIRROR_ON
     allowed = new.percent if mirror_on else 0.0
     live = f"{live_percent:g}%" + (f" ({live_drift})" if live_drift else "")
     # A ramp that never wrote anything has no record to drift from: its live mirror is the one
@@ -932,7 +928,7 @@ def reconcile(
         warnings.append(note)
 
     wanted = fingerprint(plan)
-    if new.status in AT_A_STEP and new.plan != wanted:
+    if new.status in MIRROR_ON and new.plan != wanted:
         index = new.step_index or 0
         if new.plan is None and index < len(plan) and abs(plan[index].percent - new.percent) <= PERCENT_EPSILON:
             new = new.evolve(plan=wanted)  # a state of an older version: it follows this plan

@@ -17,6 +17,25 @@ class Verdict(enum.StrEnum):
     INCONCLUSIVE = "inconclusive"
 
 
+class Status(enum.StrEnum):
+    """Where a ramp is (machine.py draws the transitions)."""
+
+    PENDING = "pending"
+    RAMPING = "ramping"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    ROLLED_BACK = "rolled_back"
+    STOPPED = "stopped"
+
+
+# At a step of the plan, the mirror on: every pass looks at the gates of these.
+MIRROR_ON = frozenset({Status.RAMPING, Status.PAUSED, Status.COMPLETED})
+# Nothing more to do until someone acts: a watch run ends here.
+TERMINAL = frozenset({Status.COMPLETED, Status.ROLLED_BACK, Status.STOPPED})
+# The mirror off until an explicit restart, which acts on these only.
+RESTARTABLE = frozenset({Status.ROLLED_BACK, Status.STOPPED})
+
+
 @dataclass(frozen=True)
 class Step:
     """One ramp step: mirror `percent` of the traffic, then hold it for `hold_seconds`."""

@@ -24,7 +24,6 @@ from mirrorramp.errors import (
 from mirrorramp.gates import GateSet, check_queries, evaluate
 from mirrorramp.machine import (
     PERCENT_EPSILON,
-    WATCHED_STATUSES,
     WHOLE_STEP,
     Action,
     Decision,
@@ -40,13 +39,12 @@ from mirrorramp.machine import (
     switches_mirror_on,
     whole_step_due,
 )
-from mirrorramp.model import GateResult, Step, Verdict
+from mirrorramp.model import MIRROR_ON, TERMINAL, GateResult, Step, Verdict
 from mirrorramp.notify import Notifier, event_from_decision
 from mirrorramp.prometheus import PrometheusClient
-from mirrorramp.state import AT_A_STEP, RampState
+from mirrorramp.state import RampState
 from mirrorramp.wording import gate_row
 
-TERMINAL_STATUSES = ("completed", "rolled_back", "stopped")
 CONFLICT_RETRIES = 3
 # An explicit restart that cannot check its gate queries tries this often, then fails the task.
 RESTART_TRIES = 3
@@ -234,7 +232,7 @@ class Runner:
         The mirror stays as it is, unless the operator asked inconclusive checks to roll back:
         then it is removed first (a ramp nobody can judge is one the operator wants off).
         """
-        if policy.inconclusive_action != "rollback" or snapshot.state.status not in WATCHED_STATUSES:
+        if policy.inconclusive_action != "rollback" or snapshot.state.status not in MIRROR_ON:
             return ConfigError(f"{error}; the mirror stays at {snapshot.percent:g}%")
         decision = roll_back(snapshot.state, now, f"a gate query was rejected: {error}")
         outcome.after = self._apply(snapshot, decision.state, 0.0, now)
@@ -289,7 +287,7 @@ class Runner:
             origin = (
                 {"status": before.status, "step_index": before.step_index, "percent": before.percent}
                 | {"step_started_at": before.step_started_at}
-                if before.status in AT_A_STEP
+                if before.status in MIRROR_ON
                 else {"status": "pending", "step_index": None, "percent": 0.0, "step_started_at": None}
             )
             intent = state.evolve(unconfirmed={"at": now, **origin})
@@ -436,7 +434,7 @@ def run_all(
             (i, result)
             for i, result in enumerate(results)
             if isinstance(result, RunOutcome)
-            and result.after.state.status not in TERMINAL_STATUSES
+            and result.after.state.status not in TERMINAL
             and not result.ended
         ]
 

@@ -15,13 +15,11 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from mirrorramp.errors import MirrorRampError
+from mirrorramp.model import MIRROR_ON, Status
 
 SCHEMA_VERSION = 2
 # Version 1 had no `plan` and no `unconfirmed`: it is read with both empty (see from_dict).
 READABLE_VERSIONS = (1, SCHEMA_VERSION)
-STATUSES = ("pending", "ramping", "paused", "completed", "rolled_back", "stopped")
-# Statuses in which the ramp is at a step of the plan.
-AT_A_STEP = ("ramping", "paused", "completed")
 HISTORY_LIMIT = 50
 ROLLBACK_KEYS = ("reason", "gate", "value", "threshold", "at")
 STOP_KEYS = ("reason", "at", "by")
@@ -161,8 +159,8 @@ class RampState:
             raise StateError(f"ramp state: missing field(s) {', '.join(missing)}")
 
         status = data["status"]
-        if status not in STATUSES:
-            raise StateError(f"ramp state: status is {status!r}, expected one of {', '.join(STATUSES)}")
+        if status not in tuple(Status):
+            raise StateError(f"ramp state: status is {status!r}, expected one of {', '.join(Status)}")
         step_index = data["step_index"]
         if step_index is not None and (_not_int(step_index) or step_index < 0):
             raise StateError(f"ramp state: step_index is {step_index!r}, expected null or an integer >= 0")
@@ -183,7 +181,7 @@ class RampState:
         if plan is not None and (not isinstance(plan, str) or not plan):
             raise StateError(f"ramp state: plan is {plan!r:.80}, expected null or the plan's fingerprint")
 
-        if status in AT_A_STEP and step_index is None:
+        if status in MIRROR_ON and step_index is None:
             raise StateError(f"ramp state: status {status} needs a step_index")
         if status in ("ramping", "paused") and step_started_at is None:
             raise StateError(f"ramp state: status {status} needs step_started_at")
@@ -191,7 +189,7 @@ class RampState:
             raise StateError("ramp state: status rolled_back needs the rollback record")
         if status == "stopped" and stop is None:
             raise StateError("ramp state: status stopped needs the stop record")
-        if unconfirmed is not None and status not in AT_A_STEP:
+        if unconfirmed is not None and status not in MIRROR_ON:
             raise StateError(f"ramp state: status {status} cannot have an unconfirmed raise")
         return cls(
             status=status,

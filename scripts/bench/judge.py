@@ -340,7 +340,7 @@ def _latency_sd(n_c: float, n_b: float) -> float:
 
 
 def _z(n_c: float, n_b: float) -> float:
-    return judge.sequence_z(judge.effective_samples(n_c, n_b), LATENCY.alpha)
+    return judge.sequence_z(judge.effective_samples(n_c, n_b), LATENCY.alpha, judge.SEQUENCE_TUNED_FOR["latency"])
 
 
 def error_verdict(xc: float, nc: float, xb: float, nb: float, *, fail_only: bool = False) -> Verdict:
@@ -348,7 +348,8 @@ def error_verdict(xc: float, nc: float, xb: float, nb: float, *, fail_only: bool
     fail_only, FAIL or INCONCLUSIVE (before the hold's end a pass decides nothing)."""
     if nc <= 0 or nb <= 0:
         return Verdict.INCONCLUSIVE
-    limit, z = 1.0 + ERRORS.tolerance, judge.sequence_z(judge.effective_samples(nc, nb), ERRORS.alpha)
+    limit = 1.0 + ERRORS.tolerance
+    z = judge.sequence_z(judge.effective_samples(nc, nb), ERRORS.alpha, judge.SEQUENCE_TUNED_FOR["error_ratio"])
     # Newcombe's lower end is at most the difference, and the score's numerator must be positive.
     could_fail = xc / nc - xb / nb > ERRORS.min_difference and xc / nc - limit * xb / nb > 0
     score = judge.ratio_score(xc, nc, xb, nb, limit) if could_fail or not fail_only else 0.0

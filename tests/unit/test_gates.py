@@ -820,7 +820,7 @@ def test_judge_errors_against_the_baseline_shadow_over_the_judge_window(server):
     assert result.verdict is Verdict.FAIL, result.reason
     assert result.extra["summary"].startswith("error_ratio ratio 15 [")
     assert result.extra["summary"].endswith("tol 1.25 n=3000/3000")
-    assert result.extra["z"] == pytest.approx(judge.sequence_z(1500.0, 0.01))
+    assert result.extra["z"] == pytest.approx(judge.sequence_z(1500.0, 0.01, judge.SEQUENCE_TUNED_FOR["error_ratio"]))
     assert result.extra["window"] == "3600s"
 
 

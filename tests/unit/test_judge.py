@@ -233,19 +233,19 @@ def test_latency_without_candidate_requests_is_inconclusive():
 def test_sequence_z_is_the_asymptotic_confidence_sequence_of_waudby_smith_et_al(alpha, n):
     """Their width (sigma = 1): sqrt(2 (t rho^2 + 1) / (t^2 rho^2) log(sqrt(t rho^2 + 1) / alpha)),
     rho^2 = (-2 log alpha + log(-2 log alpha + 1)) / t*; times sqrt(t) it is the z."""
-    tuned = judge.SEQUENCE_TUNED_FOR
+    tuned = judge.SEQUENCE_TUNED_FOR["error_ratio"]
     rho2 = (-2 * math.log(alpha) + math.log(-2 * math.log(alpha) + 1)) / tuned
     width = math.sqrt(2 * (n * rho2 + 1) / (n * n * rho2) * math.log(math.sqrt(n * rho2 + 1) / alpha))
-    assert judge.sequence_z(n, alpha) == pytest.approx(width * math.sqrt(n), rel=1e-12)
+    assert judge.sequence_z(n, alpha, tuned) == pytest.approx(width * math.sqrt(n), rel=1e-12)
 
 
 def test_sequence_z_stays_near_its_narrowest_over_the_range_the_docs_state():
     for n, within in ((200, 1.21), (500, 1.10), (2000, 1.0 + 1e-12), (100000, 1.11), (2000000, 1.21)):
-        assert judge.sequence_z(n, 0.01) <= within * judge.sequence_z(n, 0.01, tuned_for=n)
+        assert judge.sequence_z(n, 0.01, 2000.0) <= within * judge.sequence_z(n, 0.01, tuned_for=n)
 
 
 def test_sequence_z_without_samples_is_infinite():
-    assert judge.sequence_z(0.0, 0.01) == math.inf
+    assert judge.sequence_z(0.0, 0.01, 100.0) == math.inf
     assert judge.effective_samples(0.0, 100.0) == 0.0
     assert judge.effective_samples(100.0, 300.0) == pytest.approx(75.0)
 
@@ -257,7 +257,7 @@ def test_the_sequence_covers_a_random_walk_at_every_step():
     rng = np.random.default_rng(5)
     alpha, walks, steps = 0.05, 2000, 3000
     n = np.arange(1, steps + 1, dtype=float)
-    bound = np.array([judge.sequence_z(k, alpha) for k in n]) * np.sqrt(n)
+    bound = np.array([judge.sequence_z(k, alpha, 100.0) for k in n]) * np.sqrt(n)
     fixed = judge.z_one_sided(alpha / 2) * np.sqrt(n)
     left_sequence = left_fixed = 0
     for _ in range(4):
@@ -277,7 +277,7 @@ def _aa_fail_rate(monkeypatch, fixed_z: bool, trials: int = 200, looks: int = 12
     shows what the repeated looks cost."""
     settings = Settings(tolerance=0.0, confidence=0.8, min_difference=0.0)
     if fixed_z:
-        monkeypatch.setattr(judge, "sequence_z", lambda _n, alpha: judge.z_one_sided(alpha / 2))
+        monkeypatch.setattr(judge, "sequence_z", lambda _n, alpha, _tuned: judge.z_one_sided(alpha / 2))
     rng = np.random.default_rng(2024)
     per_look = (400, 4000)
     failed = 0
