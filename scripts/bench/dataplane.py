@@ -53,6 +53,7 @@ if __package__ in (None, ""):  # python scripts/bench/dataplane.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import argparse
+import contextlib
 import json
 import os
 import tempfile
@@ -169,6 +170,7 @@ class CellRun:
     percent: int
     sent: int
     errors: int  # no answer, or not 200
+    error_kinds: dict[str, int]  # "no answer" (no connection free, closed, past the timeout) or the status
     throughput_rps: float
     p50_ms: float
     p99_ms: float
@@ -301,6 +303,10 @@ def run_cell(
         percent=percent,
         sent=summary.sent,
         errors=summary.sent - ok,
+        error_kinds={
+            **({"no answer": summary.errors} if summary.errors else {}),
+            **{str(status): count for status, count in sorted(summary.statuses.items()) if status != 200},
+        },
         throughput_rps=round(ok / summary.elapsed_s, 1),
         p50_ms=summary.percentile(0.50) or 0.0,
         p99_ms=summary.percentile(0.99) or 0.0,
@@ -428,6 +434,12 @@ def measure_shares(harness: Harness, rps: float, seconds: float) -> list[Share]:
 CANDIDATE_SIDE = ("candidate", "prometheus")
 
 
+def _pin(thread: int, cores: set[int]) -> None:
+    """Pin one thread; one that ended meanwhile (a request's thread) needs nothing."""
+    with contextlib.suppress(ProcessLookupError):
+        os.sched_setaffinity(thread, cores)
+
+
 def _threads(pid: int) -> list[int]:
     """Every thread of `pid`: sched_setaffinity(pid) moves only the main one, and a thread started
     before it (the backends' server threads, Envoy's workers) would go on running on every core."""
@@ -450,7 +462,7 @@ def pin_cores(harness: Harness) -> dict[str, list[int]] | None:
     for name, pid in harness.pids().items():
         target = own if name in CANDIDATE_SIDE else rest
         for thread in _threads(pid):
-            os.sched_setaffinity(thread, target)
+            _pin(thread, target)
         pinned[name] = sorted(target)
     os.sched_setaffinity(0, rest)
     pinned["client"] = sorted(rest)
@@ -460,7 +472,7 @@ def pin_cores(harness: Harness) -> dict[str, list[int]] | None:
 def pin_candidate(harness: Harness, cores: dict[str, list[int]] | None) -> None:
     if cores and (process := harness.backends["candidate"].process) is not None:
         for thread in _threads(process.pid):
-            os.sched_setaffinity(thread, set(cores["candidate"]))
+            _pin(thread, set(cores["candidate"]))
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -470,7 +482,8 @@ def measure(args: argparse.Namespace) -> dict:
     latencies: dict[str, list[np.ndarray]] = {key(*condition): [] for condition in chosen}
     all_cores = os.sched_getaffinity(0)
     load_rps = float(local_inventory_vars()["mirror_sandbox"]["load"]["rps"])
-    resources = local_resources(traffic_policy=POLICY)
+    # Without outlier detection: the DestinationRule of inventories/local as it is, the cost the fix removes.
+    resources = local_resources() if args.no_outlier_detection else local_resources(traffic_policy=POLICY)
     with (
         results.stopped_on_sigterm(),
         tempfile.TemporaryDirectory(prefix="bench-dataplane-") as tmp,
@@ -514,6 +527,7 @@ def measure(args: argparse.Namespace) -> dict:
             "rate_rps": rate,
             "rounds": args.rounds,
             "only": [key(*condition) for condition in args.only] if args.only else None,
+            "no_outlier_detection": args.no_outlier_detection,
             "cell_seconds": args.cell_seconds,
             "concurrency": CONCURRENCY,
             "cores": cores,
@@ -534,6 +548,10 @@ def measure(args: argparse.Namespace) -> dict:
             "judged": len(mirrored_conditions),
             "target_met": all(c.verdict == "within" for c in mirrored_conditions),
             "errors": sum(c.errors for c in conditions),
+            "error_kinds": {
+                kind: sum(r.error_kinds.get(kind, 0) for r in runs)
+                for kind in sorted({kind for r in runs for kind in r.error_kinds})
+            },
             "shares_inside": all(s.inside for s in shares),
         },
         "seconds": round(time.monotonic() - started, 1),
@@ -639,6 +657,11 @@ def off_line(document: dict) -> str:
     )
 
 
+def errors_by_kind(document: dict) -> str:
+    kinds = document["summary"].get("error_kinds") or {}
+    return ", ".join(f"{kind}: {count}" for kind, count in kinds.items()) or "none"
+
+
 def table(document: dict) -> str:
     return "\n".join(
         [
@@ -646,7 +669,7 @@ def table(document: dict) -> str:
             "",
             results.text_table(HEADER, rows(document)),
             "",
-            off_line(document),
+            f"{off_line(document)}; errors {document['summary']['errors']} ({errors_by_kind(document)})",
             f"target ({document['summary']['target']}): {verdict(document)}",
             "",
             results.text_table(SHARE_HEADER, share_rows(document)),
@@ -668,7 +691,7 @@ def doc_section(document: dict) -> str:
             results.markdown_table(HEADER, rows(document)),
             "",
             f"{off_line(document)[0].upper()}{off_line(document)[1:]}. Errors in all cells: "
-            f"{document['summary']['errors']}.",
+            f"{document['summary']['errors']} ({errors_by_kind(document)}).",
             "",
             f"Target ({document['summary']['target']}): **{verdict(document)}**.",
             "",
@@ -698,6 +721,11 @@ def main(argv: list[str] | None = None) -> int:
         "--shared-cores", action="store_true", help="leave every process on every core (no candidate core)"
     )
     parser.add_argument(
+        "--no-outlier-detection",
+        action="store_true",
+        help="the local inventory's DestinationRule as it is, without the outlier detection of POLICY",
+    )
+    parser.add_argument(
         "--only",
         type=parse_only,
         metavar="NAME[,NAME]",
@@ -714,8 +742,8 @@ def main(argv: list[str] | None = None) -> int:
             f"--load-fraction {args.load_fraction}, --capacity-seconds {args.capacity_seconds}: allowed (0, 1] and 1..30"
         )
     out = results.output_path(args, SECTION)
-    if args.write_doc and (args.quick or args.only):
-        parser.error("--write-doc needs a full run, not --quick or --only")
+    if args.write_doc and (args.quick or args.only or args.no_outlier_detection):
+        parser.error("--write-doc needs a full run, not --quick, --only or --no-outlier-detection")
 
     return results.finish(
         args,

@@ -115,6 +115,7 @@ class Trial:
     passes: int  # engine passes in the trial
     failing_requests: int  # requests the candidate served after t0
     ready_wait_s: float  # how long the gates took to pass again before this trial
+    gate_check_s: float  # one check of every gate (their Prometheus queries) just before this trial
 
 
 @dataclass
@@ -226,17 +227,19 @@ def fresh_ramp(harness: Harness, percent: float) -> None:
     harness.set_percent(percent, state)
 
 
-def wait_until_gates_pass(request: RampRequest, deadline_s: float) -> float:
-    """Seconds until every gate passes over the window (the engine would hold, not trip)."""
+def wait_until_gates_pass(request: RampRequest, deadline_s: float) -> tuple[float, float]:
+    """(seconds until every gate passes over the window (the engine would hold, not trip), seconds
+    the passing check took: every gate's queries, as the engine's pass makes them)."""
     started = time.monotonic()
     prometheus = build_prometheus(request)
     config = request.config
     last: list[str] = []
     while time.monotonic() - started < deadline_s:
+        checked = time.monotonic()
         gates = evaluate(config.gates, prometheus, config.query_context, config.window_seconds)
         last = [f"{g.name}={g.verdict}" for g in gates if g.verdict is not Verdict.PASS]
         if not last:
-            return time.monotonic() - started
+            return time.monotonic() - started, time.monotonic() - checked
         time.sleep(0.25)
     raise RuntimeError(f"the gates did not all pass within {deadline_s:g}s: {', '.join(last)}")
 
@@ -284,7 +287,12 @@ def floor_of(
 
 
 def run_trial(
-    number: int, harness: Harness, request: RampRequest, timing: dict[str, float], ready_wait_s: float
+    number: int,
+    harness: Harness,
+    request: RampRequest,
+    timing: dict[str, float],
+    ready_wait_s: float,
+    gate_check_s: float,
 ) -> Trial | None:
     """One trial; None when a gate tripped before t0 (the trial is redone)."""
     engine = EngineRun(request)
@@ -329,6 +337,7 @@ def run_trial(
         passes=result["passes"],
         failing_requests=failing_requests,
         ready_wait_s=round(ready_wait_s, 2),
+        gate_check_s=round(gate_check_s, 4),
     )
 
 
@@ -368,8 +377,8 @@ def measure(args: argparse.Namespace) -> dict:
                     raise RuntimeError(f"{redone} trials tripped before t0: too noisy to measure")
                 harness.control("candidate")
                 fresh_ramp(harness, args.percent)
-                ready = wait_until_gates_pass(request, READY_TIMEOUT_S)
-                trial = run_trial(len(trials) + 1, harness, request, timing, ready)
+                ready, gate_check = wait_until_gates_pass(request, READY_TIMEOUT_S)
+                trial = run_trial(len(trials) + 1, harness, request, timing, ready, gate_check)
                 if trial is None:
                     redone += 1
                     continue
@@ -416,6 +425,7 @@ def measure(args: argparse.Namespace) -> dict:
             "median_removal_s": round(median_removal, 4),
             "max_removal_s": round(max(t.removal_s for t in trials), 4),
             "median_to_write_s": round(statistics.median(t.to_write_s for t in trials), 4),
+            "median_gate_check_s": round(statistics.median(t.gate_check_s for t in trials), 4),
             "median_write_to_live_s": round(statistics.median(t.write_to_live_s for t in trials), 4),
             "max_last_copy_after_live_s": round(max(t.last_copy_after_live_s for t in trials), 4),
             "removal_target_s": REMOVAL_TARGET_S,
@@ -468,7 +478,8 @@ def verdicts(document: dict) -> str:
         f"reaction median {s['median_s']:.2f} s (max {s['max_s']:.2f} s) over {s['trials']} trials, floor "
         f"{s['floor_s']:.2f} s (scrape + poll), target median <= 2x floor = {s['target_s']:.2f} s: {reaction}; "
         f"removal median {s['median_removal_s'] * 1000:.1f} ms (max {s['max_removal_s'] * 1000:.1f} ms: "
-        f"{s['median_to_write_s'] * 1000:.1f} ms from the deciding pass to the write, "
+        f"{s['median_to_write_s'] * 1000:.1f} ms from the deciding pass to the write (a check of every gate "
+        f"alone: {s['median_gate_check_s'] * 1000:.1f} ms), "
         f"{s['median_write_to_live_s'] * 1000:.1f} ms from the write to Envoy running it; the last copy at most "
         f"{s['max_last_copy_after_live_s'] * 1000:+.1f} ms after that), target median <= "
         f"{s['removal_target_s'] * 1000:.0f} ms: {removal}"
