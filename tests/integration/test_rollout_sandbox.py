@@ -1,7 +1,7 @@
 """`ansible-playbook rollout.yml` on the local sandbox, end to end, the way `make demo` runs it.
 
-Real nginx mirrors real load to a real candidate, Prometheus scrapes both backends, the ramp's
-nginx driver moves the mirror: the ramp completes on a healthy candidate; once the candidate
+A real Envoy mirrors real load to a real candidate, Prometheus scrapes both backends, the ramp's
+envoy driver moves the mirror: the ramp completes on a healthy candidate; once the candidate
 fails, the next run removes the mirror, names the gate, and the candidate stops receiving
 mirrored requests.
 """
@@ -77,7 +77,7 @@ def state(sandbox: Sandbox) -> dict:
 
 
 def live_percent(sandbox: Sandbox) -> float:
-    return float(http_json(sandbox.info["mirror_config_url"])["percent"])
+    return sandbox.live_percent()
 
 
 def candidate_5xx(sandbox: Sandbox) -> float:

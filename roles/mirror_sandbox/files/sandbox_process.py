@@ -3,13 +3,12 @@
 
     sandbox_process.py start|status|stop --run-dir DIR --servers JSON [--ready-timeout 20]
 
-JSON is a list, in start order, of {name, argv, ports, ready_url, [match, pidfile, stop_signal]}.
-A server counts as running only when the PID in its pid file is alive (not a zombie) and its
-command line is the one recorded at its start (or, for a self-daemonizing server such as nginx,
-begins with `match`): a PID reused by something else is never taken for ours, nor signalled.
-`start` leaves a running server alone and launches the others in a new session, output in
-DIR/<name>.log, so the recorded PID is the server's own; then waits (deadline) until its
-ready_url answers 200. `stop` stops them in reverse order: stop_signal, then TERM, then KILL.
+JSON is a list, in start order, of {name, argv, ports, ready_url}. A server counts as running
+only when the PID in its pid file DIR/<name>.pid is alive (not a zombie) and its command line is
+the one recorded at its start: a PID reused by something else is never taken for ours, nor
+signalled. `start` leaves a running server alone and launches the others in a new session,
+output in DIR/<name>.log, so the recorded PID is the server's own; then waits (deadline) until
+its ready_url answers 200. `stop` stops them in reverse order: TERM, then KILL.
 """
 
 from __future__ import annotations
@@ -53,7 +52,7 @@ def _recorded(pidfile: Path) -> tuple[int | None, list[str] | None]:
     return pid, argv
 
 
-def running_pid(pidfile: Path, match: str | None) -> int | None:
+def running_pid(pidfile: Path) -> int | None:
     """The recorded PID when it is alive and still our server, else None."""
     pid, argv = _recorded(pidfile)
     if pid is None:
@@ -61,8 +60,6 @@ def running_pid(pidfile: Path, match: str | None) -> int | None:
     cmdline = _cmdline(pid)
     if cmdline is None:
         return None
-    if match is not None:
-        return pid if " ".join(cmdline).startswith(match) else None
     return pid if argv is not None and cmdline == argv else None
 
 
@@ -100,13 +97,13 @@ class Failed(Exception):
 
 
 def _pidfile(server: dict, run_dir: Path) -> Path:
-    return Path(server.get("pidfile") or run_dir / f"{server['name']}.pid")
+    return run_dir / f"{server['name']}.pid"
 
 
 def start_one(server: dict, run_dir: Path, ready_timeout: float) -> dict:
-    name, match = server["name"], server.get("match")
+    name = server["name"]
     pidfile, log = _pidfile(server, run_dir), run_dir / f"{server['name']}.log"
-    pid = running_pid(pidfile, match)
+    pid = running_pid(pidfile)
     changed = pid is None
     if pid is None:
         taken = [port for port in server.get("ports", []) if _port_taken(int(port))]
@@ -115,49 +112,37 @@ def start_one(server: dict, run_dir: Path, ready_timeout: float) -> dict:
         argv = [str(arg) for arg in server["argv"]]
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
-            if match is not None:  # forks by itself and writes its own pid file
-                proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, check=False, timeout=30)
-                if proc.returncode != 0:
-                    raise Failed(f"{name} exited {proc.returncode}: {_tail(log)}")
-                deadline = time.monotonic() + 10
-                while (pid := running_pid(pidfile, match)) is None and time.monotonic() < deadline:
-                    time.sleep(0.05)
-            else:
-                proc = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, close_fds=True
-                )
-                Path(f"{pidfile}.json").write_text(json.dumps({"pid": proc.pid, "argv": argv}) + "\n")
-                pidfile.write_text(f"{proc.pid}\n")
-                pid = proc.pid
-        if pid is None:
-            raise Failed(f"{name} did not write {pidfile}: {_tail(log)}")
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, close_fds=True
+            )
+        Path(f"{pidfile}.json").write_text(json.dumps({"pid": proc.pid, "argv": argv}) + "\n")
+        pidfile.write_text(f"{proc.pid}\n")
+        pid = proc.pid
     if server.get("ready_url"):
         deadline = time.monotonic() + ready_timeout
         error = _wait_ready(server["ready_url"], deadline)
         if error is not None:
-            alive = running_pid(pidfile, match) is not None
+            alive = running_pid(pidfile) is not None
             state = "runs but" if alive else "exited and"
             raise Failed(
                 f"{name} {state} did not answer {server['ready_url']} in {ready_timeout:g}s ({error}): {_tail(log)}"
             )
     elif changed:
         time.sleep(START_GRACE_S)
-        if running_pid(pidfile, match) is None:
+        if running_pid(pidfile) is None:
             raise Failed(f"{name} did not stay up: {_tail(log)}")
     return {"changed": changed, "pid": pid}
 
 
 def stop_one(server: dict, run_dir: Path, timeout: float) -> dict:
-    name, match = server["name"], server.get("match")
+    name = server["name"]
     pidfile = _pidfile(server, run_dir)
-    pid = running_pid(pidfile, match)
+    pid = running_pid(pidfile)
     if pid is None:
         for stale in (pidfile, Path(f"{pidfile}.json")):
             stale.unlink(missing_ok=True)
         return {"changed": False}
-    # The server's own stop signal (QUIT lets nginx finish in-flight requests), then TERM, then KILL.
-    chain = [getattr(signal, f"SIG{server.get('stop_signal', 'TERM')}")]
-    chain += [s for s in (signal.SIGTERM, signal.SIGKILL) if s not in chain]
+    chain = [signal.SIGTERM, signal.SIGKILL]
     escalated = False
     for number, sig in enumerate(chain):
         with contextlib.suppress(ProcessLookupError):
@@ -189,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "status":
             for server in servers:
-                pid = running_pid(_pidfile(server, run_dir), server.get("match"))
+                pid = running_pid(_pidfile(server, run_dir))
                 result["servers"][server["name"]] = {"running": pid is not None, "pid": pid}
             result["running"] = {name: info["running"] for name, info in result["servers"].items()}
         elif args.command == "start":
