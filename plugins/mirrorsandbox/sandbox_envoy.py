@@ -16,11 +16,11 @@ changes:
   the filters in front of the backend (where Istio applies SIDECAR_INBOUND patches); that
   backend's outbound cluster then points at its inbound listener.
 - `<dir>/routes/route.yaml`: the routes. With --fresh (Envoy is not running: the ramp starts
-  afresh) the mirror is off; else the live file's percent and write token are kept, so a
-  re-render that changes a route (a timeout, a fault) reaches a running Envoy without moving the
-  mirror.
+  afresh) the mirror is off and the ramp's state_dir emptied; else the live file's percent and
+  write token are kept, so a re-render that changes a route (a timeout, a fault) reaches a
+  running Envoy without moving the mirror.
 
-JSON is {k8s_dir, service, namespace, dir, listener_port, admin_port,
+JSON is {k8s_dir, service, namespace, dir, listener_port, admin_port, state_dir,
 backends: [{subset, address, pod_labels, inbound_port}]}. Prints one JSON line:
 {changed, bootstrap_changed, route_changed, route_path, route_config_name, inbound}, `inbound`
 mapping each subset to the number of EnvoyFilter HTTP filters in front of it.
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -90,6 +91,7 @@ class Sandbox:
     dir: Path
     listener_port: int
     admin_port: int
+    state_dir: Path
     backends: tuple[Backend, ...]
 
     @classmethod
@@ -102,6 +104,7 @@ class Sandbox:
                 dir=Path(settings["dir"]),
                 listener_port=int(settings["listener_port"]),
                 admin_port=int(settings["admin_port"]),
+                state_dir=Path(settings["state_dir"]),
                 backends=tuple(
                     Backend(
                         subset=str(backend["subset"]),
@@ -310,6 +313,9 @@ def configure(sandbox: Sandbox, *, fresh: bool) -> dict[str, Any]:
         sandbox.dir / BOOTSTRAP_FILE_NAME, yaml.safe_dump(config.bootstrap, sort_keys=False)
     )
     route_changed = _route_changed(sandbox, config.route_configuration, fresh)
+    if fresh:  # the ramp's state (the envoy driver's state file) describes the mirror just removed
+        shutil.rmtree(sandbox.state_dir, ignore_errors=True)
+    sandbox.state_dir.mkdir(parents=True, exist_ok=True)
     return {
         "changed": bootstrap_changed or route_changed,
         "bootstrap_changed": bootstrap_changed,
