@@ -29,7 +29,7 @@ first) gives the band the run cannot tell from noise: 1 +- the farthest end of i
 end for the same statistic, **above** otherwise.
 
 Why a quarter of the capacity, why rounds and why its own client: docs/benchmarks.md, section 2.
-The candidate and Prometheus run on a core of their own (every thread) and the client, Envoy and
+The candidate runs on a core of its own (every thread) and the client, Envoy and
 the primary on the others, as in a cluster where the candidate has its own pods; --shared-cores
 leaves every process on every core.
 
@@ -438,7 +438,7 @@ def measure_shares(harness: Harness, rps: float, seconds: float) -> list[Share]:
 
 
 # The processes of the candidate's side: its own core; the rest (Envoy, the primary) the others.
-CANDIDATE_SIDE = ("candidate", "prometheus")
+CANDIDATE_SIDE = ("candidate",)
 
 
 def _pin(thread: int, cores: set[int]) -> None:
@@ -639,8 +639,7 @@ def setup_line(document: dict) -> str:
     setup = document["setup"]
     cores = setup.get("cores")
     placement = (
-        f"the candidate and Prometheus on core {cores['candidate']}, the client, Envoy and the primary on "
-        f"{cores['client']}"
+        f"the candidate on core {cores['candidate']}, the client, Envoy and the primary on {cores['client']}"
         if cores
         else "every process on every core"
     )
