@@ -394,7 +394,7 @@ def band_of(conditions: list[Condition]) -> dict[str, tuple[float, float]]:
     band = {}
     for statistic, (low, high) in (("p50", control.p50_interval), ("p99", control.p99_interval)):
         reach = max(1 - low, high - 1, 0.0)
-        band[statistic] = (round(1 - reach, 3), round(1 + reach, 3))
+        band[statistic] = (round(max(0.0, 1 - reach), 3), round(1 + reach, 3))
     return band
 
 
