@@ -57,7 +57,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     },
     "namespace": {"type": "str"},
     "environment": {"type": "str", "required": True},
-    "driver": {"type": "str", "choices": ["istio", "nginx", "envoy"], "default": "istio"},
+    "driver": {"type": "str", "choices": ["istio", "envoy"], "default": "istio"},
     "virtual_service": {"type": "str"},
     "api_version": {"type": "str", "choices": ["v1", "v1beta1", "v1alpha3"], "default": "v1"},
     "kubeconfig": {"type": "path"},
@@ -66,19 +66,6 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "api_key": {"type": "str", "no_log": True},
     "validate_certs": {"type": "bool"},
     "ca_cert": {"type": "path"},
-    "nginx": {
-        "type": "dict",
-        "options": {
-            "include_path": {"type": "path", "required": True},
-            "state_dir": {"type": "path", "required": True},
-            "config_url": {"type": "str", "required": True},
-            "nginx_binary": {"type": "path", "default": "/usr/sbin/nginx"},
-            "prefix": {"type": "path", "required": True},
-            "conf": {"type": "path", "required": True},
-            "reload_timeout": {"type": "float", "default": 5.0},
-            "http_timeout": {"type": "float", "default": 3.0},
-        },
-    },
     "envoy": {
         "type": "dict",
         "options": {
@@ -236,19 +223,14 @@ class RampRequest:
         bad_steps = sorted(s for s in approval_steps if not 1 <= s <= len(plan))
         if bad_steps:
             raise ConfigError(f"approval_steps: {bad_steps} not among the steps 1..{len(plan)}")
-        if args["driver"] == "nginx" and not args.get("nginx"):
-            raise ConfigError("driver=nginx needs the nginx options (include_path, state_dir, config_url, ...)")
         if args["driver"] == "envoy" and not args.get("envoy"):
             raise ConfigError(
                 "driver=envoy needs the envoy options (route_path, route_config_name, admin_url, state_dir)"
             )
-        if args["driver"] in ("nginx", "envoy"):
+        if args["driver"] == "envoy":
             # Refused before anything is read: a step the driver cannot set would fail at its write,
             # mid-ramp (preflight checks it too; playbooks/ramp.yml runs no preflight).
-            if args["driver"] == "nginx":
-                from mirrorramp.drivers.nginx import check_percent
-            else:
-                from mirrorramp.drivers.envoy import check_percent
+            from mirrorramp.drivers.envoy import check_percent
 
             for index, step in enumerate(plan):
                 try:
@@ -292,7 +274,6 @@ class RampRequest:
         } | {
             "validate_certs": args.get("validate_certs"),
             "ca_cert": args.get("ca_cert"),
-            "nginx": args.get("nginx"),
             "envoy": args.get("envoy"),
         }
         return cls(
@@ -385,13 +366,9 @@ def build_driver(request: RampRequest, api=None) -> Driver:
             options["virtual_service"] or cfg.service,
             version=options["api_version"],
         )
-    if request.driver_name == "envoy":
-        from mirrorramp.drivers.envoy import EnvoyDriver
+    from mirrorramp.drivers.envoy import EnvoyDriver
 
-        return EnvoyDriver.from_options(cfg.service, options["envoy"])
-    from mirrorramp.drivers.nginx import NginxDriver
-
-    return NginxDriver.from_options(cfg.service, options["nginx"])
+    return EnvoyDriver.from_options(cfg.service, options["envoy"])
 
 
 def started_by_alive() -> Callable[[], bool]:

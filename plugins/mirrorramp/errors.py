@@ -61,7 +61,7 @@ def _shorten(text: str, limit: int) -> str:
 
 
 class DriverError(MirrorRampError):
-    """The target (VirtualService, nginx) could not be read or changed."""
+    """The target (VirtualService, Envoy route file) could not be read or changed."""
 
 
 class ConflictError(DriverError):

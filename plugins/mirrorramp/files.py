@@ -1,4 +1,4 @@
-"""Atomic file writes, shared by the nginx driver (state file, mirror include) and the report."""
+"""Atomic file writes, shared by the envoy driver (state file, route file) and the report."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 def write_atomically(path: Path, data: bytes | str) -> None:
     """Write `data` to `path` through a temp file in the same directory: tmp, fsync, rename, fsync dir.
 
-    A reader (nginx, a browser, the next run) sees the old file or the new one, never half a file,
+    A reader (Envoy, a browser, the next run) sees the old file or the new one, never half a file,
     and a crash right after the rename does not lose it.
     """
     payload = data.encode("utf-8") if isinstance(data, str) else data

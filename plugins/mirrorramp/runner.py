@@ -302,7 +302,7 @@ class Runner:
     def _verify(self, percent: float, written: TargetSnapshot) -> None:
         """Read the target back: the write is done only when the live percent is the one set.
 
-        A proxy's old workers (nginx) or instances can still answer for a moment after the new
+        A proxy's old instances can still answer for a moment after the new
         configuration does: a few reads, VERIFY_INTERVAL_SECONDS apart, before calling it failed.
         A version other than the one written means another run wrote since (an emergency stop):
         its percent is its own, not a failure of this write; the next read sees it.
@@ -433,9 +433,7 @@ def run_all(
         return [
             (i, result)
             for i, result in enumerate(results)
-            if isinstance(result, RunOutcome)
-            and result.after.state.status not in TERMINAL
-            and not result.ended
+            if isinstance(result, RunOutcome) and result.after.state.status not in TERMINAL and not result.ended
         ]
 
     one_pass(list(range(len(runners))))

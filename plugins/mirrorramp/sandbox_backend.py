@@ -175,7 +175,7 @@ class Backend:
         )
         self.base_labels = {
             "reporter": "destination",
-            "source_workload": "nginx",
+            "source_workload": "loadgen",  # the sandbox's client: its load generator, through Envoy
             "source_workload_namespace": namespace,
             "destination_workload": workload,
             "destination_workload_namespace": namespace,

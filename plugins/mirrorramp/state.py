@@ -1,7 +1,7 @@
 """The ramp state: what one (environment, service) ramp has done, stored with the target.
 
 It is stored as compact JSON with sorted keys (an annotation on the VirtualService, or a
-state file for nginx), so the same state always gives the same bytes and a write that
+state file for Envoy), so the same state always gives the same bytes and a write that
 changes nothing looks like nothing changed. Loading it checks everything: a hand-edited or
 truncated state must stop the ramp with a message saying what is wrong, never be guessed at.
 """

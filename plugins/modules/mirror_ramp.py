@@ -11,7 +11,7 @@ description:
     each), checks Prometheus gates on every run, and removes the mirror at once when a gate
     fails. The removal is verified by reading the target back.
   - The ramp state lives with the target (the C(mirror-ramp.io/state) annotation of the
-    VirtualService, or a state file on nginx hosts) and is written with optimistic concurrency,
+    VirtualService, or a state file beside an Envoy's route file) and is written with optimistic concurrency,
     so two runs at once never both advance and a killed run leaves a state the next run
     continues from.
   - Missing evidence (no data, NaN, +Inf, too few requests, Prometheus unreachable, slow or
@@ -64,7 +64,7 @@ options:
   driver:
     description: Where the mirror percentage is set.
     type: str
-    choices: [istio, nginx, envoy]
+    choices: [istio, envoy]
     default: istio
   virtual_service:
     description: Name of the VirtualService when it differs from O(service). Its mirrored http route must be named C(mirror).
@@ -92,18 +92,6 @@ options:
   ca_cert:
     description: CA bundle of the API server; default C(K8S_AUTH_SSL_CA_CERT).
     type: path
-  nginx:
-    description: Options of the nginx driver (the local sandbox or nginx hosts).
-    type: dict
-    suboptions:
-      include_path: {description: The mirror include that nginx loads (split_clients percentage)., type: path, required: true}
-      state_dir: {description: Directory of the per-service state files., type: path, required: true}
-      config_url: {description: URL of the config-version endpoint answering JSON with version and percent., type: str, required: true}
-      nginx_binary: {description: The nginx executable., type: path, default: /usr/sbin/nginx}
-      prefix: {description: nginx prefix (-p)., type: path, required: true}
-      conf: {description: nginx main configuration file (-c)., type: path, required: true}
-      reload_timeout: {description: Seconds the reload may take to show the new percent at config_url., type: float, default: 5.0}
-      http_timeout: {description: Seconds of each request to config_url., type: float, default: 3.0}
   envoy:
     description:
       - Options of the envoy driver, for Envoy configured from files (filesystem RDS) - the local

@@ -88,7 +88,7 @@ from mirrorramp.adapter import ARGUMENT_RULES, ARGUMENT_SPEC, execute_all, reque
 from mirrorramp.batch import BatchedPrometheus
 from mirrorramp.prometheus import PrometheusClient
 from scripts.bench import results
-from scripts.bench.sandbox import log
+from scripts.bench.results import log
 from tests.fakes.kube_api import KubeApiServer, Route, route
 from tests.support.ansible_run import REPO_ROOT, VENV_BIN, ansible_env
 from tests.support.istio_metrics_source import IstioMetricsSource

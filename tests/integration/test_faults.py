@@ -8,8 +8,8 @@ driver's: there it is the istio driver against the Kubernetes API test double. E
 own workloads, so what one feeds does not leak into another's gates.
 
 Covered elsewhere, not repeated here: the API answering 409 or 500/503 and a run killed with
-SIGKILL between or during writes (test_ramp_istio_races.py); an nginx reload or `nginx -t` that
-fails (test_nginx_driver.py); the gates alone with Prometheus stopped (test_gates_prometheus.py).
+SIGKILL between or during writes (test_ramp_istio_races.py, test_crash_safety.py); Envoy refusing
+a route file (test_envoy_driver.py); the gates alone with Prometheus stopped (test_gates_prometheus.py).
 """
 
 from __future__ import annotations

@@ -12,8 +12,7 @@ case goes through playbooks/render.yml to prove that nothing is written.
 The rules shared with other code are also held to it directly, without Ansible: the hold pattern
 against the ramp engine's parser, the Envoy duration pattern against role mirror_proxy's, the keys of
 the gates and the steps against the engine's, the keys of a service against docs/configuration.md,
-each driver's percent resolution against the driver, the filter mirror_unknown_keys, and the
-methods the sandbox's nginx mirrors.
+each driver's percent resolution against the driver and the filter mirror_unknown_keys.
 """
 
 from __future__ import annotations
@@ -26,13 +25,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import pytest
 import yaml
 from ansible.errors import AnsibleFilterError
 
 from mirrorramp.adapter import ARGUMENT_SPEC
-from mirrorramp.drivers.nginx import check_percent
+from mirrorramp.drivers.envoy import check_percent
 from mirrorramp.durations import parse_duration
 from mirrorramp.errors import ConfigError
 from mirrorramp.gates import parse_gates
@@ -421,14 +419,14 @@ CASES = [
     ("ramp-hold-zero", steps((1, "0s"), (5, "5s")), "mirror_ramp_steps[0].hold", '"0s"'),
     ("ramp-hold-number-zero", steps((1, 0), (5, "5s")), "mirror_ramp_steps[0].hold", "0"),
     ("ramp-hold-boolean", steps((1, True), (5, "5s")), "mirror_ramp_steps[0].hold", "true"),
-    ("ramp-driver-unknown", {"mirror_ramp_driver": "envoy"}, "mirror_ramp_driver", '"envoy"'),
-    # The local inventory ramps through nginx: split_clients takes two decimals (drivers/nginx.py).
-    ("ramp-percent-finer-than-nginx", steps((0.125, "5s"), (5, "5s")), "mirror_ramp_steps[0].percent", "0.125"),
+    ("ramp-driver-unknown", {"mirror_ramp_driver": "linkerd"}, "mirror_ramp_driver", '"linkerd"'),
+    # The local inventory ramps through Envoy: runtime_fraction counts millionths (drivers/envoy.py).
+    ("ramp-percent-finer-than-envoy", steps((0.12345, "5s"), (5, "5s")), "mirror_ramp_steps[0].percent", "0.12345"),
     (
-        "mirror-percent-finer-than-nginx",
-        services(set_key("0.mirror_percent", 0.125)),
+        "mirror-percent-finer-than-envoy",
+        services(set_key("0.mirror_percent", 0.12345)),
         "mirror_services[0].mirror_percent",
-        "0.125",
+        "0.12345",
     ),
     ("ramp-mode-unknown", {"mirror_ramp_mode": "cron"}, "mirror_ramp_mode", '"cron"'),
 ]
@@ -598,17 +596,17 @@ GOOD = [
             }
         },
     ),
-    # istio writes a double: a percent that nginx cannot set is fine there.
+    # istio writes a double: a percent that Envoy cannot set is fine there.
     (
-        "percent-finer-than-nginx-on-istio",
+        "percent-finer-than-envoy-on-istio",
         {
             "mirror_ramp_driver": "istio",
-            **steps((0.125, "5s"), (5, "5s")),
-            **services(set_key("0.mirror_percent", 0.125)),
+            **steps((0.12345, "5s"), (5, "5s")),
+            **services(set_key("0.mirror_percent", 0.12345)),
         },
     ),
-    # Hundredths, whose float times 100 is not whole (0.29 * 100 = 28.999999999999996).
-    ("percents-in-hundredths-on-nginx", steps((0.29, "5s"), (0.57, "5s"), (1.1, "5s"))),
+    # Ten-thousandths, whose float times 10,000 is not whole (0.0029 * 10000 = 28.999999999999996).
+    ("percents-in-ten-thousandths-on-envoy", steps((0.0029, "5s"), (0.57, "5s"), (1.1, "5s"))),
     # Every key that a service may hold, each where the roles read it.
     (
         "every-service-key",
@@ -649,7 +647,7 @@ GOOD = [
     ),
 ]
 # Two bad inputs at once: both are reported in one failure.
-TWO_ERRORS = {"mirror_environment": "qa", "mirror_ramp_driver": "envoy"}
+TWO_ERRORS = {"mirror_environment": "qa", "mirror_ramp_driver": "linkerd"}
 CASE_HOST: dict[str, str] = {}
 PREFLIGHT_PLAYBOOK = """---
 - name: Check the inputs only
@@ -745,7 +743,7 @@ def test_every_bad_input_is_reported_together(preflight_outcome):
     message = failures["two-errors"]
     assert message.startswith("2 bad input(s)"), message
     assert 'mirror_environment = "qa"' in message
-    assert 'mirror_ramp_driver = "envoy"' in message
+    assert 'mirror_ramp_driver = "linkerd"' in message
 
 
 @pytest.mark.slow
@@ -777,12 +775,12 @@ def test_unknown_key_names_the_keys_allowed_and_the_near_miss(preflight_outcome,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case_id", ["ramp-percent-finer-than-nginx", "mirror-percent-finer-than-nginx"])
+@pytest.mark.parametrize("case_id", ["ramp-percent-finer-than-envoy", "mirror-percent-finer-than-envoy"])
 def test_percent_finer_than_the_driver_names_the_driver_and_what_it_takes(preflight_outcome, case_id):
     failures, _ = preflight_outcome
     expected = (
-        "= 0.125: must be a multiple of 0.01 with mirror_ramp_driver nginx (the finest percent it can set), "
-        "such as 0.12 or 0.13"
+        "= 0.12345: must be a multiple of 0.0001 with mirror_ramp_driver envoy (the finest percent it can set), "
+        "such as 0.1234 or 0.1235"
     )
     assert expected in failures[CASE_HOST[case_id]], failures[CASE_HOST[case_id]]
 
@@ -909,11 +907,11 @@ def test_driver_resolutions_are_what_each_driver_sets() -> None:
     resolutions = role_vars("mirror_preflight")["__mirror_preflight_ramp_driver_resolutions"]
     assert list(resolutions) == ARGUMENT_SPEC["driver"]["choices"]
     assert resolutions["istio"] is None  # mirrorPercentage.value is a double
-    nginx = resolutions["nginx"]
-    assert check_percent(nginx) == nginx
-    assert check_percent(100 - nginx) == 100 - nginx
-    with pytest.raises(ConfigError, match="two decimals"):
-        check_percent(nginx / 2)
+    envoy = resolutions["envoy"]
+    assert check_percent(envoy) == envoy
+    assert check_percent(100 - envoy) == 100 - envoy
+    with pytest.raises(ConfigError, match="at most four decimals"):
+        check_percent(envoy / 2)
 
 
 def load_filter(name: str) -> Callable[..., Any]:
@@ -993,27 +991,3 @@ def test_envoy_durations_have_one_rule_in_both_preflights() -> None:
         if re.match(preflight, value)
     ]
     assert accepted == ["1s", "0.1s", "60s", "0.05s"]
-
-
-def sandbox_mirrored_methods(all_methods: bool) -> dict[str, str]:
-    """The map from method to 'mirror it' of the sandbox's nginx.conf, rendered as Ansible would."""
-    environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(REPO_ROOT / "roles" / "mirror_sandbox" / "templates"),
-        undefined=jinja2.ChainableUndefined,
-        trim_blocks=True,
-    )
-    environment.filters["bool"] = lambda value: str(value).lower() in ("true", "yes", "on", "1")
-    conf = environment.get_template("nginx.conf.j2").render(mirror_sandbox_mirror_all_methods=all_methods)
-    block = re.search(r"map \$request_method \$mirror_method_allowed \{(.*?)\}", conf, re.DOTALL)
-    assert block, conf
-    return dict(line.rstrip(";").split() for line in block.group(1).strip().splitlines())
-
-
-@pytest.mark.parametrize(
-    ("all_methods", "expected"),
-    [(False, {"GET": "1", "HEAD": "1", "default": "0"}), (True, {"GET": "1", "HEAD": "1", "default": "1"})],
-    ids=["get-and-head-only", "all-methods"],
-)
-def test_sandbox_mirrors_the_methods_istio_mirrors(all_methods: bool, expected: dict[str, str]) -> None:
-    """As role mirror_istio's method match GET|HEAD: OPTIONS is mirrored only with mirror_all_methods."""
-    assert sandbox_mirrored_methods(all_methods) == expected

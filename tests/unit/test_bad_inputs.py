@@ -9,7 +9,7 @@ a recording target (at step 2, mirroring 5%) and a scripted Prometheus.
 What is checked where:
 - from_arguments: names, steps, durations, gate structure and placeholders, URLs' schemes,
   budgets, approvals, freeze windows (the table below);
-- building the driver: the nginx options (test_nginx_options_...);
+- building the driver: the envoy options (test_envoy_options_...);
 - the first pass, before any query: gate templates rendered against the workloads
   (test_templates_that_cannot_render_...);
 - Prometheus itself, at the start's query check: PromQL syntax (test_promql_syntax_is_left_...;
@@ -233,7 +233,6 @@ BAD_INPUTS = [
         ["freeze[0]: unknown key(s) from"],
         id="freeze-unknown-key",
     ),
-    pytest.param({"driver": "nginx"}, ["driver=nginx needs the nginx options"], id="nginx-without-options"),
     pytest.param({"driver": "envoy"}, ["driver=envoy needs the envoy options"], id="envoy-without-options"),
     pytest.param(
         {"driver": "envoy", "envoy": ENVOY_OPTIONS, "steps": [{"percent": 0.00005, "hold": "1h"}]},
@@ -310,33 +309,35 @@ def test_a_virtual_service_name_with_metacharacters_is_refused(name: str) -> Non
 # -- what is checked later, still before anything changes --------------------------------------
 
 
-def test_nginx_options_are_checked_when_the_driver_is_built_before_any_io(tmp_path: Path) -> None:
-    options = {
-        "include_path": str(tmp_path / "mirror.conf"),
-        "state_dir": str(tmp_path / "state"),
-        "config_url": "ftp://127.0.0.1/__mirror_config",
-        "prefix": str(tmp_path),
-        "conf": str(tmp_path / "nginx.conf"),
-    }
-    request = request_for({"driver": "nginx", "nginx": options})
-    scripted = ScriptedPrometheus()
-    with pytest.raises(ConfigError, match=r"nginx config_url is 'ftp://127.0.0.1/__mirror_config', expected an http"):
-        execute(request, prometheus=scripted)
-    assert list(tmp_path.iterdir()) == [] and scripted.queries == []
-
-
-def test_envoy_options_are_checked_when_the_driver_is_built_before_any_io(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("admin_url", "message"),
+    [
+        pytest.param(
+            "ftp://127.0.0.1:9901",
+            "envoy admin_url is 'ftp://127.0.0.1:9901', expected an http(s):// URL",
+            id="admin-url-scheme",
+        ),
+        pytest.param(
+            "http://admin:secret@127.0.0.1:9901",
+            "envoy admin_url carries credentials; Envoy's admin takes none",
+            id="admin-url-credentials",
+        ),
+    ],
+)
+def test_envoy_options_are_checked_when_the_driver_is_built_before_any_io(
+    tmp_path: Path, admin_url: str, message: str
+) -> None:
     options = {
         "route_path": str(tmp_path / "routes" / "route.yaml"),
         "route_config_name": "demo-service",
-        "admin_url": "http://admin:secret@127.0.0.1:9901",
+        "admin_url": admin_url,
         "state_dir": str(tmp_path / "state"),
     }
     request = request_for({"driver": "envoy", "envoy": options})
     scripted = ScriptedPrometheus()
     with pytest.raises(ConfigError) as refused:
         execute(request, prometheus=scripted)
-    assert "envoy admin_url carries credentials" in str(refused.value)
+    assert message in str(refused.value)
     assert "secret" not in str(refused.value)
     assert list(tmp_path.iterdir()) == [] and scripted.queries == []
 

@@ -238,24 +238,23 @@ def test_a_step_finer_than_the_driver_can_set_is_refused_before_anything_is_read
         "service": "demo-service",
         "namespace": "local",
         "environment": "local",
-        "driver": "nginx",
-        "nginx": {
-            "include_path": "/x",
+        "driver": "envoy",
+        "envoy": {
+            "route_path": "/x/route.yaml",
+            "route_config_name": "demo-service",
+            "admin_url": "http://127.0.0.1:1",
             "state_dir": "/y",
-            "config_url": "http://127.0.0.1:1/",
-            "prefix": "/p",
-            "conf": "/c",
         },
-        "steps": [{"percent": 0.125, "hold": "5s"}],
+        "steps": [{"percent": 0.12345, "hold": "5s"}],
         "workloads": {"primary": "a", "mirror": ["b"]},
         "prometheus": {"url": "http://127.0.0.1:9090"},
     }
     with pytest.raises(
-        ConfigError, match=r"steps\[0\].percent: nginx mirror percent 0.125: split_clients takes at most two"
+        ConfigError, match=r"steps\[0\].percent: envoy mirror percent 0.12345: runtime_fraction counts millionths"
     ):
         RampRequest.from_arguments(validated(task), check_mode=False, diff=False)
-    task["steps"] = [{"percent": 0.12, "hold": "5s"}]
-    assert RampRequest.from_arguments(validated(task), check_mode=False, diff=False).config.plan[0].percent == 0.12
+    task["steps"] = [{"percent": 0.1234, "hold": "5s"}]
+    assert RampRequest.from_arguments(validated(task), check_mode=False, diff=False).config.plan[0].percent == 0.1234
 
 
 def test_a_stop_landing_between_a_write_and_its_read_back_is_not_a_failed_write():

@@ -1,1 +1,1 @@
-"""Where the mirror percentage is set: an Istio VirtualService or an nginx host."""
+"""Where the mirror percentage is set: an Istio VirtualService or an Envoy route file."""

@@ -1,6 +1,6 @@
 """The ramp state of a proxy driver, kept in a file beside the proxy's own configuration.
 
-A proxy's file (an nginx include, an Envoy route file) has no place for the ramp state, so the
+A proxy's file (an Envoy route file) has no place for the ramp state, so the
 drivers of file-configured proxies keep it in `<state_dir>/<service>.json`:
 {"version": N, "state": {RampState}}. N is the optimistic-concurrency token: a write checks it
 and bumps it under an flock of `<state_dir>/<service>.lock`, and the file is written tmp + fsync
