@@ -33,10 +33,10 @@ from mirrorramp.model import Step
 from mirrorramp.plan import fingerprint
 from mirrorramp.state import RampState
 from mirrorramp.virtualservice import STATE_ANNOTATION, read_mirror_percent, with_mirror_percent
-from mirrorsandbox.envoy_process import ROUTE_FILE_NAME, bootstrap_with_rds, start_envoy, write_route_file
+from mirrorsandbox.envoy_process import ROUTE_FILE_NAME, write_route_file
 from tests.fakes.kube_api import KubeApiServer
 from tests.fakes.kube_fixtures import kube_api, kube_api_server  # noqa: F401
-from tests.integration.test_envoy_driver import CANDIDATE, NAME, PRIMARY, free_port, hand_written_routes, static_cluster
+from tests.integration.test_envoy_driver import NAME, envoy_without_upstreams, hand_written_routes
 from tests.integration.test_ramp_istio_races import live, ramp_arguments, request_for, seed
 from tests.support.ansible_run import REPO_ROOT, VENV_BIN, ansible_env
 from tests.support.prometheus_server import ScriptedPrometheus, poll_until, vector_reply
@@ -65,15 +65,7 @@ def envoy_options(tmp_path: Path) -> Iterator[dict[str, Any]]:
     route_dir = tmp_path / "routes"
     route_dir.mkdir()
     write_route_file(route_dir, hand_written_routes(), "hand-written")
-    # Nothing listens on the clusters' port: only the configuration is under test.
-    unused = free_port()
-    bootstrap = bootstrap_with_rds(
-        listener_port=free_port(),
-        route_dir=route_dir,
-        route_config_name=NAME,
-        clusters=[static_cluster(PRIMARY, unused), static_cluster(CANDIDATE, unused)],
-    )
-    envoy = start_envoy(bootstrap, tmp_path / "envoy")
+    envoy = envoy_without_upstreams(tmp_path / "envoy", route_dir)
     try:
         yield {
             "route_path": str(route_dir / ROUTE_FILE_NAME),

@@ -89,9 +89,9 @@ def route_dir(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def envoy(tmp_path: Path, route_dir: Path) -> Iterator[EnvoyProcess]:
-    # Nothing listens on the clusters' port: the driver only sets and reads the configuration.
+def envoy_without_upstreams(workdir: Path, route_dir: Path) -> EnvoyProcess:
+    """An Envoy running the route file of `route_dir` (test_crash_safety starts one too). Nothing
+    listens on the clusters' port: only the configuration is under test."""
     unused = free_port()
     bootstrap = bootstrap_with_rds(
         listener_port=free_port(),
@@ -99,7 +99,12 @@ def envoy(tmp_path: Path, route_dir: Path) -> Iterator[EnvoyProcess]:
         route_config_name=NAME,
         clusters=[static_cluster(PRIMARY, unused), static_cluster(CANDIDATE, unused)],
     )
-    process = start_envoy(bootstrap, tmp_path / "envoy")
+    return start_envoy(bootstrap, workdir)
+
+
+@pytest.fixture
+def envoy(tmp_path: Path, route_dir: Path) -> Iterator[EnvoyProcess]:
+    process = envoy_without_upstreams(tmp_path / "envoy", route_dir)
     try:
         yield process
     finally:
