@@ -9,7 +9,7 @@
 What it starts, every server on 127.0.0.1 on a port picked free, each process by a PID it holds
 and stops by that PID (never by name), every file under one work directory:
 
-- the two sandbox backends of the service (`python -m mirrorramp.sandbox_backend`, as the
+- the two sandbox backends of the service (`python -m mirrorsandbox.backend`, as the
   sandbox role starts them), one per DestinationRule subset, counting what they serve in
   Istio's metric schema;
 - Envoy configured as istiod configures a sidecar calling the service (`sidecar_config` of the
@@ -301,7 +301,7 @@ def _tail(log: Path, chars: int = 2000) -> str:
 
 @dataclass
 class Backend:
-    """One sandbox backend (python -m mirrorramp.sandbox_backend): its traffic and admin ports."""
+    """One sandbox backend (python -m mirrorsandbox.backend): its traffic and admin ports."""
 
     subset: str
     port: int
@@ -510,7 +510,7 @@ class Harness:
         argv = [
             sys.executable,
             "-m",
-            "mirrorramp.loadgen",
+            "mirrorsandbox.loadgen",
             "--url",
             f"{self.proxy_url}{prefix}",
             "--rps",
@@ -567,7 +567,7 @@ def running_harness(
         argv = [
             sys.executable,
             "-m",
-            "mirrorramp.sandbox_backend",
+            "mirrorsandbox.backend",
             "--name",
             subset,
             "--port",

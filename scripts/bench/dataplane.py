@@ -63,11 +63,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from mirrorramp import loadgen
 from mirrorramp.judge import wilson_interval
+from mirrorsandbox import loadgen, paced_client
 from mirrorsandbox.envoy_process import admin_get
 from mirrorsandbox.harness import Harness, local_inventory_vars, local_resources, running_harness
-from scripts.bench import paced_client, results
+from scripts.bench import results
 from scripts.bench.results import log
 
 SCRIPT = "scripts/bench/dataplane.py"

@@ -97,7 +97,7 @@ from mirrorramp.machine import judge_window_seconds
 from mirrorramp.model import Verdict
 from mirrorramp.prometheus import PrometheusClient
 from mirrorramp.promql import QueryContext
-from mirrorramp.sandbox_backend import ISTIO_DURATION_BUCKETS_MS
+from mirrorsandbox.backend import ISTIO_DURATION_BUCKETS_MS
 from scripts.bench import results
 
 SCRIPT = "scripts/bench/judge.py"

@@ -28,8 +28,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from mirrorramp import loadgen
 from mirrorramp.drivers.envoy import EnvoyDriver
+from mirrorsandbox import loadgen
 from mirrorsandbox.envoy_process import counter
 from tests.support.ansible_run import PlaybookRun, recap_counts, run_playbook
 

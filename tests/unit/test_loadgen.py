@@ -6,7 +6,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from mirrorramp import loadgen
+from mirrorsandbox import loadgen
 
 
 class SlowHandler(BaseHTTPRequestHandler):

@@ -1,4 +1,4 @@
-"""The data-plane benchmark's client: paced, open loop, every failure counted (scripts/bench/paced_client.py)."""
+"""The data-plane benchmark's client: paced, open loop, every failure counted (mirrorsandbox.paced_client)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import pytest
 
-from scripts.bench import paced_client
+from mirrorsandbox import paced_client
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -10,7 +10,7 @@ from dataclasses import asdict
 
 import pytest
 
-from mirrorramp.sandbox_backend import (
+from mirrorsandbox.backend import (
     MAX_LATENCY_MS,
     RECENT_LIMIT,
     Backend,

@@ -3,7 +3,7 @@
     summary = paced_client.run("http://127.0.0.1:8080/off/r00", rate=485, seconds=2)
     summary.percentile(0.99)
 
-Why not mirrorramp.loadgen (the sandbox's load, and the capacity measurement): it runs a thread
+Why not mirrorsandbox.loadgen (the sandbox's load, and the capacity measurement): it runs a thread
 per connection, and on the 2-core machine of docs/benchmarks.md its 16 threads took 0.43 ms of
 CPU per request on the primary's core (as much as the primary itself), and a thread woken by its
 answer waits for the GIL behind the others: the client's own scheduling was in every p99 it
@@ -27,7 +27,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from mirrorramp import loadgen
+from mirrorsandbox import loadgen
 
 MAX_RATE = 2000.0
 MAX_CONNECTIONS = 64
@@ -36,7 +36,7 @@ HEADER_END = b"\r\n\r\n"
 
 @dataclass
 class Summary(loadgen.Summary):
-    """mirrorramp.loadgen's summary (the fields and percentile the benchmark reads), and the
+    """mirrorsandbox.loadgen's summary (the fields and percentile the benchmark reads), and the
     connections this client opened."""
 
     connections: int = 0

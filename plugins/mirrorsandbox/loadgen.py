@@ -1,6 +1,6 @@
 """A bounded load generator for the sandbox: loopback URLs only, limited in rate, time and count.
 
-    python -m mirrorramp.loadgen --url http://127.0.0.1:18080/load --rps 20 --duration 600 \\
+    python -m mirrorsandbox.loadgen --url http://127.0.0.1:18080/load --rps 20 --duration 600 \\
         --max-requests 12000 [--post-ratio 0.1] [--concurrency 4]
 
 Sends GETs (and a share of POSTs with a small JSON body) to URL/<n>, paced at --rps, and stops
@@ -157,7 +157,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mirrorramp.loadgen", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mirrorsandbox.loadgen", description=__doc__.split("\n")[0])
     parser.add_argument("--url", required=True, help="http://127.0.0.1:PORT/PATH (loopback only)")
     parser.add_argument("--rps", type=float, required=True, help=f"requests per second (max {MAX_RPS:g})")
     parser.add_argument("--duration", type=float, required=True, help="seconds")

@@ -1,6 +1,6 @@
 """A sandbox backend: answers any path and counts what it serves in Istio's metric schema.
 
-    python -m mirrorramp.sandbox_backend --name v2 --port 18082 --admin-port 18092 \\
+    python -m mirrorsandbox.backend --name v2 --port 18082 --admin-port 18092 \\
         --workload demo-service-v2 --namespace sandbox --service demo-service
 
 Traffic port: GET/HEAD answer 200 with a small JSON body, POST/PUT/PATCH echo the request body.
@@ -42,7 +42,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
-from mirrorramp.loopback import loopback_host
+from mirrorsandbox.loopback import loopback_host
 
 # Istio's default buckets of istio_request_duration_milliseconds.
 ISTIO_DURATION_BUCKETS_MS = (
@@ -370,7 +370,7 @@ def admin_handler(backend: Backend) -> type[BaseHTTPRequestHandler]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m mirrorramp.sandbox_backend", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mirrorsandbox.backend", description=__doc__.split("\n")[0])
     parser.add_argument("--name", required=True, help="short name, e.g. v1 (also the default version)")
     parser.add_argument("--port", type=int, required=True, help="traffic port")
     parser.add_argument("--admin-port", type=int, required=True, help="port of /metrics, /control, /requests")
