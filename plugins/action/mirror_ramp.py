@@ -11,8 +11,10 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
-from mirrorramp.adapter import ARGUMENT_RULES, ARGUMENT_SPEC, execute, execute_all, requests_from_arguments, row_line
+from mirrorramp.adapter import execute, execute_all
+from mirrorramp.arguments import ARGUMENT_RULES, ARGUMENT_SPEC, requests_from_arguments
 from mirrorramp.errors import ConfigError, MirrorRampError
+from mirrorramp.results import row_line
 
 display = Display()
 

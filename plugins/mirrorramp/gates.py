@@ -740,14 +740,3 @@ def evaluate(
         for gate in gateset.alerts:
             results.append(_alert(gate, client, queries[gate.name], at, rules, rules_error, context))
     return results
-
-
-def default_gates(error_ratio_max: float, p99_latency_ms_max: float, min_requests: int = DEFAULT_MIN_REQUESTS) -> dict:
-    """The `gates` argument built from the inventory's critical thresholds (mirror_thresholds)."""
-    return {
-        "min_requests": min_requests,
-        "thresholds": [
-            {"name": "error-ratio", "metric": "error_ratio", "operator": "<", "value": error_ratio_max},
-            {"name": "p99-latency-ms", "metric": "p99_latency", "operator": "<", "value": p99_latency_ms_max},
-        ],
-    }

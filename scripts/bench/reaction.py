@@ -77,11 +77,13 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from jinja2 import StrictUndefined
 from jinja2.nativetypes import NativeEnvironment
 
-from mirrorramp.adapter import ARGUMENT_SPEC, RampRequest, build_prometheus, execute
+from mirrorramp.adapter import execute
+from mirrorramp.arguments import ARGUMENT_SPEC, RampRequest
 from mirrorramp.durations import parse_duration
 from mirrorramp.gates import evaluate
 from mirrorramp.model import Verdict
 from mirrorramp.state import RampState
+from mirrorramp.wiring import build_prometheus
 from mirrorsandbox.envoy_process import admin_get
 from mirrorsandbox.harness import Harness, local_inventory_vars, local_resources, rendered_resources, running_harness
 from scripts.bench import results

@@ -84,7 +84,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from mirrorramp import adapter
-from mirrorramp.adapter import ARGUMENT_RULES, ARGUMENT_SPEC, execute_all, requests_from_arguments
+from mirrorramp.adapter import execute_all
+from mirrorramp.arguments import ARGUMENT_RULES, ARGUMENT_SPEC, requests_from_arguments
 from mirrorramp.batch import BatchedPrometheus
 from mirrorramp.prometheus import PrometheusClient
 from scripts.bench import results

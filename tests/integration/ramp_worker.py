@@ -23,8 +23,10 @@ import signal
 import sys
 from pathlib import Path
 
-from mirrorramp.adapter import RampRequest, build_driver, execute
+from mirrorramp.adapter import execute
+from mirrorramp.arguments import RampRequest
 from mirrorramp.drivers.base import Driver
+from mirrorramp.wiring import build_driver
 
 
 def die() -> None:

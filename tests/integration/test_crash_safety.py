@@ -27,7 +27,8 @@ from typing import Any
 
 import pytest
 
-from mirrorramp.adapter import ARGUMENT_SPEC, RampRequest, execute
+from mirrorramp.adapter import execute
+from mirrorramp.arguments import ARGUMENT_SPEC, RampRequest
 from mirrorramp.drivers.envoy import EnvoyDriver
 from mirrorramp.model import Step
 from mirrorramp.plan import fingerprint

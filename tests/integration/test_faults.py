@@ -25,13 +25,15 @@ from typing import Any
 
 import pytest
 
-from mirrorramp.adapter import RampRequest, build_prometheus, execute
+from mirrorramp.adapter import execute
+from mirrorramp.arguments import RampRequest
 from mirrorramp.drivers.istio import IstioDriver, KubeConnection, api_client, preload_namespaces
 from mirrorramp.errors import ConfigError, DriverError
 from mirrorramp.machine import Action
 from mirrorramp.model import Verdict
 from mirrorramp.runner import Runner, RunOutcome
 from mirrorramp.state import RampState
+from mirrorramp.wiring import build_prometheus
 from tests.fakes.kube_api import RESOURCE_TYPES, KubeApiServer
 from tests.fakes.kube_fixtures import kube_api, kube_api_server  # noqa: F401
 from tests.integration.test_ramp_istio_races import (

@@ -13,7 +13,7 @@ import pytest
 
 from mirrorramp.batch import BatchedPrometheus
 from mirrorramp.errors import ConfigError, QueryRejectedError
-from mirrorramp.gates import check_queries, default_gates, evaluate, parse_gates
+from mirrorramp.gates import check_queries, evaluate, parse_gates
 from mirrorramp.model import Verdict
 from mirrorramp.prometheus import PrometheusClient
 from mirrorramp.promql import QueryContext
@@ -82,7 +82,13 @@ def feeding(feed, check):
 
 
 def full_gateset(min_requests: int = 20):
-    raw = default_gates(error_ratio_max=0.05, p99_latency_ms_max=1000, min_requests=min_requests)
+    raw: dict = {
+        "min_requests": min_requests,
+        "thresholds": [
+            {"name": "error-ratio", "metric": "error_ratio", "operator": "<", "value": 0.05},
+            {"name": "p99-latency-ms", "metric": "p99_latency", "operator": "<", "value": 1000},
+        ],
+    }
     raw["comparisons"] = [
         {"name": "error-delta", "metric": "error_ratio", "max_delta": 0.01},
         {"name": "latency-ratio", "metric": "p99_latency", "max_ratio": 1.5},

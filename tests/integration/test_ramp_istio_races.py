@@ -21,11 +21,13 @@ from typing import Any
 
 import pytest
 
-from mirrorramp.adapter import ARGUMENT_SPEC, RampRequest, build_driver, execute
+from mirrorramp.adapter import execute
+from mirrorramp.arguments import ARGUMENT_SPEC, RampRequest
 from mirrorramp.drivers.base import TargetSnapshot
 from mirrorramp.errors import ConflictError, DriverError
 from mirrorramp.state import RampState
 from mirrorramp.virtualservice import STATE_ANNOTATION, TARGETS_ANNOTATION, read_mirror_percent, with_mirror_percent
+from mirrorramp.wiring import build_driver
 from tests.fakes.kube_api import KubeApiServer
 from tests.fakes.kube_fixtures import kube_api, kube_api_server  # noqa: F401
 from tests.support.ansible_run import REPO_ROOT

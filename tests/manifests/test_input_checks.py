@@ -29,7 +29,7 @@ import pytest
 import yaml
 from ansible.errors import AnsibleFilterError
 
-from mirrorramp.adapter import ARGUMENT_SPEC
+from mirrorramp.arguments import ARGUMENT_SPEC
 from mirrorramp.drivers.envoy import check_percent
 from mirrorramp.durations import parse_duration
 from mirrorramp.errors import ConfigError

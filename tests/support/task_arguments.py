@@ -15,7 +15,7 @@ from typing import Any
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-from mirrorramp.adapter import ARGUMENT_RULES, ARGUMENT_SPEC
+from mirrorramp.arguments import ARGUMENT_RULES, ARGUMENT_SPEC
 
 
 def validated(task_args: dict[str, Any]) -> dict[str, Any]:

@@ -7,16 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from mirrorramp.adapter import (
-    ARGUMENT_RULES,
-    ARGUMENT_SPEC,
-    RampRequest,
-    combined_result,
-    execute,
-    requests_from_arguments,
-    row_line,
-)
+from mirrorramp.adapter import execute
+from mirrorramp.arguments import ARGUMENT_RULES, ARGUMENT_SPEC, RampRequest, requests_from_arguments
 from mirrorramp.errors import ConfigError, DriverError
+from mirrorramp.results import combined_result, row_line
 from mirrorramp.state import RampState
 from tests.unit.test_runner import MemoryTarget, ScriptedPrometheus, ramping
 

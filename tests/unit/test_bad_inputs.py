@@ -25,7 +25,8 @@ from typing import Any
 
 import pytest
 
-from mirrorramp.adapter import RampRequest, execute
+from mirrorramp.adapter import execute
+from mirrorramp.arguments import RampRequest
 from mirrorramp.errors import ConfigError
 from mirrorramp.state import RampState
 from tests.support.recording_target import RecordingTarget
@@ -201,7 +202,7 @@ BAD_INPUTS = [
     ),
     pytest.param(workloads("user-service-v1"), ["workloads.mirror is empty"], id="mirror-none"),
     # -- budgets, requests, approvals, freeze windows -------------------------------------
-    pytest.param({"inconclusive_budget": -1}, ["inconclusive_budget=-1 must be 0 or more"], id="budget-negative"),
+    pytest.param({"inconclusive_budget": -1}, ["inconclusive_budget: got -1", "integer >= 0"], id="budget-negative"),
     pytest.param({"pause": True, "resume": True}, ["pause and resume are both true"], id="pause-and-resume"),
     pytest.param(
         {"approve": ["user-service:0"]},

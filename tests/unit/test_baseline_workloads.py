@@ -16,7 +16,7 @@ import pytest
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-from mirrorramp.adapter import ARGUMENT_RULES, ARGUMENT_SPEC, requests_from_arguments
+from mirrorramp.arguments import ARGUMENT_RULES, ARGUMENT_SPEC, requests_from_arguments
 from mirrorramp.errors import ConfigError
 from mirrorramp.promql import QueryContext
 from tests.unit.test_adapter import arguments

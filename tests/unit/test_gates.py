@@ -89,14 +89,6 @@ def test_parse_nothing_gives_only_the_traffic_check():
     assert parse_gates({}).min_requests == 100
 
 
-def test_default_gates_parse():
-    gateset = parse_gates(gates.default_gates(0.05, 1000, min_requests=20))
-    assert [(g.name, g.operator, g.value) for g in gateset.thresholds] == [
-        ("error-ratio", "<", 0.05),
-        ("p99-latency-ms", "<", 1000.0),
-    ]
-
-
 @pytest.mark.parametrize(
     ("raw", "message"),
     [

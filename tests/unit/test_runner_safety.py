@@ -230,7 +230,7 @@ def test_an_alert_gate_no_rule_can_fire_is_warned_about_before_the_start():
 
 
 def test_a_step_finer_than_the_driver_can_set_is_refused_before_anything_is_read():
-    from mirrorramp.adapter import RampRequest
+    from mirrorramp.arguments import RampRequest
     from mirrorramp.errors import ConfigError
     from tests.support.task_arguments import validated
 
@@ -282,7 +282,7 @@ def test_a_stop_landing_between_a_write_and_its_read_back_is_not_a_failed_write(
 
 
 def test_status_under_a_shorter_plan_says_the_next_run_re_maps_it():
-    from mirrorramp.adapter import status_row
+    from mirrorramp.results import status_row
 
     clock = Clock()
     state = replace(ramping(2, clock.now - 10), plan=fingerprint((Step(1, 60), Step(5, 60), Step(20, 60))))
