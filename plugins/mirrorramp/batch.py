@@ -19,23 +19,33 @@ limit on a long query need not stop one service's); one of those that Prometheus
 raises QueryRejectedError, named after the gate by gates, exactly as without batching: never an
 inconclusive verdict. A grouped query that finds Prometheus unreachable answers every service
 with that error (no data, never a pass) without a retry per service.
+
+Safe to share between the threads of a pass (gates.evaluate sends a pass's independent queries
+at once): each grouped query is sent by the first thread that needs it, while the others wait
+for its answer, and a comparison sends its mirror and primary groups at once.
 """
 
 from __future__ import annotations
 
 import math
 import operator
+import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from functools import partial
 
 from mirrorramp import promql
 from mirrorramp.errors import ConfigError, PrometheusError, QueryRejectedError
 from mirrorramp.gates import AlertGate, GateSet, alert_query, judge_queries, judge_workloads
-from mirrorramp.prometheus import AlertRule, PrometheusClient, QueryResult
+from mirrorramp.prometheus import AlertRule, PrometheusClient, QueryResult, concurrently
 from mirrorramp.promql import QueryContext
 
 # ("mirror" | "primary", metric), ("alerts", gate name) or ("judge", part, window)
 Group = tuple[str, ...]
 Route = Callable[[str, float | None], QueryResult]
+# A group's answer in a pass: the answer and its series by (namespace, workload); None when
+# Prometheus refused the grouped query; the error when it did not answer.
+Fetched = tuple[QueryResult, dict] | PrometheusError | None
 _EMPTY = QueryResult("vector", [])
 
 
@@ -62,9 +72,12 @@ class BatchedPrometheus:
         self.safe_url = client.safe_url
         self._queries: dict[Group, str] = {}
         self._routes: dict[str, Route] = {}
-        # Per pass: (group, at) -> (the answer, its series by (namespace, workload)), or the error.
-        self._answers: dict[tuple[Group, float | None], tuple[QueryResult, dict] | PrometheusError | None] = {}
+        # Per pass: (group, at) -> its answer, set by the thread that sent it. Guarded by _lock
+        # (the dict, and _queries, which judge groups join on first demand).
+        self._answers: dict[tuple[Group, float | None], Future[Fetched]] = {}
+        self._lock = threading.Lock()
         self._rules: tuple[AlertRule, ...] | PrometheusError | None = None
+        self._rules_lock = threading.Lock()  # the rule list is listed once per pass
         self._judged: tuple[set[str], set[str]] = (set(), set())  # (namespaces, workloads)
         single = [QueryContext.of(c).with_window(window_seconds) for c in contexts]
         single = [c for c in single if len(c.mirror_workloads) == 1]
@@ -120,8 +133,9 @@ class BatchedPrometheus:
         def answer(query: str, at: float | None) -> QueryResult:
             _, window = promql.judge_query_any_window(query)
             group = ("judge", part, window)
-            if group not in self._queries:
-                self._queries[group] = promql.judge_query(part, *self._judged, window)
+            with self._lock:
+                if group not in self._queries:
+                    self._queries[group] = promql.judge_query(part, *self._judged, window)
             fetched = self._fetch(group, at)
             if fetched is None:
                 return self._client.query(query, at=at)
@@ -134,7 +148,10 @@ class BatchedPrometheus:
     def _lookup(self, group: Group, key: tuple[str, str], at: float | None) -> QueryResult | None:
         """The one series of `key` in the group's answer, as the one-service query returns it
         (no labels; empty when the workload has none). None: the grouped query was refused."""
-        fetched = self._fetch(group, at)
+        return self._series_of(self._fetch(group, at), key)
+
+    @staticmethod
+    def _series_of(fetched: tuple[QueryResult, dict] | None, key: tuple[str, str]) -> QueryResult | None:
         if fetched is None:
             return None
         result, by_key = fetched
@@ -153,8 +170,8 @@ class BatchedPrometheus:
         """`(mirror) <op> (primary)`: empty when either side is, as the PromQL binary operator."""
 
         def answer(query: str, at: float | None) -> QueryResult:
-            a = self._lookup(("mirror", metric), mirror, at)
-            b = self._lookup(("primary", metric), primary, at)
+            mirror_side, primary_side = self._fetch_all([("mirror", metric), ("primary", metric)], at)
+            a, b = self._series_of(mirror_side, mirror), self._series_of(primary_side, primary)
             if a is None or b is None:
                 return self._client.query(query, at=at)
             warnings = a.warnings + b.warnings
@@ -185,30 +202,51 @@ class BatchedPrometheus:
     def _fetch(self, group: Group, at: float | None) -> tuple[QueryResult, dict] | None:
         """The group's answer for this pass: sent once; None when Prometheus refused it (each
         service then sends its own query, whose refusal is the gate's error)."""
-        key = (group, at)
-        if key not in self._answers:
-            try:
-                result = self._client.query(self._queries[group], at=at)
-            except QueryRejectedError:
-                self._answers[key] = None  # e.g. a regex over too many names: one query each
-            except PrometheusError as e:
-                self._answers[key] = e
-            else:
-                by_key = {
-                    tuple(labels.get(label, "") for label in promql.GROUP_LABELS): v for labels, v in result.samples
-                }
-                self._answers[key] = (result, by_key) if result.result_type == "vector" else None
-        fetched = self._answers[key]
-        if isinstance(fetched, PrometheusError):
-            raise PrometheusError(str(fetched))
-        return fetched
+        return self._fetch_all([group], at)[0]
+
+    def _fetch_all(self, groups: list[Group], at: float | None) -> list[tuple[QueryResult, dict] | None]:
+        """_fetch of each group; those no thread has sent yet in this pass go out at once."""
+        futures, unsent = [], []
+        with self._lock:
+            for group in groups:
+                key = (group, at)
+                if key not in self._answers:
+                    query = self._queries[group]
+                    self._answers[key] = Future()
+                    unsent.append((query, self._answers[key]))
+                futures.append(self._answers[key])
+        concurrently([partial(self._send, query, at, future) for query, future in unsent])
+        answers = []
+        for future in futures:
+            fetched = future.result()
+            if isinstance(fetched, PrometheusError):
+                raise PrometheusError(str(fetched))
+            answers.append(fetched)
+        return answers
+
+    def _send(self, query: str, at: float | None, future: Future[Fetched]) -> None:
+        """Send a grouped query; its answer (or any error) goes to `future`, for every thread
+        that waits on it."""
+        try:
+            result = self._client.query(query, at=at)
+        except QueryRejectedError:
+            future.set_result(None)  # e.g. a regex over too many names: one query each
+        except PrometheusError as e:
+            future.set_result(e)
+        except BaseException as e:  # any error: a thread waiting on this answer must not wait forever
+            future.set_exception(e)
+        else:
+            by_key = {tuple(labels.get(label, "") for label in promql.GROUP_LABELS): v for labels, v in result.samples}
+            future.set_result((result, by_key) if result.result_type == "vector" else None)
 
     # -- the client's interface ----------------------------------------------------------------
 
     def new_pass(self) -> None:
         """Forget the answers: the next pass looks at Prometheus again."""
-        self._answers.clear()
-        self._rules = None
+        with self._lock:
+            self._answers.clear()
+        with self._rules_lock:
+            self._rules = None
 
     def query(self, query: str, at: float | None = None) -> QueryResult:
         route = self._routes.get(query)
@@ -220,14 +258,16 @@ class BatchedPrometheus:
 
     def alert_rules(self) -> tuple[AlertRule, ...]:
         """The loaded alert rules, listed once per pass."""
-        if self._rules is None:
-            try:
-                self._rules = self._client.alert_rules()
-            except PrometheusError as e:
-                self._rules = e
-        if isinstance(self._rules, PrometheusError):
-            raise PrometheusError(str(self._rules))
-        return self._rules
+        with self._rules_lock:
+            if self._rules is None:
+                try:
+                    self._rules = self._client.alert_rules()
+                except PrometheusError as e:
+                    self._rules = e
+            rules = self._rules
+        if isinstance(rules, PrometheusError):
+            raise PrometheusError(str(rules))
+        return rules
 
     def ready(self) -> bool:
         return self._client.ready()

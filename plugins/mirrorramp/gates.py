@@ -31,11 +31,12 @@ import math
 import operator as op
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 
 from mirrorramp import judge, promql
 from mirrorramp.errors import ConfigError, PrometheusError, QueryRejectedError
 from mirrorramp.model import NOT_CHECKED, GateResult, Verdict
-from mirrorramp.prometheus import AlertRule, PrometheusClient, QueryResult
+from mirrorramp.prometheus import AlertRule, PrometheusClient, QueryResult, concurrently
 from mirrorramp.promql import QueryContext
 from mirrorramp.wording import interval
 
@@ -619,7 +620,8 @@ def _judge(
     queries = judge_queries(gate, context)
     common = {"name": gate.name, "kind": "judge", "query": "\n".join(queries.values()), "severity": gate.severity}
     try:
-        answers = {part: _query(client, gate.name, query, at) for part, query in queries.items()}
+        sent = concurrently([partial(_query, client, gate.name, query, at) for query in queries.values()])
+        answers = dict(zip(queries, sent, strict=True))
     except PrometheusError as e:
         return GateResult(**common, verdict=Verdict.INCONCLUSIVE, reason=f"Prometheus unreachable: {e}")
     if any(result.result_type != "vector" for result in answers.values()):
@@ -668,23 +670,40 @@ def evaluate(
     gives the whole step so far: judge.py's confidence sequence judges the data since the step
     started). Alert gates are checked whatever the traffic: a fired alert fails the step. One query per gate, the rule list once. A query
     Prometheus refuses raises QueryRejectedError naming the gate: a wrong query is not missing
-    evidence, and holding on it would hold the step forever.
+    evidence, and holding on it would hold the step forever. The queries that do not wait for
+    another's answer are sent at once (prometheus.concurrently); the verdicts are those of the
+    same queries sent one after the other.
     """
     context = QueryContext.of(context).with_window(window_seconds)
     queries = _rendered_queries(gateset, context)
 
     traffic, unreachable = _traffic(gateset, client, queries[TRAFFIC_GATE], at)
+    # What the traffic check allows goes out at once (prometheus.concurrently): the metric gates'
+    # queries, the judges' counts and the rule list; then the alert gates a loaded rule could
+    # fire. A pass waits for three answers in a row, not one per query. The results keep their
+    # order, and a rejected query raises for the first gate in that order, as one after the other.
+    checked = [*gateset.thresholds, *gateset.comparisons] if traffic.verdict is Verdict.PASS else []
+    step_context = context if judge_window_seconds is None else context.with_window(judge_window_seconds)
+    judged = [] if unreachable else list(gateset.judges)
+    list_rules = bool(gateset.alerts) and not unreachable
+    sent = concurrently(
+        [
+            *(partial(_single_value, client, gate.name, queries[gate.name], at) for gate in checked),
+            *(partial(_judge, gate, client, step_context, at) for gate in judged),
+            *([partial(_alert_rules, client)] if list_rules else []),
+        ]
+    )
+    answers: dict[str, _Answer] = {gate.name: answer for gate, answer in zip(checked, sent, strict=False)}
+    not_checked = _Answer(reason=f"{NOT_CHECKED}{traffic.reason}")
+
     results = [traffic]
     for gate in gateset.thresholds:
-        answer = _Answer(reason=f"{NOT_CHECKED}{traffic.reason}")
-        if traffic.verdict is Verdict.PASS:
-            answer = _single_value(client, gate.name, queries[gate.name], at)
         results.append(
             _compare(
                 gate.name,
                 "threshold",
                 queries[gate.name],
-                answer,
+                answers.get(gate.name, not_checked),
                 gate.operator,
                 gate.value,
                 gate.severity,
@@ -692,16 +711,13 @@ def evaluate(
             )
         )
     for gate in gateset.comparisons:
-        answer = _Answer(reason=f"{NOT_CHECKED}{traffic.reason}")
-        if traffic.verdict is Verdict.PASS:
-            answer = _single_value(client, gate.name, queries[gate.name], at)
         what = COMPARISON_LIMITS[gate.metric][1]
         results.append(
             _compare(
                 gate.name,
                 "comparison",
                 queries[gate.name],
-                answer,
+                answers.get(gate.name, not_checked),
                 gate.operator,
                 gate.limit,
                 gate.severity,
@@ -709,9 +725,8 @@ def evaluate(
             )
         )
 
-    step_context = context if judge_window_seconds is None else context.with_window(judge_window_seconds)
-    for gate in gateset.judges:
-        if unreachable:
+    if unreachable:
+        for gate in gateset.judges:
             results.append(
                 GateResult(
                     gate.name,
@@ -722,8 +737,8 @@ def evaluate(
                     reason=f"{NOT_CHECKED}{traffic.reason}",
                 )
             )
-        else:
-            results.append(_judge(gate, client, step_context, at))
+    else:
+        results.extend(sent[len(checked) : len(checked) + len(judged)])
 
     if gateset.alerts and unreachable:
         for gate in gateset.alerts:
@@ -731,12 +746,21 @@ def evaluate(
                 _alert_result(gate, queries[gate.name], Verdict.INCONCLUSIVE, f"{NOT_CHECKED}{traffic.reason}")
             )
     elif gateset.alerts:
-        rules: tuple[AlertRule, ...] | None = None
-        rules_error = ""
-        try:
-            rules = client.alert_rules()
-        except PrometheusError as e:
-            rules_error = f"could not list the alert rules: {e}"
-        for gate in gateset.alerts:
-            results.append(_alert(gate, client, queries[gate.name], at, rules, rules_error, context))
+        rules, rules_error = sent[-1]
+        results.extend(
+            concurrently(
+                [
+                    partial(_alert, gate, client, queries[gate.name], at, rules, rules_error, context)
+                    for gate in gateset.alerts
+                ]
+            )
+        )
     return results
+
+
+def _alert_rules(client: PrometheusClient) -> tuple[tuple[AlertRule, ...] | None, str]:
+    """The loaded alert rules, or None and why they could not be listed."""
+    try:
+        return client.alert_rules(), ""
+    except PrometheusError as e:
+        return None, f"could not list the alert rules: {e}"
