@@ -211,3 +211,51 @@ def test_the_envoy_driver_ramps_the_translated_route(at_zero: Sandbox) -> None:
     assert after.mirror_settings["mirror_clusters"] == {
         f"{host}/httproute/sandbox/demo-service/rule/0/match/{index}": [CANDIDATE] for index in (0, 1)
     }, "the marked routes, and only them"
+
+
+def test_envoy_accepts_every_shape_the_translation_makes(tmp_path: Path) -> None:
+    """Segment prefixes, header and method matches, weighted backends, both timeouts, two mirror
+    filters and a Gateway parent, in one route file: Envoy (rejecting unknown fields) runs it as
+    written. Nothing listens on the backends' ports: only the configuration is under test."""
+    route = http_route(
+        [mirror_filter("candidate", percent=20), mirror_filter("perf", fraction={"numerator": 5, "denominator": 1000})],
+        '[{"host":"demo-service-candidate","port":8080},{"host":"demo-service-perf","port":8080}]',
+        timeouts={"request": "10s", "backendRequest": "2s"},
+    )
+    route["spec"]["parentRefs"] = [{"name": "shop", "sectionName": "http"}]
+    route["spec"]["rules"][0]["matches"] = [
+        {
+            "path": {"type": "PathPrefix", "value": "/beta/"},
+            "headers": [{"name": "x-user-type", "value": "beta"}],
+            "method": "GET",
+        }
+    ]
+    route["spec"]["rules"][1]["backendRefs"] = [
+        {"name": "demo-service-primary", "port": 8080, "weight": 90},
+        {"name": "demo-service-candidate", "port": 8080, "weight": 10},
+    ]
+    versions = ("primary", "candidate", "perf")
+    config = httproute_config(
+        route,
+        [service(version) for version in versions],
+        {f"demo-service-{version}": f"127.0.0.1:{port}" for version, port in zip(versions, free_ports(3), strict=True)},
+    )
+    envoy = start_routed_envoy(tmp_path, config.route_configuration, config.clusters, version_info="every-shape")
+    try:
+        assert counter(envoy.admin_url, "http.sandbox_http.rds.8080.update_rejected") == 0
+        dump = json.loads(admin_get(envoy.admin_url, "/config_dump?resource=dynamic_route_configs"))
+        (live,) = [entry for entry in dump["configs"] if entry["route_config"]["name"] == "8080"]
+        assert live["version_info"] == "every-shape"
+        mirror_route, catch_all = live["route_config"]["virtual_hosts"][0]["routes"]
+        assert mirror_route["match"]["path_separated_prefix"] == "/beta"
+        assert [
+            p["runtime_fraction"]["default_value"]["numerator"]
+            for p in mirror_route["route"]["request_mirror_policies"]
+        ] == [
+            200_000,
+            5_000,
+        ]
+        assert mirror_route["route"]["timeout"] == "2s"
+        assert [c["weight"] for c in catch_all["route"]["weighted_clusters"]["clusters"]] == [90, 10]
+    finally:
+        envoy.stop()
