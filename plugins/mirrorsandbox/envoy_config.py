@@ -119,6 +119,7 @@ _DESTINATION_RULE = {
             },
             "outlierDetection": {
                 "consecutive5xxErrors": int,
+                "consecutiveGatewayErrors": int,
                 "interval": _STR,
                 "baseEjectionTime": _STR,
                 "maxEjectionPercent": int,
@@ -507,10 +508,18 @@ def _cluster(name: str, endpoint: tuple[str, int], traffic_policy: Mapping[str, 
 def _outlier_detection(outlier: Mapping[str, Any]) -> dict[str, Any]:
     path = "DestinationRule.spec.trafficPolicy.outlierDetection"
     out: dict[str, Any] = {"enforcing_success_rate": 0}  # istiod turns success-rate ejection off
+    # istiod: each count given is enforced at 100 %, or not at all at 0. One left unset keeps
+    # Envoy's default: consecutive_5xx 5 enforced, so gateway errors alone need consecutive5xxErrors 0.
     if "consecutive5xxErrors" in outlier:
         errors = outlier["consecutive5xxErrors"]
         out["consecutive_5xx"] = errors
         out["enforcing_consecutive_5xx"] = 100 if errors > 0 else 0
+    if "consecutiveGatewayErrors" in outlier:
+        # 502, 503, 504 and, as Envoy does not split locally originated errors by default, a
+        # refused or timed-out connect (counted as a 503).
+        errors = outlier["consecutiveGatewayErrors"]
+        out["consecutive_gateway_failure"] = errors
+        out["enforcing_consecutive_gateway_failure"] = 100 if errors > 0 else 0
     if "interval" in outlier:
         out["interval"] = _envoy_duration(outlier["interval"], f"{path}.interval")
     if "baseEjectionTime" in outlier:

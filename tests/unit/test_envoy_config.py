@@ -429,6 +429,39 @@ def test_connection_pool_and_outlier_detection_on_every_subset() -> None:
         assert cluster["common_lb_config"] == {"healthy_panic_threshold": {"value": 0}}
 
 
+@pytest.mark.parametrize(
+    ("outlier", "expected"),
+    [
+        pytest.param(
+            {"consecutive5xxErrors": 0, "consecutiveGatewayErrors": 3},
+            {"consecutive_5xx": 0, "enforcing_consecutive_5xx": 0, "consecutive_gateway_failure": 3},
+            id="gateway-errors-only",
+        ),
+        pytest.param(
+            {"consecutiveGatewayErrors": 2},
+            {"consecutive_gateway_failure": 2},  # Envoy's consecutive_5xx (5, enforced) stays
+            id="gateway-errors-beside-envoys-5xx-default",
+        ),
+        pytest.param(
+            {"consecutive5xxErrors": 5, "consecutiveGatewayErrors": 0},
+            {"consecutive_5xx": 5, "consecutive_gateway_failure": 0, "enforcing_consecutive_gateway_failure": 0},
+            id="gateway-errors-off",
+        ),
+    ],
+)
+def test_gateway_errors_as_istiod_translates_them(outlier: dict, expected: dict) -> None:
+    """istiod (cluster_traffic_policy.go, applyOutlierDetection): each count given is enforced at
+    100 %, a count of 0 at 0 %; a count not given is left to Envoy's default."""
+    cluster = clusters_of(destination_rule({"outlierDetection": outlier}))[CANDIDATE]
+    enforced = {
+        f"enforcing_{field}": 100
+        for field in ("consecutive_5xx", "consecutive_gateway_failure")
+        if expected.get(field, 0) > 0
+    }
+    assert cluster["outlier_detection"] == {"enforcing_success_rate": 0, **expected, **enforced}
+    assert cluster["common_lb_config"] == {"healthy_panic_threshold": {"value": 0}}
+
+
 @pytest.mark.parametrize("service", ["user-service", "order-service"])
 def test_dev_goldens_translate(service: str) -> None:
     """The role's real output for inventories/dev (the goldens the render tests compare against)."""
@@ -564,9 +597,9 @@ DR = destination_rule()
         ),
         pytest.param(
             VS,
-            _with(DR, ("spec", "trafficPolicy"), {"outlierDetection": {"consecutiveGatewayErrors": 1}}),
-            r"outlierDetection\.consecutiveGatewayErrors",
-            id="gateway-errors",
+            _with(DR, ("spec", "trafficPolicy"), {"outlierDetection": {"consecutiveLocalOriginFailures": 1}}),
+            r"outlierDetection\.consecutiveLocalOriginFailures",
+            id="local-origin-failures",
         ),
         pytest.param(
             VS,
