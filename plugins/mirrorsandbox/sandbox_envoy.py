@@ -45,14 +45,15 @@ from mirrorramp.files import write_atomically
 from mirrorsandbox.envoy_config import sidecar_config
 from mirrorsandbox.envoy_filters import inbound_http_filters, load_envoy_filters
 from mirrorsandbox.envoy_process import (
+    ROUTE_DIR_NAME,
     ROUTE_FILE_NAME,
     EnvoyError,
     bootstrap_with_rds,
-    envoy_binary,
+    envoy_command,
+    static_cluster,
     write_route_file,
 )
 
-ROUTE_DIR_NAME = "routes"
 BOOTSTRAP_FILE_NAME = "bootstrap.yaml"
 LOG_FILE_NAME = "envoy.log"
 # The marker's token of the first route file: the driver's first write replaces it.
@@ -200,22 +201,7 @@ def _inbound_cluster_name(backend: Backend) -> str:
 
 
 def _inbound_cluster(backend: Backend) -> dict[str, Any]:
-    host, _, port = backend.address.rpartition(":")
-    return {
-        "name": _inbound_cluster_name(backend),
-        "type": "STATIC",
-        "connect_timeout": "10s",
-        "load_assignment": {
-            "cluster_name": _inbound_cluster_name(backend),
-            "endpoints": [
-                {
-                    "lb_endpoints": [
-                        {"endpoint": {"address": {"socket_address": {"address": host, "port_value": int(port)}}}}
-                    ]
-                }
-            ],
-        },
-    }
+    return static_cluster(_inbound_cluster_name(backend), backend.address, connect_timeout="10s")
 
 
 def _inbound_listener(backend: Backend, filters: list[dict[str, Any]]) -> dict[str, Any]:
@@ -258,24 +244,9 @@ def _inbound_listener(backend: Backend, filters: list[dict[str, Any]]) -> dict[s
 
 
 def envoy_argv(envoy_dir: Path) -> list[str]:
-    """The command line of the sandbox's Envoy (the flags of envoy_process.start_envoy; the admin
-    address is the bootstrap's)."""
-    return [
-        str(envoy_binary()),
-        "--config-path",
-        str(envoy_dir / BOOTSTRAP_FILE_NAME),
-        "--disable-hot-restart",
-        "--reject-unknown-dynamic-fields",
-        "--log-path",
-        str(envoy_dir / LOG_FILE_NAME),
-        # A rejected route file shows only in the log and the stats: flush the log within a second.
-        "--file-flush-interval-msec",
-        "1000",
-        # One worker thread: the sandbox's load is small, its cores shared with the backends,
-        # the load generator and Prometheus.
-        "--concurrency",
-        "1",
-    ]
+    """The command line of the sandbox's Envoy: its bootstrap and log in `envoy_dir`, the admin
+    address the bootstrap's."""
+    return envoy_command(envoy_dir / BOOTSTRAP_FILE_NAME, envoy_dir / LOG_FILE_NAME)
 
 
 def _write_if_changed(path: Path, text: str) -> bool:

@@ -34,12 +34,11 @@ from mirrorramp.model import Step
 from mirrorramp.plan import fingerprint
 from mirrorramp.state import RampState
 from mirrorramp.virtualservice import STATE_ANNOTATION, read_mirror_percent, with_mirror_percent
-from mirrorsandbox.envoy_process import ROUTE_FILE_NAME, write_route_file
 from tests.fakes.kube_api import KubeApiServer
 from tests.fakes.kube_fixtures import kube_api, kube_api_server  # noqa: F401
-from tests.integration.test_envoy_driver import NAME, envoy_without_upstreams, hand_written_routes
 from tests.integration.test_ramp_istio_races import live, ramp_arguments, request_for, seed
 from tests.support.ansible_run import REPO_ROOT, VENV_BIN, ansible_env
+from tests.support.driver_envoy import NAME, envoy_without_upstreams
 from tests.support.prometheus_server import ScriptedPrometheus, poll_until, vector_reply
 
 pytestmark = pytest.mark.slow
@@ -63,13 +62,10 @@ def prometheus() -> Iterator[ScriptedPrometheus]:
 def envoy_options(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """The envoy driver's options for a fresh Envoy running the hand-written route file (no mirror
     yet) and an empty state directory; the Envoy is stopped by its PID afterwards."""
-    route_dir = tmp_path / "routes"
-    route_dir.mkdir()
-    write_route_file(route_dir, hand_written_routes(), "hand-written")
-    envoy = envoy_without_upstreams(tmp_path / "envoy", route_dir)
+    envoy = envoy_without_upstreams(tmp_path)
     try:
         yield {
-            "route_path": str(route_dir / ROUTE_FILE_NAME),
+            "route_path": str(envoy.route_path),
             "route_config_name": NAME,
             "admin_url": envoy.admin_url,
             "state_dir": str(tmp_path / "state"),

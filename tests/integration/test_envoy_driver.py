@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import statistics
 import threading
 import time
@@ -17,98 +16,32 @@ from mirrorramp.drivers import envoy as envoy_driver
 from mirrorramp.drivers.envoy import EnvoyDriver
 from mirrorramp.errors import ConflictError, DriverError
 from mirrorramp.state import RampState
-from mirrorsandbox.envoy_process import (
-    ROUTE_FILE_NAME,
-    EnvoyProcess,
-    admin_get,
-    bootstrap_with_rds,
-    counter,
-    start_envoy,
-    write_route_file,
-)
+from mirrorsandbox.envoy_process import ROUTE_FILE_NAME, EnvoyProcess, RoutedEnvoy, admin_get, counter, write_route_file
+from tests.support.driver_envoy import CANDIDATE, NAME, envoy_without_upstreams, hand_written_routes
 from tests.unit.test_runner import Clock, ScriptedPrometheus, make_runner
 
 pytestmark = pytest.mark.slow
 
-NAME = "demo-service"
-PRIMARY = "outbound|8080|v1|demo-service.demo.svc.cluster.local"
-CANDIDATE = "outbound|8080|v2|demo-service.demo.svc.cluster.local"
 TIMED_WRITES = 20
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def static_cluster(name: str, port: int) -> dict[str, Any]:
-    return {
-        "name": name,
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "load_assignment": {
-            "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(port)}}]}],
-        },
-    }
-
-
-def _address(port: int) -> dict[str, Any]:
-    return {"socket_address": {"address": "127.0.0.1", "port_value": port}}
-
-
-def hand_written_routes() -> dict[str, Any]:
-    """One marked route (GETs, mirrored to the candidate), an unmarked catch-all; no mirror yet."""
-    return {
-        "name": NAME,
-        "validate_clusters": True,
-        "virtual_hosts": [
-            {
-                "name": "demo-service.demo.svc.cluster.local:8080",
-                "domains": ["*"],
-                "routes": [
-                    {
-                        "name": "reads",
-                        "match": {"prefix": "/", "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
-                        "route": {"cluster": PRIMARY, "timeout": "3s"},
-                        "metadata": {"filter_metadata": {"mirror_ramp": {"mirror_clusters": [CANDIDATE]}}},
-                    },
-                    {"name": "default", "match": {"prefix": "/"}, "route": {"cluster": PRIMARY}},
-                ],
-            }
-        ],
-    }
-
-
 @pytest.fixture
-def route_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "routes"
-    path.mkdir()
-    write_route_file(path, hand_written_routes(), "rendered")
-    return path
-
-
-def envoy_without_upstreams(workdir: Path, route_dir: Path) -> EnvoyProcess:
-    """An Envoy running the route file of `route_dir` (test_crash_safety starts one too). Nothing
-    listens on the clusters' port: only the configuration is under test."""
-    unused = free_port()
-    bootstrap = bootstrap_with_rds(
-        listener_port=free_port(),
-        route_dir=route_dir,
-        route_config_name=NAME,
-        clusters=[static_cluster(PRIMARY, unused), static_cluster(CANDIDATE, unused)],
-    )
-    return start_envoy(bootstrap, workdir)
-
-
-@pytest.fixture
-def envoy(tmp_path: Path, route_dir: Path) -> Iterator[EnvoyProcess]:
-    process = envoy_without_upstreams(tmp_path / "envoy", route_dir)
+def routed_envoy(tmp_path: Path) -> Iterator[RoutedEnvoy]:
+    envoy = envoy_without_upstreams(tmp_path)
     try:
-        yield process
+        yield envoy
     finally:
-        process.stop()
+        envoy.stop()
+
+
+@pytest.fixture
+def envoy(routed_envoy: RoutedEnvoy) -> EnvoyProcess:
+    return routed_envoy.process
+
+
+@pytest.fixture
+def route_dir(routed_envoy: RoutedEnvoy) -> Path:
+    return routed_envoy.route_dir
 
 
 def make_driver(envoy: EnvoyProcess, route_dir: Path, tmp_path: Path) -> EnvoyDriver:

@@ -34,14 +34,7 @@ import pytest
 import yaml
 
 from mirrorsandbox.envoy_filters import inbound_http_filters, load_envoy_filters
-from mirrorsandbox.envoy_process import (
-    EnvoyProcess,
-    admin_get,
-    bootstrap_with_rds,
-    counter,
-    start_envoy,
-    write_route_file,
-)
+from mirrorsandbox.envoy_process import EnvoyProcess, admin_get, counter, start_routed_envoy, static_cluster
 from tests.manifests.test_proxy_render import PLAYBOOK, group_vars, render
 
 pytestmark = pytest.mark.slow
@@ -201,12 +194,9 @@ def sidecar(tmp_path: Path) -> Iterator[Callable[[list[dict[str, Any]]], Sidecar
     def start(filters: list[dict[str, Any]]) -> Sidecar:
         backend = Backend()
         backends.append(backend)
-        workdir = tmp_path / f"envoy-{len(backends)}"
-        route_dir = workdir / "routes"
-        route_dir.mkdir(parents=True)
         cluster = f"inbound|{backend.port}||"
-        write_route_file(
-            route_dir,
+        envoy = start_routed_envoy(
+            tmp_path / f"envoy-{len(backends)}",
             {
                 "name": "inbound",
                 "virtual_hosts": [
@@ -217,41 +207,10 @@ def sidecar(tmp_path: Path) -> Iterator[Callable[[list[dict[str, Any]]], Sidecar
                     }
                 ],
             },
-            version_info="1",
-        )
-        bootstrap = bootstrap_with_rds(
-            listener_port=0,  # Envoy picks a free port; /listeners says which
-            route_dir=route_dir,
-            route_config_name="inbound",
-            clusters=[
-                {
-                    "name": cluster,
-                    "type": "STATIC",
-                    "connect_timeout": "1s",
-                    "load_assignment": {
-                        "cluster_name": cluster,
-                        "endpoints": [
-                            {
-                                "lb_endpoints": [
-                                    {
-                                        "endpoint": {
-                                            "address": {
-                                                "socket_address": {"address": "127.0.0.1", "port_value": backend.port}
-                                            }
-                                        }
-                                    }
-                                ]
-                            }
-                        ],
-                    },
-                }
-            ],
+            [static_cluster(cluster, f"127.0.0.1:{backend.port}")],
             inbound_http_filters=filters,
         )
-        envoy = start_envoy(bootstrap, workdir)
-        started.append(Sidecar(envoy, backend, port=0, filters=filters))
-        (listener,) = json.loads(admin_get(envoy.admin_url, "/listeners?format=json"))["listener_statuses"]
-        started[-1].port = listener["local_address"]["socket_address"]["port_value"]
+        started.append(Sidecar(envoy.process, backend, port=envoy.port, filters=filters))
         return started[-1]
 
     yield start

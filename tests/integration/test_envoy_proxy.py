@@ -28,8 +28,8 @@ from mirrorsandbox.envoy_process import (
     admin_get,
     bootstrap_with_rds,
     counter,
-    listener_port,
     start_envoy,
+    start_routed_envoy,
     write_route_file,
 )
 
@@ -186,20 +186,15 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     try:
         for name in SUBSETS:
             backends[name] = start_backend(name)
-        workdir = tmp_path_factory.mktemp("envoy")
-        route_dir = workdir / "routes"
-        route_dir.mkdir()
         initial = translated(None, ["candidate"], backends)
-        write_route_file(route_dir, initial.route_configuration, "initial")
-        bootstrap = bootstrap_with_rds(
-            listener_port=0,
-            route_dir=route_dir,
-            route_config_name=initial.route_configuration["name"],
-            clusters=initial.clusters,
+        routed = start_routed_envoy(
+            tmp_path_factory.mktemp("envoy"),
+            initial.route_configuration,
+            initial.clusters,
             inbound_http_filters=initial.http_filters,
         )
-        envoy = start_envoy(bootstrap, workdir / "run")
-        yield Proxy(envoy=envoy, route_dir=route_dir, port=listener_port(envoy.admin_url), backends=backends)
+        envoy = routed.process
+        yield Proxy(envoy=envoy, route_dir=routed.route_dir, port=routed.port, backends=backends)
     finally:
         if envoy is not None:
             envoy.stop()
@@ -326,18 +321,14 @@ def test_the_dev_renders_load_into_envoy_as_translated(tmp_path: Path, service: 
     config = sidecar_config(
         virtual_service, destination_rule, {name: f"127.0.0.1:{19000 + i}" for i, name in enumerate(subsets)}
     )
-    route_dir = tmp_path / "routes"
-    route_dir.mkdir()
-    write_route_file(route_dir, config.route_configuration, "golden")
     name = config.route_configuration["name"]
-    bootstrap = bootstrap_with_rds(
-        listener_port=0,
-        route_dir=route_dir,
-        route_config_name=name,
-        clusters=config.clusters,
+    envoy = start_routed_envoy(
+        tmp_path,
+        config.route_configuration,
+        config.clusters,
         inbound_http_filters=config.http_filters,
+        version_info="golden",
     )
-    envoy = start_envoy(bootstrap, tmp_path / "run")
     try:
         assert counter(envoy.admin_url, f"http.sandbox_http.rds.{name}.update_success") == 1
         assert counter(envoy.admin_url, f"http.sandbox_http.rds.{name}.update_rejected") == 0
@@ -365,12 +356,7 @@ def test_an_admin_off_loopback_is_refused_before_start(tmp_path: Path) -> None:
 
 
 def test_stop_ends_envoy_by_its_pid_and_twice_is_harmless(tmp_path: Path) -> None:
-    route_dir = tmp_path / "routes"
-    route_dir.mkdir()
-    write_route_file(route_dir, {"name": "r", "virtual_hosts": []}, "1")
-    envoy = start_envoy(
-        bootstrap_with_rds(listener_port=0, route_dir=route_dir, route_config_name="r", clusters=[]), tmp_path / "run"
-    )
+    envoy = start_routed_envoy(tmp_path, {"name": "r", "virtual_hosts": []}, []).process
     try:
         assert admin_get(envoy.admin_url, "/ready").strip() == "LIVE"
         with pytest.raises(EnvoyError, match=r"no counter or gauge named 'no\.such\.stat'"):
