@@ -54,38 +54,54 @@ if __package__ in (None, ""):  # python scripts/bench/dataplane.py
 
 import argparse
 import contextlib
+import copy
 import json
 import os
+import re
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
 from mirrorramp.judge import wilson_interval
 from mirrorsandbox import loadgen, paced_client
 from mirrorsandbox.envoy_process import admin_get
-from mirrorsandbox.harness import Harness, local_inventory_vars, local_resources, running_harness
+from mirrorsandbox.harness import Harness, Resources, local_inventory_vars, local_resources, running_harness
 from scripts.bench import results
 from scripts.bench.results import log
 
 SCRIPT = "scripts/bench/dataplane.py"
 SECTION = "dataplane"
-# The DestinationRule's traffic policy (the inventory's snake_case): outlier detection ejects a
-# candidate that refuses connections after 3 failures (Envoy counts a refused connect as a 503),
-# so the copies to a down candidate fail inside Envoy ("no healthy upstream") instead of each
-# opening a connection that the kernel refuses. Checked every second; ejected for 5 s, longer at
-# each ejection in a row: measured, an ejection of 1 s let the host back in within the cell and a
-# second of refused connects (about 250) followed before the next ejection. The sandbox's only
-# field for it, Istio's consecutive5xxErrors, counts the 500s of a failing candidate too.
+# The DestinationRule's traffic policy, as mirror_istio renders the service's outlier_detection
+# {consecutive_5xx_errors: 0, consecutive_gateway_errors: 3, interval: 1s, base_ejection_time:
+# 5s, max_ejection_percent: 100}. Gateway errors only: a candidate that refuses connections is
+# ejected after 3 (Envoy counts a refused connect as a 503), so the copies to a down candidate
+# fail inside Envoy ("no healthy upstream") instead of each opening a connection that the kernel
+# refuses; a candidate that answers 500 is not (consecutive5xxErrors 0: Envoy's own default
+# would eject it after 5), so it keeps its copies and the gates see its errors. Ejected for 5 s,
+# longer at each ejection in a row: measured, an ejection of 1 s let the host back in within the
+# cell and a second of refused connects (about 250) followed before the next ejection. Set on the
+# DestinationRule itself, in Istio's fields: mirrorsandbox.harness does not translate
+# consecutive_gateway_errors from the inventory's snake_case.
 POLICY = {
-    "outlier_detection": {
-        "consecutive_5xx_errors": 3,
+    "outlierDetection": {
+        "consecutive5xxErrors": 0,
+        "consecutiveGatewayErrors": 3,
         "interval": "1s",
-        "base_ejection_time": "5s",
-        "max_ejection_percent": 100,
+        "baseEjectionTime": "5s",
+        "maxEjectionPercent": 100,
     }
+}
+# The candidate cluster's counters (Envoy /stats) kept per cell: what a down candidate costs Envoy.
+CANDIDATE_COUNTERS = {
+    "upstream_cx_total": "connects",
+    "upstream_cx_connect_fail": "refused",
+    "upstream_cx_none_healthy": "no healthy upstream",
+    "upstream_rq_retry": "retries",
+    "upstream_rq_pending_overflow": "pool overflow",
+    "outlier_detection.ejections_enforced_total": "ejections",
 }
 # candidate -> its /control behaviour; None: stopped (connection refused)
 CANDIDATES: dict[str, dict[str, float] | None] = {
@@ -176,6 +192,7 @@ class CellRun:
     p99_ms: float
     mirrored: int  # requests of this cell the candidate served
     ejection_wait_s: float  # how long the cell waited for the candidate's host to be let back in
+    candidate_counters: dict[str, int]  # CANDIDATE_COUNTERS over the cell (its measured part)
 
 
 @dataclass
@@ -211,6 +228,27 @@ def candidate_host_ejected(harness: Harness) -> bool:
                 for host in cluster.get("host_statuses", [])
             )
     raise RuntimeError(f"Envoy has no cluster of the subset {candidate!r}")
+
+
+def candidate_counters(harness: Harness) -> dict[str, int]:
+    """CANDIDATE_COUNTERS of the candidate subset's clusters (every port), from Envoy's /stats."""
+    assert harness.envoy is not None
+    candidate = harness.resources.destination_rule["spec"]["subsets"][1]["name"]
+    prefix = rf"^cluster\.outbound\|\d+\|{re.escape(candidate)}\|[^.]+(?:\.[^.]+)*?\."
+    stats = json.loads(admin_get(harness.envoy.admin_url, "/stats?format=json&usedonly"))["stats"]
+    totals = dict.fromkeys(CANDIDATE_COUNTERS, 0)
+    for stat in stats:
+        match = re.match(prefix + "(" + "|".join(re.escape(c) for c in CANDIDATE_COUNTERS) + ")$", stat.get("name", ""))
+        if match and isinstance(stat.get("value"), int):
+            totals[match.group(1)] += stat["value"]
+    return totals
+
+
+def with_traffic_policy(resources: Resources, policy: dict) -> Resources:
+    """The resources with `policy` as the DestinationRule's trafficPolicy."""
+    destination_rule = copy.deepcopy(resources.destination_rule)
+    destination_rule["spec"]["trafficPolicy"] = copy.deepcopy(policy)
+    return replace(resources, destination_rule=destination_rule)
 
 
 def wait_until_let_back(harness: Harness) -> float:
@@ -289,7 +327,9 @@ def run_cell(
     try:
         if held_s:
             paced(harness, f"warmup/{path}", rate, held_s)
+        counters_before = candidate_counters(harness)
         summary = paced(harness, path, rate, seconds)
+        counters_after = candidate_counters(harness)
         # Counted now: a down cell later in the round restarts the candidate, and its counts with it.
         mirrored = settle(harness, f"/{path}/", quiet_s=held_s + 0.3) if behaviour is not None else 0
     finally:
@@ -312,6 +352,7 @@ def run_cell(
         p99_ms=summary.percentile(0.99) or 0.0,
         mirrored=mirrored,
         ejection_wait_s=round(ejection_wait, 2),
+        candidate_counters={name: counters_after[name] - counters_before[name] for name in CANDIDATE_COUNTERS},
     ), summary.latencies_ms
 
 
@@ -490,7 +531,7 @@ def measure(args: argparse.Namespace) -> dict:
     all_cores = os.sched_getaffinity(0)
     load_rps = float(local_inventory_vars()["mirror_sandbox"]["load"]["rps"])
     # Without outlier detection: the DestinationRule of inventories/local as it is, the cost the fix removes.
-    resources = local_resources() if args.no_outlier_detection else local_resources(traffic_policy=POLICY)
+    resources = local_resources() if args.no_outlier_detection else with_traffic_policy(local_resources(), POLICY)
     with (
         results.stopped_on_sigterm(),
         tempfile.TemporaryDirectory(prefix="bench-dataplane-") as tmp,
@@ -663,6 +704,22 @@ def off_line(document: dict) -> str:
     )
 
 
+def counters_line(document: dict) -> str:
+    """Per mirrored condition, its cells' CANDIDATE_COUNTERS summed: what the copies cost Envoy."""
+    parts = []
+    for condition in document["conditions"]:
+        if not condition["percent"]:
+            continue
+        mine = [
+            r.get("candidate_counters", {})
+            for r in document["cells"]
+            if (r["candidate"], r["percent"]) == (condition["candidate"], condition["percent"])
+        ]
+        totals = {label: sum(c.get(name, 0) for c in mine) for name, label in CANDIDATE_COUNTERS.items()}
+        parts.append(f"{condition['candidate']}: " + ", ".join(f"{label} {n}" for label, n in totals.items()))
+    return "Envoy's counters of the candidate's cluster in the measured cells: " + "; ".join(parts)
+
+
 def errors_by_kind(document: dict) -> str:
     kinds = document["summary"].get("error_kinds") or {}
     return ", ".join(f"{kind}: {count}" for kind, count in kinds.items()) or "none"
@@ -676,6 +733,7 @@ def table(document: dict) -> str:
             results.text_table(HEADER, rows(document)),
             "",
             f"{off_line(document)}; errors {document['summary']['errors']} ({errors_by_kind(document)})",
+            counters_line(document),
             f"target ({document['summary']['target']}): {verdict(document)}",
             "",
             results.text_table(SHARE_HEADER, share_rows(document)),
@@ -698,6 +756,8 @@ def doc_section(document: dict) -> str:
             "",
             f"{off_line(document)[0].upper()}{off_line(document)[1:]}. Errors in all cells: "
             f"{document['summary']['errors']} ({errors_by_kind(document)}).",
+            "",
+            f"{counters_line(document)}.",
             "",
             f"Target ({document['summary']['target']}): **{verdict(document)}**.",
             "",
