@@ -12,7 +12,24 @@ Real HTTP/1.1 on 127.0.0.1 (plain http, bearer token), one thread per connection
 - custom resources (Istio, prometheus-operator) validated against the cloudcoil pydantic
   models, the way a structural CRD schema would: a wrong type is 422 Invalid naming the field;
   an unknown field is pruned with a ``Warning`` header (``fieldValidation=Warn``, the server
-  default), pruned silently (``Ignore``) or refused with 400 (``Strict``), as a real server does.
+  default), pruned silently (``Ignore``) or refused with 400 (``Strict``), as a real server does;
+- Gateway API HTTPRoute (gateway.networking.k8s.io, v1 and v1beta1, one store), core v1
+  Services among the other built-in kinds;
+- field ownership, ``metadata.managedFields`` (FieldsV1), as structured-merge-diff keeps it:
+  every write has a field manager (``fieldManager``, else the User-Agent up to its first "/":
+  "OpenAPI-Generator" for the python client and kubernetes.core). A create, replace or non-apply
+  patch is an ``Update``: its manager takes every field whose value it changed, from whoever
+  owned it, and never conflicts. A server-side apply (``Apply``) conflicts (409, "Apply failed
+  with N conflict(s): conflict with "m" using <apiVersion>: .path", causes FieldManagerConflict)
+  on every field it would change that another entry owns (the applier's own Update entry
+  counts as another); ``force=true`` takes those fields; a field the applier applied before and
+  leaves out now is removed unless another manager owns it. Maps are owned key by key; lists are
+  atomic (owned and replaced whole) unless typed: HTTPRoute's header-modifier add/set and match
+  headers/queryParams are maps by name, header-modifier remove and CORS lists are sets (all of
+  them inside the atomic spec.rules, so owned with it), metadata finalizers a set,
+  ownerReferences a map by uid, and the built-in kinds' keyed lists above maps by their key.
+  So an HTTPRoute's spec.rules, where RequestMirror lives, has one owner at a time: whoever
+  changed it last. A no-op write leaves managedFields (and their times) unchanged.
 
 Not modelled (a real server does these; tests must not rely on them here):
 
@@ -24,10 +41,12 @@ Not modelled (a real server does these; tests must not rely on them here):
   (containers, initContainers, env, volumes, volumeMounts, ports, imagePullSecrets, conditions,
   hostAliases) merge by their key, ``$patch: delete|replace`` is honoured, other directives
   (``$setElementOrder``, ``$retainKeys``, ``$deleteFromPrimitiveList``) are ignored;
-- server-side apply without field ownership: the applied configuration is merged into the
-  object (maps recursively, lists replaced, except the keyed built-in lists above); a field the
-  same fieldManager applied before and leaves out now is removed; conflicts between managers are
-  never reported (``force`` is accepted and ignored); no metadata.managedFields;
+- field ownership, simplified: a manager owns leaves only (no "." entries for maps, only for
+  map-list items when rendered); Update entries are not split by apiVersion; managedFields sent
+  by a client are ignored (never reset); the server-side-apply upgrade of client-side-apply
+  ownership (``kubectl-client-side-apply``, ``before-first-apply``) is not modelled; status has no
+  subresource to own it through; HTTPRoute is not schema-validated here
+  (tests/support/crd_validation.py checks rendered routes against the upstream CRD);
 - deleting a namespace removes it and everything in it at once (no Terminating phase);
 - DELETE of a custom resource or a namespace returns the object; of another built-in kind, a
   Status of Success (as a real server does for kinds without graceful deletion).
@@ -193,6 +212,15 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
     _istio("security.istio.io", ("v1",), "authorizationpolicies", "AuthorizationPolicy", ("ap",)),
     _istio("security.istio.io", ("v1",), "peerauthentications", "PeerAuthentication", ("pa",)),
     _istio("telemetry.istio.io", ("v1",), "telemetries", "Telemetry", ("telemetry",)),
+    # Gateway API v1.6.1 standard channel: HTTPRoute is served at v1 and v1beta1 (one store).
+    ResourceType(
+        "gateway.networking.k8s.io",
+        ("v1", "v1beta1"),
+        "httproutes",
+        "httproute",
+        "HTTPRoute",
+        status_subresource=True,
+    ),
     _prometheus("servicemonitors", "ServiceMonitor", ("smon",)),
     _prometheus("podmonitors", "PodMonitor", ("pmon",)),
     _prometheus("prometheusrules", "PrometheusRule", ("promrule",)),
@@ -416,31 +444,278 @@ def strategic_merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
-def apply_merge(target: Any, applied: Any) -> Any:
-    """Server-side apply without ownership: maps merge, lists are replaced (keyed lists merge)."""
-    if not isinstance(applied, dict):
-        return copy.deepcopy(applied)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for key, value in applied.items():
-        if isinstance(value, dict):
-            result[key] = apply_merge(result.get(key), value)
-        elif isinstance(value, list) and (merge_key := _merge_key(key, value)):
-            current = result.get(key) if isinstance(result.get(key), list) else []
-            # Items this manager no longer applies go: the list is the manager's own.
-            current = [item for item in current if any(item.get(merge_key) == v.get(merge_key) for v in value)]
-            result[key] = _merge_keyed_list(current, value, merge_key, apply_merge)
+# ---------------------------------------------------------------------------------------------
+# Field ownership (metadata.managedFields) and server-side apply
+#
+# A field path is a tuple of FieldsV1 path elements: "f:<name>" (a map key), "k:<json key>" (an
+# item of a list of type map, by its key fields), "v:<json value>" (an item of a list of type
+# set). A manager owns leaves: scalars, empty maps, whole atomic lists, set items, and the
+# leaves inside map-list items. Lists are atomic unless LIST_TYPES (or, for built-in kinds,
+# MERGE_KEYS) names them: the default of a CRD schema without x-kubernetes-list-type.
+
+FieldPath = tuple[str, ...]
+
+# Lists of type map or set, by the field names leading to them (list indices left out). Gateway
+# API v1.6.1 standard HTTPRoute: every other list (rules, matches, filters, backendRefs,
+# parentRefs, hostnames) is atomic, owned whole by whoever set it last.
+_HEADER_MODIFIERS = ("requestHeaderModifier", "responseHeaderModifier")
+_CORS_SETS = ("allowHeaders", "allowMethods", "allowOrigins", "exposeHeaders")
+LIST_TYPES: dict[str, dict[tuple[str, str], tuple[str, tuple[str, ...]]]] = {
+    "gateway.networking.k8s.io": {
+        **{(modifier, verb): ("map", ("name",)) for modifier in _HEADER_MODIFIERS for verb in ("add", "set")},
+        **{(modifier, "remove"): ("set", ()) for modifier in _HEADER_MODIFIERS},
+        **{("cors", name): ("set", ()) for name in _CORS_SETS},
+        ("matches", "headers"): ("map", ("name",)),
+        ("matches", "queryParams"): ("map", ("name",)),
+    },
+}
+# metadata lists of every kind (ObjectMeta).
+METADATA_LIST_TYPES = {("metadata", "finalizers"): ("set", ()), ("metadata", "ownerReferences"): ("map", ("uid",))}
+# ObjectMeta fields a manager can own; the rest of metadata is the server's.
+OWNED_METADATA = ("labels", "annotations", "finalizers", "ownerReferences")
+
+
+def list_type(rt: ResourceType, names: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """("atomic" | "map" | "set", map keys) of the list reached by `names`."""
+    if names[:1] == ("metadata",) and names in METADATA_LIST_TYPES:
+        return METADATA_LIST_TYPES[names]
+    if rt.builtin and names and names[-1] in MERGE_KEYS:
+        if names[-1] == "ports":
+            in_container = any(name.endswith("ontainers") for name in names)
+            return "map", ("containerPort", "protocol") if in_container else ("port", "protocol")
+        return "map", (MERGE_KEYS[names[-1]],)
+    return LIST_TYPES.get(rt.group, {}).get(names[-2:], ("atomic", ()))
+
+
+def _item_key(item: dict[str, Any], keys: tuple[str, ...]) -> str:
+    return json.dumps({k: item[k] for k in keys if k in item}, separators=(",", ":"), sort_keys=True)
+
+
+def _is_keyed(value: Any, kind: str) -> bool:
+    return kind == "map" and isinstance(value, list) and all(isinstance(item, dict) for item in value)
+
+
+def _collect(value: Any, rt: ResourceType, names: tuple[str, ...], path: FieldPath, out: set[FieldPath]) -> None:
+    if isinstance(value, dict) and value:
+        for key, child in value.items():
+            _collect(child, rt, (*names, key), (*path, f"f:{key}"), out)
+        return
+    if isinstance(value, list):
+        kind, keys = list_type(rt, names)
+        if _is_keyed(value, kind):
+            for item in value:
+                _collect(item, rt, names, (*path, f"k:{_item_key(item, keys)}"), out)
+            return
+        if kind == "set":
+            out.update((*path, f"v:{json.dumps(item, separators=(',', ':'))}") for item in value)
+            return
+    out.add(path)
+
+
+def fieldset(obj: dict[str, Any], rt: ResourceType) -> set[FieldPath]:
+    """The leaves a manager can own in obj (apiVersion, kind, server metadata and a status
+    served by its own subresource left out, as the API server leaves them out)."""
+    out: set[FieldPath] = set()
+    for key, value in obj.items():
+        if key in ("apiVersion", "kind") or (key == "status" and rt.status_subresource):
+            continue
+        if key == "metadata":
+            for meta_key in OWNED_METADATA:
+                if meta_key in (value or {}):
+                    _collect(value[meta_key], rt, ("metadata", meta_key), ("f:metadata", f"f:{meta_key}"), out)
+            continue
+        _collect(value, rt, (key,), (f"f:{key}",), out)
+    return out
+
+
+_MISSING = object()
+
+
+def _step(container: Any, element: str) -> Any:
+    kind, _, text = element.partition(":")
+    if kind == "f":
+        return container.get(text, _MISSING) if isinstance(container, dict) else _MISSING
+    if not isinstance(container, list):
+        return _MISSING
+    wanted = json.loads(text)
+    if kind == "k":
+        for item in container:
+            if isinstance(item, dict) and all(item.get(k) == v for k, v in wanted.items()):
+                return item
+        return _MISSING
+    return wanted if wanted in container else _MISSING
+
+
+def value_at(obj: Any, path: FieldPath) -> Any:
+    for element in path:
+        obj = _step(obj, element)
+        if obj is _MISSING:
+            break
+    return obj
+
+
+def remove_field(obj: dict[str, Any], path: FieldPath) -> None:
+    """Remove the leaf at path, then the maps and map-list items it leaves empty."""
+    parents = [obj]
+    for element in path[:-1]:
+        parents.append(_step(parents[-1], element))
+        if parents[-1] is _MISSING:
+            return
+    for depth in range(len(path) - 1, -1, -1):
+        container, element = parents[depth], path[depth]
+        # The leaf by its path; a parent by identity (an emptied map-list item has lost its key).
+        child = _step(container, element) if depth == len(path) - 1 else parents[depth + 1]
+        if child is _MISSING:
+            return
+        if depth < len(path) - 1 and child not in ({}, []):
+            return  # still holds fields of others
+        if isinstance(container, dict):
+            del container[element[2:]]
         else:
-            result[key] = copy.deepcopy(value)
-    return result
+            del container[next(i for i, item in enumerate(container) if item is child or item == child)]
+        if depth == 1 and container == {} and path[0] in ("f:spec", "f:metadata"):
+            return  # keep the top-level map itself
 
 
-def _remove_dropped(obj: dict[str, Any], previous: dict[str, Any], current: dict[str, Any]) -> None:
-    """Remove from obj the fields the manager applied before and leaves out now."""
-    for key, old in previous.items():
-        if key not in current:
-            obj.pop(key, None)
-        elif isinstance(old, dict) and isinstance(current[key], dict) and isinstance(obj.get(key), dict):
-            _remove_dropped(obj[key], old, current[key])
+def path_text(path: FieldPath) -> str:
+    """A field path as the API server words it in a conflict: .spec.rules, .x[name="a"].y."""
+    out = ""
+    for element in path:
+        kind, _, text = element.partition(":")
+        if kind == "f":
+            out += f".{text}"
+        elif kind == "k":
+            out += "[" + ",".join(f"{k}={json.dumps(v)}" for k, v in json.loads(text).items()) + "]"
+        else:
+            out += f"[={text}]"
+    return out
+
+
+def apply_merge(rt: ResourceType, live: Any, applied: Any, names: tuple[str, ...] = ()) -> Any:
+    """Merge an apply configuration into the live object: maps merge by key, lists of type map
+    by their keys and of type set by value; atomic lists and scalars are replaced."""
+    if isinstance(applied, dict):
+        result = copy.deepcopy(live) if isinstance(live, dict) else {}
+        for key, value in applied.items():
+            if value is not None:  # a null in an apply configuration sets nothing
+                result[key] = apply_merge(rt, result.get(key), value, (*names, key))
+        return result
+    if isinstance(applied, list) and isinstance(live, list):
+        kind, keys = list_type(rt, names)
+        if _is_keyed(applied, kind) and _is_keyed(live, kind):
+            merged = copy.deepcopy(live)
+            for item in applied:
+                index = next((i for i, old in enumerate(merged) if _item_key(old, keys) == _item_key(item, keys)), None)
+                if index is None:
+                    merged.append(copy.deepcopy(item))
+                else:
+                    merged[index] = apply_merge(rt, merged[index], item, names)
+            return merged
+        if kind == "set":
+            return copy.deepcopy(live) + [copy.deepcopy(item) for item in applied if item not in live]
+    return copy.deepcopy(applied)
+
+
+@dataclass(frozen=True)
+class ManagedEntry:
+    """One metadata.managedFields entry: what `manager` owns through `operation`."""
+
+    manager: str
+    operation: str  # "Apply" or "Update"
+    api_version: str
+    time: str
+    fields: frozenset[FieldPath]
+
+    def render(self) -> dict[str, Any]:
+        tree: dict[str, Any] = {}
+        for path in sorted(self.fields):
+            node = tree
+            for element in path:
+                node = node.setdefault(element, {})
+                if element.startswith("k:"):
+                    node.setdefault(".", {})  # the item itself, as FieldsV1 marks it
+        return {
+            "manager": self.manager,
+            "operation": self.operation,
+            "apiVersion": self.api_version,
+            "time": self.time,
+            "fieldsType": "FieldsV1",
+            "fieldsV1": tree,
+        }
+
+
+def _retimed(entry: ManagedEntry, fields: set[FieldPath], api_version: str | None = None) -> ManagedEntry:
+    """entry owning `fields`: a new time only when what it owns changed."""
+    if frozenset(fields) == entry.fields and api_version in (None, entry.api_version):
+        return entry
+    return ManagedEntry(entry.manager, entry.operation, api_version or entry.api_version, _now(), frozenset(fields))
+
+
+def record_update(
+    entries: list[ManagedEntry],
+    manager: str,
+    api_version: str,
+    old: dict[str, Any] | None,
+    new: dict[str, Any],
+    rt: ResourceType,
+) -> list[ManagedEntry]:
+    """Ownership after an Update (create, replace, any patch but apply) by `manager`: it takes
+    every field whose value it changed, from whoever owned it (an update never conflicts)."""
+    new_fields = fieldset(new, rt)
+    old_view = old or {}
+    changed = {path for path in new_fields if value_at(old_view, path) != value_at(new, path)}
+    out: list[ManagedEntry] = []
+    mine = None
+    for entry in entries:
+        if (entry.manager, entry.operation) == (manager, "Update"):
+            mine = entry
+            continue
+        kept = (set(entry.fields) - changed) & new_fields
+        if kept:
+            out.append(_retimed(entry, kept))
+    owned = ((set(mine.fields) if mine else set()) | changed) & new_fields
+    if mine is not None and owned:
+        out.append(_retimed(mine, owned, api_version))
+    elif owned:
+        out.append(ManagedEntry(manager, "Update", api_version, _now(), frozenset(owned)))
+    return out
+
+
+def apply_conflicts(
+    entries: list[ManagedEntry], manager: str, applied_fields: set[FieldPath], live: Any, applied: Any
+) -> list[tuple[ManagedEntry, FieldPath]]:
+    """The fields the apply would change that another manager owns (the applier's own Update
+    entry included, as the API server counts it)."""
+    conflicts = []
+    for entry in entries:
+        if (entry.manager, entry.operation) == (manager, "Apply"):
+            continue
+        for path in sorted(entry.fields & applied_fields):
+            if value_at(live, path) != value_at(applied, path):
+                conflicts.append((entry, path))
+    return conflicts
+
+
+def conflict_error(rt: ResourceType, name: str, conflicts: list[tuple[ManagedEntry, FieldPath]]) -> ApiError:
+    """409 as the API server words an apply conflict."""
+    count = len(conflicts)
+    if count == 1:
+        entry, path = conflicts[0]
+        summary = f'Apply failed with 1 conflict: conflict with "{entry.manager}" using {entry.api_version}: '
+        summary += path_text(path)
+    else:
+        lines = [f'conflict with "{e.manager}" using {e.api_version}: {path_text(p)}' for e, p in conflicts]
+        summary = f"Apply failed with {count} conflicts: " + "\n".join(lines)
+    details = _details(rt, name)
+    details["causes"] = [
+        {
+            "reason": "FieldManagerConflict",
+            "message": f'conflict with "{entry.manager}" using {entry.api_version}',
+            "field": path_text(path),
+        }
+        for entry, path in conflicts
+    ]
+    return ApiError(409, summary, reason="Conflict", details=details)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -797,7 +1072,8 @@ class KubeApiServer:
         self.field_validation = field_validation
         self._lock = threading.RLock()
         self._objects: dict[tuple[str, str], dict[tuple[str, str], dict[str, Any]]] = {}
-        self._applied: dict[tuple[str, str, str, str, str], dict[str, Any]] = {}
+        # metadata.managedFields of each stored object, by (group, plural, namespace, name).
+        self._managed: dict[tuple[str, str, str, str], list[ManagedEntry]] = {}
         self._resource_version = 0
         self._faults: list[Fault] = []
         self._requests: list[RecordedRequest] = []
@@ -886,7 +1162,7 @@ class KubeApiServer:
         """Empty store (but the default namespaces), no faults, empty request log."""
         with self._lock:
             self._objects.clear()
-            self._applied.clear()
+            self._managed.clear()
             self._faults.clear()
             self._requests.clear()
             for name in DEFAULT_NAMESPACES:
@@ -951,22 +1227,23 @@ class KubeApiServer:
                 if namespace is None or ns == namespace
             ]
 
-    def put_object(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Seed the store, as a create through the API would (no validation of the caller)."""
+    def put_object(self, obj: dict[str, Any], field_manager: str = "seed") -> dict[str, Any]:
+        """Seed the store, as a create through the API by `field_manager` would."""
         group, _, version = obj["apiVersion"].rpartition("/")
         rt = self._type_of(group, version, obj["kind"])
         namespace = obj.get("metadata", {}).get("namespace") or "default"
         with self._lock:
             if rt.namespaced:
                 self.ensure_namespace(namespace)
-            answer = self._create(Route(rt, version, namespace if rt.namespaced else None, None), obj, {})
+            target = Route(rt, version, namespace if rt.namespaced else None, None)
+            answer = self._create(target, obj, {}, field_manager)
         return answer.body
 
     def ensure_namespace(self, name: str) -> None:
         rt = RESOURCE_TYPES[0]
         with self._lock:
             if ("", name) not in self._bucket(rt):
-                self._create(Route(rt, "v1", None, None), {"metadata": {"name": name}}, {})
+                self._create(Route(rt, "v1", None, None), {"metadata": {"name": name}}, {}, "kube-apiserver")
 
     @property
     def resource_version(self) -> int:
@@ -1029,7 +1306,7 @@ class KubeApiServer:
                     raise ApiError(405, f"the server does not allow this method on the requested resource ({method})")
                 return _Answer(200, target)
             with self._lock:
-                return self._dispatch(method, target, query, content_type, body)
+                return self._dispatch(method, target, query, content_type, body, _manager(query, headers))
         except ApiError as e:
             return _Answer(e.code, e.status())
 
@@ -1048,7 +1325,7 @@ class KubeApiServer:
         return ApiError(fault.status or 500, message, details=details)
 
     def _dispatch(
-        self, method: str, target: Route, query: dict[str, str], content_type: str | None, body: bytes
+        self, method: str, target: Route, query: dict[str, str], content_type: str | None, body: bytes, manager: str
     ) -> _Answer:
         if query.get("watch") in ("true", "1"):
             raise ApiError(405, "watch is not served by this test double")
@@ -1068,16 +1345,16 @@ class KubeApiServer:
             if method == "GET":
                 return self._list(target, query)
             if method == "POST":
-                return self._create(target, self._decode(body, content_type), query)
+                return self._create(target, self._decode(body, content_type), query, manager)
             if method == "DELETE":
                 return self._delete_collection(target, query, body)
         else:
             if method == "GET":
                 return _Answer(200, self._as_version(self._existing(target), target.rt, target.version))
             if method == "PUT":
-                return self._replace(target, self._decode(body, content_type), query)
+                return self._replace(target, self._decode(body, content_type), query, manager)
             if method == "PATCH":
-                return self._patch(target, body, content_type, query)
+                return self._patch(target, body, content_type, query, manager)
             if method == "DELETE":
                 return self._delete(target, query, body)
         raise ApiError(405, f"the server does not allow this method on the requested resource ({method})")
@@ -1210,7 +1487,9 @@ class KubeApiServer:
         if rt.kind == "Secret":
             _fold_string_data(obj)
 
-    def _create(self, target: Route, body: Any, query: dict[str, str]) -> _Answer:
+    def _create(
+        self, target: Route, body: Any, query: dict[str, str], manager: str, operation: str = "Update"
+    ) -> _Answer:
         rt = target.rt
         obj = self._check_type(target, body)
         metadata = obj["metadata"]
@@ -1250,12 +1529,16 @@ class KubeApiServer:
         metadata["uid"] = str(uuid.uuid4())
         metadata["creationTimestamp"] = _now()
         metadata["generation"] = 1
+        owned = fieldset(obj, rt)
+        entries = [ManagedEntry(manager, operation, target.group_version, _now(), frozenset(owned))] if owned else []
+        metadata["managedFields"] = [entry.render() for entry in entries]
         if query.get("dryRun") != "All":
             metadata["resourceVersion"] = self._next_resource_version()
             self._bucket(rt)[key] = copy.deepcopy(obj)
+            self._managed[(rt.group, rt.plural, *key)] = entries
         return _Answer(201, self._as_version(obj, rt, target.version), warnings)
 
-    def _replace(self, target: Route, body: Any, query: dict[str, str]) -> _Answer:
+    def _replace(self, target: Route, body: Any, query: dict[str, str], manager: str) -> _Answer:
         rt = target.rt
         obj = self._check_type(target, body)
         name = obj["metadata"].get("name") or target.name
@@ -1277,10 +1560,28 @@ class KubeApiServer:
                 ],
                 by_kind=False,
             )
-        return self._update(target, existing, obj, query)
+        return self._update(target, existing, obj, query, self._updated_by(target, manager))
 
-    def _update(self, target: Route, existing: dict[str, Any], new: dict[str, Any], query: dict[str, str]) -> _Answer:
-        """Store `new` in place of `existing`: concurrency check, server fields, no-op detection."""
+    def _updated_by(
+        self, target: Route, manager: str
+    ) -> Callable[[dict[str, Any], dict[str, Any]], list[ManagedEntry]]:
+        """The ownership of an Update by `manager` (see record_update), for _update."""
+        entries = self._managed_entries(target)
+        return lambda old, new: record_update(entries, manager, target.group_version, old, new, target.rt)
+
+    def _managed_entries(self, target: Route) -> list[ManagedEntry]:
+        return self._managed.get((target.rt.group, target.rt.plural, target.namespace or "", target.name or ""), [])
+
+    def _update(
+        self,
+        target: Route,
+        existing: dict[str, Any],
+        new: dict[str, Any],
+        query: dict[str, str],
+        ownership: Callable[[dict[str, Any], dict[str, Any]], list[ManagedEntry]],
+    ) -> _Answer:
+        """Store `new` in place of `existing`: concurrency check, server fields, field ownership
+        (`ownership(old, new)` gives the managedFields entries), no-op detection."""
         rt = target.rt
         metadata = new.setdefault("metadata", {})
         old_meta = existing["metadata"]
@@ -1307,6 +1608,8 @@ class KubeApiServer:
             new["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = target.name
         warnings = self._validate(target, new, query)
         stored_view = self._as_version(existing, rt, target.version)
+        entries = ownership(stored_view, new)
+        metadata["managedFields"] = [entry.render() for entry in entries]
         if new == stored_view:
             return _Answer(200, stored_view, warnings)  # a no-op changes nothing at all
         if _without(new, ("metadata", "status")) != _without(stored_view, ("metadata", "status")):
@@ -1314,9 +1617,12 @@ class KubeApiServer:
         if query.get("dryRun") != "All":
             metadata["resourceVersion"] = self._next_resource_version()
             self._bucket(rt)[(target.namespace or "", target.name or "")] = copy.deepcopy(new)
+            self._managed[(rt.group, rt.plural, target.namespace or "", target.name or "")] = entries
         return _Answer(200, self._as_version(new, rt, target.version), warnings)
 
-    def _patch(self, target: Route, body: bytes, content_type: str | None, query: dict[str, str]) -> _Answer:
+    def _patch(
+        self, target: Route, body: bytes, content_type: str | None, query: dict[str, str], manager: str
+    ) -> _Answer:
         rt = target.rt
         media = (content_type or "").split(";")[0].strip()
         accepted = [JSON_PATCH, MERGE_PATCH, APPLY_PATCH] + ([STRATEGIC_PATCH] if rt.builtin else [])
@@ -1349,7 +1655,7 @@ class KubeApiServer:
             raise bad_request("the namespace of the provided object does not match the namespace sent on the request")
         new = self._check_type(target, patched)
         new["metadata"]["name"] = target.name
-        return self._update(target, self._existing(target), new, query)
+        return self._update(target, self._existing(target), new, query, self._updated_by(target, manager))
 
     def _server_side_apply(self, target: Route, body: bytes, query: dict[str, str]) -> _Answer:
         rt = target.rt
@@ -1381,22 +1687,40 @@ class KubeApiServer:
         if name != target.name:
             raise bad_request(f"the name of the object ({name}) does not match the name on the URL ({target.name})")
         applied["metadata"]["name"] = name
-        key = (rt.group, rt.plural, target.namespace or "", target.name or "", manager)
         stored = self._bucket(rt).get((target.namespace or "", target.name or ""))
         if stored is None:
-            answer = self._create(target, applied, query)
-            if query.get("dryRun") != "All":
-                self._applied[key] = copy.deepcopy(applied)
-            return answer
+            return self._create(target, applied, query, manager, "Apply")
         current = self._as_version(stored, rt, target.version)
-        new = apply_merge(current, applied)
-        previous = self._applied.get(key)
-        if previous is not None:
-            _remove_dropped(new, _without(previous, ("apiVersion", "kind")), applied)
-        answer = self._update(target, stored, new, query)
-        if query.get("dryRun") != "All":
-            self._applied[key] = copy.deepcopy(applied)
-        return answer
+        applied_fields = fieldset(applied, rt)
+        entries = self._managed_entries(target)
+        conflicts = apply_conflicts(entries, manager, applied_fields, current, applied)
+        if conflicts and query.get("force") not in ("true", "1"):
+            raise conflict_error(rt, target.name or "", conflicts)
+        # Forced: the applier takes the conflicting fields from their owners.
+        taken = {path for _, path in conflicts}
+        others = [
+            _retimed(entry, set(entry.fields) - taken)
+            for entry in entries
+            if (entry.manager, entry.operation) != (manager, "Apply")
+        ]
+        new = apply_merge(rt, current, applied)
+        previous = next((e for e in entries if (e.manager, e.operation) == (manager, "Apply")), None)
+        still_owned = set().union(*(entry.fields for entry in others))
+        # A field this manager applied before and leaves out now goes, unless another owns it.
+        for path in sorted((previous.fields if previous else frozenset()) - applied_fields - still_owned):
+            remove_field(new, path)
+
+        def ownership(_old: dict[str, Any], final: dict[str, Any]) -> list[ManagedEntry]:
+            final_fields = fieldset(final, rt)
+            out = [_retimed(entry, set(entry.fields) & final_fields) for entry in others]
+            mine = applied_fields & final_fields
+            if previous is not None:
+                out.append(_retimed(previous, mine, target.group_version))
+            else:
+                out.append(ManagedEntry(manager, "Apply", target.group_version, _now(), frozenset(mine)))
+            return [entry for entry in out if entry.fields]
+
+        return self._update(target, stored, new, query, ownership)
 
     def _delete_options(self, body: bytes) -> dict[str, Any]:
         if not body.strip():
@@ -1439,8 +1763,7 @@ class KubeApiServer:
     def _remove(self, rt: ResourceType, namespace: str, name: str) -> None:
         del self._bucket(rt)[(namespace, name)]
         self._resource_version += 1
-        for key in [k for k in self._applied if k[:4] == (rt.group, rt.plural, namespace, name)]:
-            del self._applied[key]
+        self._managed.pop((rt.group, rt.plural, namespace, name), None)
         if rt.kind == "Namespace":  # everything in it goes too
             for other in RESOURCE_TYPES:
                 if other.namespaced:
@@ -1457,6 +1780,14 @@ class KubeApiServer:
             if not dry_run:
                 self._remove(target.rt, item["metadata"].get("namespace", ""), item["metadata"]["name"])
         return _Answer(200, listed)
+
+
+def _manager(query: dict[str, str], headers: Any) -> str:
+    """The field manager of a write: the fieldManager parameter, else the User-Agent up to its
+    first "/" (the API server's default; the python client's is "OpenAPI-Generator")."""
+    if query.get("fieldManager"):
+        return query["fieldManager"]
+    return (headers.get("User-Agent") or "").split("/")[0][:128]
 
 
 def _without(obj: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:

@@ -410,3 +410,303 @@ def test_server_side_apply(kube_api: KubeApiServer, objects: client.CustomObject
     assert later["metadata"]["labels"] == {"app": "reviews"}, "a field the manager stopped applying goes"
     assert later["spec"]["http"][0]["mirrorPercentage"]["value"] == 5.0
     assert later["metadata"]["generation"] == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Gateway API HTTPRoute, version Services, field ownership (metadata.managedFields)
+
+GATEWAY = "gateway.networking.k8s.io"
+MIRROR_PATH = "/spec/rules/0/filters"
+
+
+def http_route(filters: list[dict[str, Any]] | None = None, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """The route as the manifests render it (GAMMA: parentRef the Service), no mirror."""
+    rule: dict[str, Any] = {
+        "matches": [{"method": "GET"}],
+        "backendRefs": [{"name": "reviews-v1", "port": 9080}],
+    }
+    if filters is not None:
+        rule["filters"] = filters
+    return {
+        "apiVersion": f"{GATEWAY}/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "reviews", "namespace": NS, "labels": labels or {"app": "reviews"}},
+        "spec": {
+            "parentRefs": [{"group": "", "kind": "Service", "name": "reviews", "port": 9080}],
+            "rules": [rule],
+        },
+    }
+
+
+def mirror_filter(numerator: int = 5, denominator: int = 1000) -> dict[str, Any]:
+    return {
+        "type": "RequestMirror",
+        "requestMirror": {
+            "backendRef": {"name": "reviews-v2", "port": 9080},
+            "fraction": {"numerator": numerator, "denominator": denominator},
+        },
+    }
+
+
+def route_call(objects: client.CustomObjectsApi, verb: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    method = getattr(objects, f"{verb}_namespaced_custom_object")
+    return method(GATEWAY, "v1", NS, "httproutes", *args, **kwargs)
+
+
+def ramp_sets_mirror(objects: client.CustomObjectsApi, filters: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ramp's write: a JSON patch under its own field manager (an Update operation)."""
+    return route_call(
+        objects,
+        "patch",
+        "reviews",
+        [{"op": "add", "path": MIRROR_PATH, "value": filters}],
+        field_manager="mirror-ramp",
+        _content_type="application/json-patch+json",
+    )
+
+
+def server_side_apply(
+    objects: client.CustomObjectsApi, body: dict[str, Any], manager: str, force: bool = False
+) -> dict[str, Any]:
+    return route_call(
+        objects,
+        "patch",
+        "reviews",
+        body,
+        field_manager=manager,
+        force=force,
+        _content_type="application/apply-patch+yaml",
+    )
+
+
+def owners(obj: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """managedFields by (manager, operation)."""
+    return {(e["manager"], e["operation"]): e["fieldsV1"] for e in obj["metadata"]["managedFields"]}
+
+
+def test_http_route_and_services_are_served(
+    kube_api: KubeApiServer,  # noqa: F811
+    kube_client: Any,  # noqa: F811
+    objects: client.CustomObjectsApi,
+) -> None:
+    groups = {g["name"]: g for g in raw(kube_api, "GET", "/apis").json()["groups"]}
+    assert [v["version"] for v in groups[GATEWAY]["versions"]] == ["v1", "v1beta1"]
+    assert groups[GATEWAY]["preferredVersion"]["version"] == "v1"
+    resources = raw(kube_api, "GET", f"/apis/{GATEWAY}/v1").json()["resources"]
+    assert [(r["name"], r["kind"], r["namespaced"]) for r in resources] == [("httproutes", "HTTPRoute", True)]
+
+    created = route_call(objects, "create", http_route())
+    assert created["metadata"]["generation"] == 1
+    beta = objects.get_namespaced_custom_object(GATEWAY, "v1beta1", NS, "httproutes", "reviews")
+    assert beta["apiVersion"] == f"{GATEWAY}/v1beta1", "one store served at both versions"
+    assert beta["spec"] == created["spec"]
+    with pytest.raises(ApiException) as strategic:
+        route_call(objects, "patch", "reviews", {"spec": {}}, _content_type="application/strategic-merge-patch+json")
+    assert strategic.value.status == 415, "a custom resource takes no strategic merge"
+    stale = {**created, "metadata": {**created["metadata"], "resourceVersion": "1"}}
+    with pytest.raises(ApiException) as conflict:
+        route_call(objects, "replace", "reviews", stale)
+    assert conflict.value.status == 409
+    patched = ramp_sets_mirror(objects, [mirror_filter()])
+    assert patched["metadata"]["generation"] == 2
+    assert int(patched["metadata"]["resourceVersion"]) > int(created["metadata"]["resourceVersion"])
+    listed = route_call(objects, "list")
+    assert [item["metadata"]["name"] for item in listed["items"]] == ["reviews"]
+    assert route_call(objects, "delete", "reviews")["kind"] == "HTTPRoute", "a custom resource's DELETE returns it"
+
+    core = client.CoreV1Api(kube_client)
+    for version in ("v1", "v2"):
+        core.create_namespaced_service(
+            NS,
+            {
+                "metadata": {"name": f"reviews-{version}"},
+                "spec": {"selector": {"app": "reviews", "version": version}, "ports": [{"port": 9080}]},
+            },
+        )
+    services = core.list_namespaced_service(NS, label_selector="")
+    assert sorted(s.metadata.name for s in services.items) == ["reviews-v1", "reviews-v2"]
+
+
+def test_every_write_records_its_field_manager(
+    kube_api: KubeApiServer,  # noqa: F811
+    objects: client.CustomObjectsApi,
+) -> None:
+    created = route_call(objects, "create", http_route(), field_manager="manifests")
+    [entry] = created["metadata"]["managedFields"]
+    assert (entry["manager"], entry["operation"], entry["apiVersion"]) == ("manifests", "Update", f"{GATEWAY}/v1")
+    assert entry["fieldsType"] == "FieldsV1"
+    assert entry["fieldsV1"] == {
+        "f:metadata": {"f:labels": {"f:app": {}}},
+        "f:spec": {"f:parentRefs": {}, "f:rules": {}},
+    }, "atomic lists (parentRefs, rules) are owned whole"
+
+    patched = ramp_sets_mirror(objects, [mirror_filter()])
+    by_owner = owners(patched)
+    assert by_owner[("mirror-ramp", "Update")] == {"f:spec": {"f:rules": {}}}, "a change inside rules takes rules"
+    assert by_owner[("manifests", "Update")] == {
+        "f:metadata": {"f:labels": {"f:app": {}}},
+        "f:spec": {"f:parentRefs": {}},
+    }
+    again = ramp_sets_mirror(objects, [mirror_filter()])
+    assert again == patched, "a no-op write changes nothing, managedFields included"
+
+    labelled = route_call(objects, "patch", "reviews", {"metadata": {"labels": {"team": "a"}}})
+    assert owners(labelled)[("OpenAPI-Generator", "Update")] == {"f:metadata": {"f:labels": {"f:team": {}}}}, (
+        "without fieldManager the manager is the User-Agent's product"
+    )
+
+
+def test_a_forced_apply_of_the_manifests_removes_the_ramps_mirror(
+    kube_api: KubeApiServer,  # noqa: F811
+    objects: client.CustomObjectsApi,
+) -> None:
+    """rules is an atomic list: the ramp's write makes it the owner of all of rules, so an
+    apply of the manifests by another manager conflicts, and a forced one takes rules back."""
+    server_side_apply(objects, http_route(), "argocd-controller")
+    ramp_sets_mirror(objects, [mirror_filter()])
+
+    with pytest.raises(ApiException) as refused:
+        server_side_apply(objects, http_route(), "argocd-controller")
+    body = status_of(refused.value)
+    assert refused.value.status == 409 and body["reason"] == "Conflict"
+    assert body["message"] == (
+        f'Apply failed with 1 conflict: conflict with "mirror-ramp" using {GATEWAY}/v1: .spec.rules'
+    )
+    assert body["details"]["causes"] == [
+        {
+            "reason": "FieldManagerConflict",
+            "message": f'conflict with "mirror-ramp" using {GATEWAY}/v1',
+            "field": ".spec.rules",
+        }
+    ]
+    live = kube_api.get_object(GATEWAY, "v1", "HTTPRoute", NS, "reviews")
+    assert live["spec"]["rules"][0]["filters"] == [mirror_filter()], "a refused apply changes nothing"
+
+    forced = server_side_apply(objects, http_route(), "argocd-controller", force=True)
+    assert "filters" not in forced["spec"]["rules"][0], "the forced apply replaced the atomic rules"
+    assert ("mirror-ramp", "Update") not in owners(forced)
+    assert owners(forced)[("argocd-controller", "Apply")]["f:spec"] == {"f:parentRefs": {}, "f:rules": {}}
+
+
+def test_applies_that_keep_the_mirror(
+    kube_api: KubeApiServer,  # noqa: F811
+    objects: client.CustomObjectsApi,
+) -> None:
+    server_side_apply(objects, http_route(), "argocd-controller")
+    ramp_sets_mirror(objects, [mirror_filter()])
+
+    # An apply of fields outside rules only: no conflict, the mirror stays.
+    labels_only = {
+        "apiVersion": f"{GATEWAY}/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "reviews", "labels": {"tier": "web"}},
+    }
+    relabelled = server_side_apply(objects, labels_only, "labeller")
+    assert relabelled["spec"]["rules"][0]["filters"] == [mirror_filter()]
+    assert relabelled["metadata"]["labels"] == {"app": "reviews", "tier": "web"}
+
+    # The manifests as rendered (rules without the mirror): the ramp owns rules, a conflict.
+    with pytest.raises(ApiException) as rendered:
+        server_side_apply(objects, http_route(), "argocd-controller")
+    assert rendered.value.status == 409
+
+    # The manifests with the live mirror in them (what Argo CD applies with ignoreDifferences and
+    # RespectIgnoreDifferences=true): the same value is no conflict; both own rules.
+    with_mirror = server_side_apply(objects, http_route(filters=[mirror_filter()]), "argocd-controller")
+    assert with_mirror["spec"]["rules"][0]["filters"] == [mirror_filter()]
+    by_owner = owners(with_mirror)
+    assert by_owner[("mirror-ramp", "Update")] == {"f:spec": {"f:rules": {}}}
+    assert by_owner[("argocd-controller", "Apply")]["f:spec"]["f:rules"] == {}
+
+    # The ramp's next step, then the same apply again: a conflict on the new value, not a removal.
+    ramp_sets_mirror(objects, [mirror_filter(numerator=1, denominator=100)])
+    with pytest.raises(ApiException) as refused:
+        server_side_apply(objects, http_route(filters=[mirror_filter()]), "argocd-controller")
+    assert refused.value.status == 409
+    live = kube_api.get_object(GATEWAY, "v1", "HTTPRoute", NS, "reviews")
+    assert live["spec"]["rules"][0]["filters"] == [mirror_filter(numerator=1, denominator=100)]
+
+
+def test_a_client_side_apply_of_the_manifests_removes_the_mirror(
+    kube_api: KubeApiServer,  # noqa: F811
+    objects: client.CustomObjectsApi,
+) -> None:
+    """kubernetes.core's `apply: true` without server_side_apply sends a merge patch holding
+    every list that differs from the live object: rules, whole (an Update never conflicts)."""
+    route_call(objects, "create", http_route(), field_manager="manifests")
+    ramp_sets_mirror(objects, [mirror_filter()])
+    patched = route_call(
+        objects, "patch", "reviews", {"spec": {"rules": http_route()["spec"]["rules"]}}, field_manager="manifests"
+    )
+    assert "filters" not in patched["spec"]["rules"][0]
+    assert ("mirror-ramp", "Update") not in owners(patched)
+
+
+def test_apply_removes_only_fields_no_other_manager_owns(
+    kube_api: KubeApiServer,  # noqa: F811
+    objects: client.CustomObjectsApi,
+) -> None:
+    """Maps are owned key by key: an applier that drops a label removes it only when no other
+    manager owns it too."""
+    server_side_apply(objects, http_route(labels={"app": "reviews", "a": "1", "shared": "x"}), "first")
+    with pytest.raises(ApiException) as refused:
+        server_side_apply(objects, http_route(labels={"app": "reviews", "a": "2"}), "second")
+    assert status_of(refused.value)["details"]["causes"][0]["field"] == ".metadata.labels.a"
+    second = server_side_apply(objects, http_route(labels={"app": "reviews", "b": "1", "shared": "x"}), "second")
+    assert second["metadata"]["labels"] == {"app": "reviews", "a": "1", "shared": "x", "b": "1"}
+    first = server_side_apply(objects, http_route(labels={"app": "reviews"}), "first")
+    assert first["metadata"]["labels"] == {"app": "reviews", "shared": "x", "b": "1"}, (
+        "a goes (first alone owned it), shared stays (second owns it too)"
+    )
+    assert "f:shared" not in owners(first)[("first", "Apply")]["f:metadata"]["f:labels"]
+
+
+def test_apply_merges_keyed_lists_item_by_item(kube_api: KubeApiServer, kube_client: Any) -> None:  # noqa: F811
+    """Lists of type map (a Deployment's containers, by name) are owned item by item."""
+    apps = client.AppsV1Api(kube_client)
+
+    def deployment(containers: list[str]) -> dict[str, Any]:
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "reviews", "namespace": NS},
+            "spec": {
+                "selector": {"matchLabels": {"app": "reviews"}},
+                "template": {
+                    "metadata": {"labels": {"app": "reviews"}},
+                    "spec": {"containers": [{"name": c, "image": f"{c}:1"} for c in containers]},
+                },
+            },
+        }
+
+    def apply(body: dict[str, Any], manager: str) -> Any:
+        return apps.patch_namespaced_deployment(
+            "reviews", NS, body, field_manager=manager, _content_type="application/apply-patch+yaml"
+        )
+
+    apply(deployment(["app"]), "manifests")
+    apply(deployment(["sidecar"]), "injector")
+    live = kube_api.get_object("apps", "v1", "Deployment", NS, "reviews")
+    assert [c["name"] for c in live["spec"]["template"]["spec"]["containers"]] == ["app", "sidecar"]
+    apply(deployment([]), "injector")
+    live = kube_api.get_object("apps", "v1", "Deployment", NS, "reviews")
+    assert [c["name"] for c in live["spec"]["template"]["spec"]["containers"]] == ["app"]
+
+
+def test_a_dry_run_apply_records_no_owner(
+    kube_api: KubeApiServer,  # noqa: F811
+    objects: client.CustomObjectsApi,
+) -> None:
+    route_call(objects, "create", http_route(), field_manager="manifests")
+    before = kube_api.get_object(GATEWAY, "v1", "HTTPRoute", NS, "reviews")
+    answer = route_call(
+        objects,
+        "patch",
+        "reviews",
+        http_route(labels={"app": "reviews", "x": "1"}),
+        field_manager="other",
+        dry_run="All",
+        _content_type="application/apply-patch+yaml",
+    )
+    assert ("other", "Apply") in owners(answer), "the dry run answers as the write would"
+    assert kube_api.get_object(GATEWAY, "v1", "HTTPRoute", NS, "reviews") == before
