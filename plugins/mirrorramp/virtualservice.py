@@ -1,4 +1,4 @@
-"""The mirror fields of an Istio VirtualService: read, set, remove, keep.
+"""The mirror fields of an Istio VirtualService: read, set, remove, keep (a routes.RouteApi).
 
 One place knows where the mirror lives in a VirtualService, used by the istio driver (which
 patches the live object) and by the `mirror_keep_live` filter (which stops a re-apply of the
@@ -12,16 +12,20 @@ so the mirror can be put back after a rollback removed every mirror field.
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from mirrorramp.errors import DriverError
+from mirrorramp.routes import MIRROR_RULE_NAME, TARGETS_ANNOTATION, annotated_targets, owned_by_ramp
+from mirrorramp.routes import STATE_ANNOTATION as STATE_ANNOTATION  # imported from here by the sandbox and tests
 
-MIRROR_ROUTE_NAME = "mirror"
+GROUP = "networking.istio.io"
+VERSION = "v1"
+PLURAL = "virtualservices"
+KIND = "VirtualService"
+
+MIRROR_ROUTE_NAME = MIRROR_RULE_NAME
 MIRROR_FIELDS = ("mirror", "mirrorPercentage", "mirrors")
-TARGETS_ANNOTATION = "mirror-ramp.io/mirror-targets"
-STATE_ANNOTATION = "mirror-ramp.io/state"
 
 
 @dataclass(frozen=True)
@@ -55,18 +59,17 @@ def mirror_route_index(vs: dict) -> int:
     )
 
 
+def mirror_rule_pointer(vs: dict) -> str:
+    return f"/spec/http/{mirror_route_index(vs)}"
+
+
 def mirror_targets(vs: dict) -> list[MirrorTarget]:
     """The mirror destinations recorded by the renderer in the targets annotation."""
-    annotations = (vs.get("metadata") or {}).get("annotations") or {}
-    raw = annotations.get(TARGETS_ANNOTATION)
-    if not raw:
-        name = (vs.get("metadata") or {}).get("name", "?")
-        raise DriverError(f"VirtualService {name} has no annotation {TARGETS_ANNOTATION}: render it with mirror_istio")
+    entries = annotated_targets(vs, "{host, subset, port}")
     try:
-        entries = json.loads(raw)
         return [MirrorTarget(e["host"], e.get("subset"), e.get("port")) for e in entries]
-    except (ValueError, TypeError, KeyError) as e:
-        raise DriverError(f"annotation {TARGETS_ANNOTATION} is not a JSON list of {{host, subset, port}}: {e}") from e
+    except KeyError as e:
+        raise DriverError(f"annotation {TARGETS_ANNOTATION}: an entry has no {e}") from e
 
 
 def route_mirror_percent(route: dict) -> float:
@@ -105,16 +108,19 @@ def with_mirror_percent(vs: dict, percent: float) -> dict:
     return new
 
 
+def mirror_settings(vs: dict) -> dict[str, Any]:
+    """The mirror fields of the mirror route, for --diff and the result."""
+    route = _routes(vs)[mirror_route_index(vs)]
+    return {field: route[field] for field in MIRROR_FIELDS if field in route}
+
+
 def keep_live_mirror(rendered: dict, live: dict | None) -> dict:
     """The rendered VirtualService with the mirror fields of the live one, once the ramp owns them.
 
     The ramp owns the mirror from its first run (the state annotation is there): a re-apply of the
     manifests must neither put back a mirror the ramp removed nor reset its percentage.
     """
-    if not live or rendered.get("kind") != "VirtualService":
-        return rendered
-    live_annotations = (live.get("metadata") or {}).get("annotations") or {}
-    if STATE_ANNOTATION not in live_annotations:
+    if rendered.get("kind") != KIND or not owned_by_ramp(live):
         return rendered
     live_routes = {r.get("name"): r for r in _routes(live) if r.get("name")}
     new = copy.deepcopy(rendered)

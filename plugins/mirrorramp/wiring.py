@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from mirrorramp.drivers.base import Driver
 from mirrorramp.drivers.envoy import EnvoyDriver, check_percent
-from mirrorramp.drivers.istio import IstioDriver, KubeConnection, api_client, preload_namespaces
+from mirrorramp.drivers.kube import GatewayApiDriver, IstioDriver, KubeConnection, api_client, preload_namespaces
+from mirrorramp.httproute import check_percent as check_http_route_percent
 from mirrorramp.prometheus import PrometheusClient
 
 if TYPE_CHECKING:  # arguments.py reads DRIVERS: a run-time import back would be a cycle
@@ -57,6 +58,15 @@ def _istio_driver(request: RampRequest, api: Any) -> Driver:
     )
 
 
+def _gateway_api_driver(request: RampRequest, api: Any) -> Driver:
+    # api_version is networking.istio.io's: an HTTPRoute is read at its storage version, v1.
+    return GatewayApiDriver(
+        api or build_api_client(request),
+        request.config.namespace,
+        request.driver_options["virtual_service"] or request.config.service,
+    )
+
+
 def _envoy_driver(request: RampRequest, api: Any) -> Driver:
     del api  # a file-configured Envoy has no API server
     return EnvoyDriver.from_options(request.config.service, request.driver_options["envoy"])
@@ -64,6 +74,12 @@ def _envoy_driver(request: RampRequest, api: Any) -> Driver:
 
 DRIVERS: dict[str, DriverKind] = {
     "istio": DriverKind(build=_istio_driver, uses_kubernetes=True, preload=preload_namespaces),
+    "gateway-api": DriverKind(
+        build=_gateway_api_driver,
+        uses_kubernetes=True,
+        preload=preload_namespaces,
+        check_percent=check_http_route_percent,
+    ),
     "envoy": DriverKind(build=_envoy_driver, check_percent=check_percent),
 }
 

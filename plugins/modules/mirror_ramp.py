@@ -11,7 +11,7 @@ description:
     each), checks Prometheus gates on every run, and removes the mirror at once when a gate
     fails. The removal is verified by reading the target back.
   - The ramp state lives with the target (the C(mirror-ramp.io/state) annotation of the
-    VirtualService, or a state file beside an Envoy's route file) and is written with optimistic concurrency,
+    VirtualService or HTTPRoute, or a state file beside an Envoy's route file) and is written with optimistic concurrency,
     so two runs at once never both advance and a killed run leaves a state the next run
     continues from.
   - Missing evidence (no data, NaN, +Inf, too few requests, Prometheus unreachable, slow or
@@ -20,12 +20,12 @@ description:
     one step, and only once the current step has been held for its whole duration with every gate
     passing over that duration. In C(watch) mode the same pass repeats every O(poll_interval)
     until the ramp is completed, rolled back or stopped, or O(deadline) passes.
-  - Runs on the controller. Check mode writes nothing (a server-side dry run for istio) and says
+  - Runs on the controller. Check mode writes nothing (a server-side dry run for istio and gateway-api) and says
     what would happen; C(--diff) shows the mirror settings before and after.
 options:
   service:
     description:
-      - Name of the service (DNS-1123 label); also the VirtualService name unless O(virtual_service) is set.
+      - Name of the service (DNS-1123 label); also the VirtualService (or HTTPRoute) name unless O(virtual_service) is set.
       - One service per task; O(services) runs many in one task. Give one of the two.
     type: str
   services:
@@ -34,7 +34,7 @@ options:
         passes every service of the environment). Their fixed costs are paid once - one
         Prometheus query per gate for all of them (grouped by namespace and workload; custom
         PromQL and services with several mirror workloads ask their own), one LIST of
-        VirtualServices per namespace per pass, one API client.
+        VirtualServices (or HTTPRoutes) per namespace per pass, one API client.
       - A service that fails (its API calls, its query check) is reported in its row of
         C(results) and fails the task after the others ran - a rollback due on one service is
         never held back by another.
@@ -43,7 +43,7 @@ options:
     suboptions:
       name: {description: Name of the service (as O(service))., type: str, required: true}
       namespace: {description: Its namespace; default O(namespace)., type: str}
-      virtual_service: {description: Its VirtualService when the name differs (as O(virtual_service))., type: str}
+      virtual_service: {description: Its VirtualService or HTTPRoute when the name differs (as O(virtual_service))., type: str}
       workloads:
         description: Its workloads (as O(workloads)).
         type: dict
@@ -54,7 +54,7 @@ options:
           baseline: {description: The baseline shadow's workload (the primary's version mirrored the same share), the judge's baseline., type: str}
   namespace:
     description:
-      - Namespace of the service and its VirtualService (DNS-1123 label).
+      - Namespace of the service and its VirtualService or HTTPRoute (DNS-1123 label).
       - Required with O(service); with O(services), the namespace of an entry that names none.
     type: str
   environment:
@@ -62,20 +62,31 @@ options:
     type: str
     required: true
   driver:
-    description: Where the mirror percentage is set.
+    description:
+      - Where the mirror percentage is set.
+      - C(istio) - the http route named C(mirror) of an Istio VirtualService (C(mirror) or
+        C(mirrors) with C(mirrorPercentage)).
+      - C(gateway-api) - the rule named C(mirror) of a Gateway API HTTPRoute
+        (gateway.networking.k8s.io/v1), one C(RequestMirror) filter per mirror target; a whole
+        percent is written as C(percent), any other as an exact C(fraction) (0.5 is 5/1000), so
+        a step may have at most 7 decimal places. The rule's other filters are left as they are.
+      - C(envoy) - the routes of an Envoy configured from files (O(envoy)).
+      - Every write of C(istio) and C(gateway-api) carries the field manager C(mirror-ramp).
     type: str
-    choices: [istio, envoy]
+    choices: [istio, gateway-api, envoy]
     default: istio
   virtual_service:
-    description: Name of the VirtualService when it differs from O(service). Its mirrored http route must be named C(mirror).
+    description:
+      - Name of the VirtualService (driver C(istio)) or HTTPRoute (driver C(gateway-api)) when it
+        differs from O(service). Its mirrored http route or rule must be named C(mirror).
     type: str
   api_version:
-    description: Version of networking.istio.io to talk to.
+    description: Version of networking.istio.io to talk to (driver C(istio); C(gateway-api) uses v1).
     type: str
     choices: [v1, v1beta1, v1alpha3]
     default: v1
   kubeconfig:
-    description: Path of a kubeconfig file (istio driver); default C(K8S_AUTH_KUBECONFIG), then C(~/.kube/config).
+    description: Path of a kubeconfig file (istio and gateway-api drivers); default C(K8S_AUTH_KUBECONFIG), then C(~/.kube/config).
     type: path
   context:
     description: Context of the kubeconfig; default C(K8S_AUTH_CONTEXT).

@@ -27,7 +27,7 @@ import pytest
 
 from mirrorramp.adapter import execute
 from mirrorramp.arguments import RampRequest
-from mirrorramp.drivers.istio import IstioDriver, KubeConnection, api_client, preload_namespaces
+from mirrorramp.drivers.kube import IstioDriver, KubeConnection, api_client, preload_namespaces
 from mirrorramp.errors import ConfigError, DriverError
 from mirrorramp.machine import Action
 from mirrorramp.model import Verdict

@@ -1,7 +1,12 @@
-"""The istio driver: the mirror lives in a VirtualService, the ramp state in its annotation.
+"""A driver for a route object of the Kubernetes API: the mirror lives in the object, the ramp
+state in its annotation.
 
-Every write is one JSON patch that also sets metadata.resourceVersion to the value read: the
-API server refuses it with 409 when another writer came first, so two runs never both advance.
+The route API (routes.RouteApi: virtualservice for the istio driver, httproute for the
+gateway-api driver) says where the mirror lives; this module only reads and patches. Every
+write is one JSON patch that also sets metadata.resourceVersion to the value read: the API
+server refuses it with 409 when another writer came first, so two runs never both advance. Every
+write carries the field manager FIELD_MANAGER, so a server-side apply of the manifests by
+another manager does not claim the ramp's fields.
 """
 
 from __future__ import annotations
@@ -14,19 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mirrorramp import httproute, virtualservice
 from mirrorramp.drivers.base import TargetSnapshot
 from mirrorramp.errors import ConfigError, ConflictError, DriverError
+from mirrorramp.routes import MIRROR_RULE_NAME, STATE_ANNOTATION, RouteApi, mirror_drift
 from mirrorramp.state import RampState
-from mirrorramp.virtualservice import (
-    MIRROR_FIELDS,
-    STATE_ANNOTATION,
-    mirror_route_index,
-    read_mirror_percent,
-    with_mirror_percent,
-)
 
-GROUP = "networking.istio.io"
-PLURAL = "virtualservices"
+FIELD_MANAGER = "mirror-ramp"
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ class KubeConnection:
 
 def api_client(conn: KubeConnection):
     """A kubernetes ApiClient for `conn` (host + token, a kubeconfig, or in-cluster)."""
-    from kubernetes import client, config  # imported here: only the istio driver needs it
+    from kubernetes import client, config  # imported here: only the Kubernetes drivers need it
 
     conn = conn.with_environment()
     default_kubeconfig = Path(os.environ.get("KUBECONFIG", "~/.kube/config").split(os.pathsep)[0]).expanduser()
@@ -101,41 +100,30 @@ def api_client(conn: KubeConnection):
     return client.ApiClient(configuration)
 
 
-def _mirror_settings(vs: dict) -> dict[str, Any]:
-    """The mirror fields of the mirror route, for --diff and the result."""
-    route = vs["spec"]["http"][mirror_route_index(vs)]
-    return {field: route[field] for field in MIRROR_FIELDS if field in route}
+class KubeRouteDriver:
+    """Reads and patches one route object (of `route_api`) through the Kubernetes API."""
 
-
-def _mirror_drift(vs: dict, percent: float) -> str:
-    """How the live mirror fields differ from what the ramp writes for `percent`; "" if they do not."""
-    live = _mirror_settings(vs)
-    try:
-        wanted = _mirror_settings(with_mirror_percent(vs, percent))
-    except DriverError as e:  # no targets annotation: the ramp could not write any mirror
-        return str(e) if live else ""
-    return (
-        ""
-        if live == wanted
-        else f"live mirror fields {json.dumps(live, sort_keys=True)}, expected {json.dumps(wanted, sort_keys=True)}"
-    )
-
-
-class IstioDriver:
-    """Reads and patches one VirtualService through the Kubernetes API."""
-
-    def __init__(self, api_client, namespace: str, name: str, version: str = "v1", timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        route_api: RouteApi,
+        api_client,
+        namespace: str,
+        name: str,
+        version: str | None = None,
+        timeout: float = 15.0,
+    ) -> None:
         from kubernetes import client
 
+        self._route_api = route_api
         self._api = client.CustomObjectsApi(api_client)
         self._namespace = namespace
         self._name = name
-        self._version = version
+        self._version = version or route_api.VERSION
         self._timeout = timeout
         self._last: dict | None = None
-        self._preloaded: dict | None = None
-        self.description = f"VirtualService {namespace}/{name}"
-        self.atomic = True  # one JSON patch sets the mirror route and the state annotation
+        self._preloaded: dict | DriverError | None = None
+        self.description = f"{route_api.KIND} {namespace}/{name}"
+        self.atomic = True  # one JSON patch sets the mirror rule and the state annotation
 
     def _call(self, what: str, fn, *args, **kwargs):
         from kubernetes.client.exceptions import ApiException
@@ -152,70 +140,71 @@ class IstioDriver:
             unknown = "" if what == "reading" else "; the write may have landed: the next run reads it back"
             raise DriverError(f"{what} {self.description} failed: {type(e).__name__}: {e}{unknown}") from e
 
-    def preload(self, vs: dict | DriverError) -> None:
+    def _list_key(self) -> tuple[str, str, str, str]:
+        """What one LIST serves: the objects of one API group, version, plural and namespace."""
+        api = self._route_api
+        return (api.GROUP, self._version, api.PLURAL, self._namespace)
+
+    def preload(self, route: dict | DriverError) -> None:
         """The object as a LIST of its namespace returned it: the next read uses it, not a GET.
         Or the LIST's failure to reach the API server: the next read fails with it at once.
 
         Only the next one: a read after a write (the check that it landed) or after a conflict
         asks the API server again.
         """
-        self._preloaded = vs
+        self._preloaded = route
 
     def read(self) -> TargetSnapshot:
-        vs, self._preloaded = self._preloaded, None
-        if isinstance(vs, DriverError):
-            raise DriverError(f"reading {self.description} failed: not tried, the LIST before it failed: {vs}")
-        if vs is None:
-            vs = self._call(
-                "reading",
-                self._api.get_namespaced_custom_object,
-                GROUP,
-                self._version,
-                self._namespace,
-                PLURAL,
-                self._name,
+        route, self._preloaded = self._preloaded, None
+        if isinstance(route, DriverError):
+            raise DriverError(f"reading {self.description} failed: not tried, the LIST before it failed: {route}")
+        if route is None:
+            group, version, plural, namespace = self._list_key()
+            route = self._call(
+                "reading", self._api.get_namespaced_custom_object, group, version, namespace, plural, self._name
             )
-        self._last = vs
-        annotations = (vs.get("metadata") or {}).get("annotations") or {}
+        self._last = route
+        annotations = (route.get("metadata") or {}).get("annotations") or {}
         raw = annotations.get(STATE_ANNOTATION)
         state = RampState.from_json(raw) if raw else RampState.initial()
-        percent = read_mirror_percent(vs)
+        percent = self._route_api.read_mirror_percent(route)
         return TargetSnapshot(
             state=state,
             percent=percent,
-            version=str(vs["metadata"].get("resourceVersion", "")),
-            mirror_settings=_mirror_settings(vs),
-            mirror_drift=_mirror_drift(vs, percent),
+            version=str(route["metadata"].get("resourceVersion", "")),
+            mirror_settings=self._route_api.mirror_settings(route),
+            mirror_drift=mirror_drift(self._route_api, route, percent),
         )
 
     def write(self, current: TargetSnapshot, state: RampState, percent: float, *, dry_run: bool) -> TargetSnapshot:
         if self._last is None or str(self._last["metadata"].get("resourceVersion", "")) != current.version:
             raise DriverError(f"{self.description}: write without a matching read")
-        vs = self._last
-        index = mirror_route_index(vs)
-        new_route = with_mirror_percent(vs, percent)["spec"]["http"][index]
+        route = self._last
+        pointer = self._route_api.mirror_rule_pointer(route)
+        new_rule = _at_pointer(self._route_api.with_mirror_percent(route, percent), pointer)
         patch: list[dict[str, Any]] = [
-            # Guards: the route we computed from is still where it was; the object is unchanged.
-            {"op": "test", "path": f"/spec/http/{index}/name", "value": new_route["name"]},
+            # Guards: the rule we computed from is still where it was; the object is unchanged.
+            {"op": "test", "path": f"{pointer}/name", "value": MIRROR_RULE_NAME},
             {"op": "replace", "path": "/metadata/resourceVersion", "value": current.version},
-            {"op": "replace", "path": f"/spec/http/{index}", "value": new_route},
+            {"op": "replace", "path": pointer, "value": new_rule},
         ]
         state_json = state.to_json()
-        if (vs.get("metadata") or {}).get("annotations") is None:
+        if (route.get("metadata") or {}).get("annotations") is None:
             patch.append({"op": "add", "path": "/metadata/annotations", "value": {STATE_ANNOTATION: state_json}})
         else:
             key = STATE_ANNOTATION.replace("~", "~0").replace("/", "~1")
             patch.append({"op": "add", "path": f"/metadata/annotations/{key}", "value": state_json})
-        kwargs: dict[str, Any] = {"_content_type": "application/json-patch+json"}
+        kwargs: dict[str, Any] = {"_content_type": "application/json-patch+json", "field_manager": FIELD_MANAGER}
         if dry_run:
             kwargs["dry_run"] = "All"
+        group, version, plural, namespace = self._list_key()
         result = self._call(
             "patching",
             self._api.patch_namespaced_custom_object,
-            GROUP,
-            self._version,
-            self._namespace,
-            PLURAL,
+            group,
+            version,
+            namespace,
+            plural,
             self._name,
             patch,
             **kwargs,
@@ -224,39 +213,60 @@ class IstioDriver:
             self._last = result
         return TargetSnapshot(
             state=state,
-            percent=read_mirror_percent(result),
+            percent=self._route_api.read_mirror_percent(result),
             version=str(result["metadata"].get("resourceVersion", "")),
-            mirror_settings=_mirror_settings(result),
+            mirror_settings=self._route_api.mirror_settings(result),
         )
 
 
-def preload_namespaces(drivers: Iterable[IstioDriver]) -> None:
-    """One LIST of VirtualServices per namespace for all `drivers`, instead of a GET each.
+class IstioDriver(KubeRouteDriver):
+    """The istio driver: the mirror in a VirtualService."""
+
+    def __init__(self, api_client, namespace: str, name: str, version: str | None = None, timeout: float = 15.0):
+        super().__init__(virtualservice, api_client, namespace, name, version, timeout)
+
+
+class GatewayApiDriver(KubeRouteDriver):
+    """The gateway-api driver: the mirror in an HTTPRoute's RequestMirror filters."""
+
+    def __init__(self, api_client, namespace: str, name: str, version: str | None = None, timeout: float = 15.0):
+        super().__init__(httproute, api_client, namespace, name, version, timeout)
+
+
+def _at_pointer(document: Any, pointer: str) -> Any:
+    """The value at a JSON pointer (RFC 6901) made by a route API: /spec/http/3, /spec/rules/0."""
+    for token in pointer.split("/")[1:]:
+        token = token.replace("~1", "/").replace("~0", "~")
+        document = document[int(token)] if isinstance(document, list) else document[token]
+    return document
+
+
+def preload_namespaces(drivers: Iterable[KubeRouteDriver]) -> None:
+    """One LIST per namespace and route API for all `drivers`, instead of a GET each.
 
     Each driver's next read uses its object from the list. A LIST the server refuses, or one
     without the object, leaves that driver to its own GET, which reports its own error; a LIST
     that gets no answer fails those reads at once.
     """
-    by_namespace: dict[tuple[str, str], list[IstioDriver]] = defaultdict(list)
+    by_list: dict[tuple[str, str, str, str], list[KubeRouteDriver]] = defaultdict(list)
     for driver in drivers:
-        by_namespace[(driver._namespace, driver._version)].append(driver)
-    for (namespace, version), group in by_namespace.items():
-        if len(group) < 2:
+        by_list[driver._list_key()].append(driver)
+    for (group, version, plural, namespace), same_list in by_list.items():
+        if len(same_list) < 2:
             continue  # a GET costs no more than a LIST
+        first = same_list[0]
         try:
-            listed = group[0]._call(
-                "listing", group[0]._api.list_namespaced_custom_object, GROUP, version, namespace, PLURAL
-            )
+            listed = first._call("listing", first._api.list_namespaced_custom_object, group, version, namespace, plural)
         except DriverError as e:
             if _answered(e):
                 continue  # the server said no (RBAC may allow get, not list): a GET each
             # No answer at all (timed out, refused): a GET each would wait as long, one after the
             # other; the pass fails now for these services and the next run tries again.
-            for driver in group:
+            for driver in same_list:
                 driver.preload(e)
             continue
         items = {(item.get("metadata") or {}).get("name"): item for item in listed.get("items") or []}
-        for driver in group:
+        for driver in same_list:
             if driver._name in items:
                 driver.preload(items[driver._name])
 
