@@ -260,6 +260,13 @@ def test_the_driver_reads_back_the_fractional_step_exactly(kube_api: KubeApiServ
     assert again.mirror_settings == {"filters": expected_filters(0.5)[1:]}
     assert again.mirror_drift == ""
     assert driver.description == f"HTTPRoute {NAMESPACE}/{SERVICE}"
+    # The API server books the write to the ramp's field manager: the state and the rules
+    # (an atomic list in HTTPRoute), not to whoever applied the manifests.
+    owned = {(e["manager"], e["operation"]): e["fieldsV1"] for e in live(kube_api)["metadata"]["managedFields"]}
+    assert owned[(FIELD_MANAGER, "Update")] == {
+        "f:metadata": {"f:annotations": {"f:mirror-ramp.io/state": {}}},
+        "f:spec": {"f:rules": {}},
+    }
 
 
 def test_the_task_builds_the_gateway_api_driver_and_refuses_a_share_an_httproute_cannot_carry(
