@@ -7,17 +7,22 @@ cloudcoil models for Gateway API; PyPI's `gateway-api` is an unrelated project; 
 x-kubernetes-validations), so the CRD is read from ../shared/schemas beside the checkout. A clone
 without it reports these tests skipped, with the reason.
 
-The first tests check the validator itself on a small CRD written here (they run everywhere).
+The first tests check the validator itself on a small CRD written here (they run everywhere);
+the last ones check every HTTPRoute the ramp writes (mirrorramp.httproute) at every percent it
+can set, 0 included.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from mirrorramp.httproute import read_mirror_percent, with_mirror_percent
+from mirrorramp.routes import TARGETS_ANNOTATION
 from tests.support.crd_validation import Finding, load_crd, validate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -241,3 +246,30 @@ def test_a_backend_request_timeout_longer_than_the_request_is_refused(httproute_
     too_long = route([])
     too_long["spec"]["rules"][0]["timeouts"] = {"request": "1s", "backendRequest": "2s"}
     assert [f.field for f in validate(too_long, httproute_crd)] == ["spec.rules[0].timeouts"]
+
+
+# ---------------------------------------------------------------------------------------------
+# What the ramp writes (plugins/mirrorramp/httproute.py)
+
+RAMP_PERCENTS = [0.1, 0.5, 1, 5, 10, 20, 33.3, 100, 0]
+
+
+def rendered_route() -> dict[str, Any]:
+    """A route as the roles render it: the rule named `mirror`, a header filter the ramp must
+    keep, and two mirror targets (one in another namespace) in the targets annotation."""
+    rendered = route(
+        [{"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "x", "value": "1"}]}}]
+    )
+    targets = [{"name": "reviews-v2", "port": 9080}, {"name": "reviews-shadow", "port": 9080, "namespace": "shadow"}]
+    rendered["metadata"]["annotations"] = {TARGETS_ANNOTATION: json.dumps(targets)}
+    return rendered
+
+
+@pytest.mark.parametrize("percent", RAMP_PERCENTS)
+def test_every_route_the_ramp_writes_is_valid(httproute_crd: dict[str, Any], percent: float) -> None:
+    written = with_mirror_percent(rendered_route(), percent)
+    assert validate(written, httproute_crd) == []
+    assert read_mirror_percent(written) == percent
+    filters = written["spec"]["rules"][0]["filters"]
+    assert filters[0]["type"] == "RequestHeaderModifier"
+    assert sum(f["type"] == "RequestMirror" for f in filters) == (2 if percent else 0)
