@@ -62,6 +62,7 @@ if __package__ in (None, ""):  # python scripts/bench/reaction.py
 
 import argparse
 import json
+import math
 import os
 import random
 import statistics
@@ -72,11 +73,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
+from unittest import mock
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from jinja2 import StrictUndefined
 from jinja2.nativetypes import NativeEnvironment
 
+from mirrorramp import gates as gate_module
 from mirrorramp.adapter import execute
 from mirrorramp.arguments import ARGUMENT_SPEC, RampRequest
 from mirrorramp.durations import parse_duration
@@ -118,6 +121,7 @@ class Trial:
     failing_requests: int  # requests the candidate served after t0
     ready_wait_s: float  # how long the gates took to pass again before this trial
     gate_check_s: float  # one check of every gate (their Prometheus queries) just before this trial
+    gate_check_one_by_one_s: float  # the same check right after, its queries sent one after another
 
 
 @dataclass
@@ -229,9 +233,15 @@ def fresh_ramp(harness: Harness, percent: float) -> None:
     harness.set_percent(percent, state)
 
 
-def wait_until_gates_pass(request: RampRequest, deadline_s: float) -> tuple[float, float]:
+def one_after_another(calls):
+    """prometheus.concurrently as it was before a pass sent its queries at once."""
+    return [call() for call in calls]
+
+
+def wait_until_gates_pass(request: RampRequest, deadline_s: float) -> tuple[float, float, float]:
     """(seconds until every gate passes over the window (the engine would hold, not trip), seconds
-    the passing check took: every gate's queries, as the engine's pass makes them)."""
+    the passing check took: every gate's queries, as the engine's pass makes them, and seconds the
+    same check takes right after with its queries one after another: the two side by side)."""
     started = time.monotonic()
     prometheus = build_prometheus(request)
     config = request.config
@@ -241,7 +251,13 @@ def wait_until_gates_pass(request: RampRequest, deadline_s: float) -> tuple[floa
         gates = evaluate(config.gates, prometheus, config.query_context, config.window_seconds)
         last = [f"{g.name}={g.verdict}" for g in gates if g.verdict is not Verdict.PASS]
         if not last:
-            return time.monotonic() - started, time.monotonic() - checked
+            at_once = time.monotonic() - checked
+            ready = time.monotonic() - started
+            with mock.patch.object(gate_module, "concurrently", one_after_another):
+                sequential_started = time.monotonic()
+                evaluate(config.gates, prometheus, config.query_context, config.window_seconds)
+                one_by_one = time.monotonic() - sequential_started
+            return ready, at_once, one_by_one
         time.sleep(0.25)
     raise RuntimeError(f"the gates did not all pass within {deadline_s:g}s: {', '.join(last)}")
 
@@ -295,6 +311,7 @@ def run_trial(
     timing: dict[str, float],
     ready_wait_s: float,
     gate_check_s: float,
+    gate_check_one_by_one_s: float,
 ) -> Trial | None:
     """One trial; None when a gate tripped before t0 (the trial is redone)."""
     engine = EngineRun(request)
@@ -340,6 +357,7 @@ def run_trial(
         failing_requests=failing_requests,
         ready_wait_s=round(ready_wait_s, 2),
         gate_check_s=round(gate_check_s, 4),
+        gate_check_one_by_one_s=round(gate_check_one_by_one_s, 4),
     )
 
 
@@ -379,8 +397,8 @@ def measure(args: argparse.Namespace) -> dict:
                     raise RuntimeError(f"{redone} trials tripped before t0: too noisy to measure")
                 harness.control("candidate")
                 fresh_ramp(harness, args.percent)
-                ready, gate_check = wait_until_gates_pass(request, READY_TIMEOUT_S)
-                trial = run_trial(len(trials) + 1, harness, request, timing, ready, gate_check)
+                ready, gate_check, one_by_one = wait_until_gates_pass(request, READY_TIMEOUT_S)
+                trial = run_trial(len(trials) + 1, harness, request, timing, ready, gate_check, one_by_one)
                 if trial is None:
                     redone += 1
                     continue
@@ -428,6 +446,7 @@ def measure(args: argparse.Namespace) -> dict:
             "max_removal_s": round(max(t.removal_s for t in trials), 4),
             "median_to_write_s": round(statistics.median(t.to_write_s for t in trials), 4),
             "median_gate_check_s": round(statistics.median(t.gate_check_s for t in trials), 4),
+            "median_gate_check_one_by_one_s": round(statistics.median(t.gate_check_one_by_one_s for t in trials), 4),
             "median_write_to_live_s": round(statistics.median(t.write_to_live_s for t in trials), 4),
             "max_last_copy_after_live_s": round(max(t.last_copy_after_live_s for t in trials), 4),
             "removal_target_s": REMOVAL_TARGET_S,
@@ -481,7 +500,8 @@ def verdicts(document: dict) -> str:
         f"{s['floor_s']:.2f} s (scrape + poll), target median <= 2x floor = {s['target_s']:.2f} s: {reaction}; "
         f"removal median {s['median_removal_s'] * 1000:.1f} ms (max {s['max_removal_s'] * 1000:.1f} ms: "
         f"{s['median_to_write_s'] * 1000:.1f} ms from the deciding pass to the write (a check of every gate "
-        f"alone: {s['median_gate_check_s'] * 1000:.1f} ms), "
+        f"alone: {s['median_gate_check_s'] * 1000:.1f} ms, its queries one after another "
+        f"{s.get('median_gate_check_one_by_one_s', math.nan) * 1000:.1f} ms), "
         f"{s['median_write_to_live_s'] * 1000:.1f} ms from the write to Envoy running it; the last copy at most "
         f"{s['max_last_copy_after_live_s'] * 1000:+.1f} ms after that), target median <= "
         f"{s['removal_target_s'] * 1000:.0f} ms: {removal}"
