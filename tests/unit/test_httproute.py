@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,11 @@ from mirrorramp.httproute import (
 )
 from mirrorramp.routes import STATE_ANNOTATION, TARGETS_ANNOTATION, mirror_drift, route_api_for_kind
 from mirrorramp.routes import keep_live_mirror as keep_live_mirror_of_kind
+from tests.support.crd_validation import apply_defaults, load_crd, version_schema
+
+HTTPROUTE_CRD = (
+    Path(__file__).resolve().parents[2].parent / "shared/schemas/gateway-api-v1.6.1-standard-httproutes.yaml"
+)
 
 CANDIDATE = {"name": "user-service-v2", "port": 8080}
 BASELINE = {"name": "user-service-v1-baseline", "port": 8080}
@@ -296,3 +302,22 @@ def test_keep_live_by_kind_dispatches_to_the_route_api_and_leaves_other_kinds():
     assert read_mirror_percent(keep_live_mirror_of_kind(rendered, live)) == 20.0
     service = {"kind": "Service", "metadata": {"name": "user-service"}}
     assert keep_live_mirror_of_kind(service, live) is service
+
+
+@pytest.fixture(scope="module")
+def httproute_crd() -> dict:
+    if not HTTPROUTE_CRD.exists():
+        pytest.skip(f"the Gateway API v1.6.1 HTTPRoute CRD is not at {HTTPROUTE_CRD} (no registry package carries it)")
+    return load_crd(HTTPROUTE_CRD)
+
+
+# Validity against the CRD at every percent: tests/manifests/test_httproute_schema.py.
+@pytest.mark.parametrize(("percent", "share"), [*SHARES, pytest.param(0, None, id="0")])
+def test_the_api_servers_defaults_leave_the_ramps_filters_as_written(httproute_crd, percent, share):
+    # A real API server fills in the CRD's defaults on every write; were the ramp to leave one out
+    # (backendRef group and kind, fraction.denominator), every read-back would look like drift.
+    route = with_mirror_percent(http_route([CANDIDATE, BASELINE], [HEADER_FILTER]), percent)
+    defaulted = apply_defaults(copy.deepcopy(route), version_schema(httproute_crd, "v1"))
+    assert defaulted != route  # the defaults are there to fill (the parentRefs, the rules' matches)
+    assert mirror_settings(defaulted) == mirror_settings(route)
+    assert mirror_drift(httproute, defaulted, float(percent)) == ""
