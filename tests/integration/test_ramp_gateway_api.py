@@ -19,7 +19,7 @@ from kubernetes import client
 from mirrorramp.adapter import execute
 from mirrorramp.arguments import ARGUMENT_SPEC, RampRequest
 from mirrorramp.drivers.base import TargetSnapshot
-from mirrorramp.drivers.kube import FIELD_MANAGER, GatewayApiDriver
+from mirrorramp.drivers.kube import FIELD_MANAGER, GatewayApiDriver, IstioDriver, preload_namespaces
 from mirrorramp.errors import ConfigError, ConflictError
 from mirrorramp.httproute import mirror_share, read_mirror_percent, with_mirror_percent
 from mirrorramp.routes import STATE_ANNOTATION, TARGETS_ANNOTATION
@@ -280,6 +280,28 @@ def test_the_task_builds_the_gateway_api_driver_and_refuses_a_share_an_httproute
     with pytest.raises(ConfigError, match=r"steps\[0\]\.percent: HTTPRoute mirror percent 1e-08: .* 7 decimal places"):
         request_for(kube_api, prometheus, steps=[{"percent": 0.00000001, "hold": "1s"}, {"percent": 1, "hold": "1s"}])
     assert kube_api.requests == []
+
+
+def test_a_pass_over_many_services_lists_each_route_api_once_per_namespace(kube_api: KubeApiServer) -> None:  # noqa: F811
+    names = [SERVICE, "cart-service", "search-service"]
+    for name in names:
+        route = rendered_route()
+        route["metadata"]["name"] = name
+        kube_api.put_object(route)
+    api = kube_api.api_client()
+    http_routes = [GatewayApiDriver(api, NAMESPACE, name) for name in names]
+    # A VirtualService driver in the same pass: its own LIST, never a list of HTTPRoutes.
+    virtual_services = [IstioDriver(api, NAMESPACE, "user-service"), IstioDriver(api, NAMESPACE, "cart-service")]
+    kube_api.clear_requests()
+
+    preload_namespaces([*http_routes, *virtual_services])
+
+    assert [driver.read().percent for driver in http_routes] == [0.0] * 3
+    lists = [(r.method, r.path) for r in kube_api.requests]
+    assert lists == [
+        ("GET", f"/apis/{GATEWAY}/v1/namespaces/{NAMESPACE}/httproutes"),
+        ("GET", f"/apis/networking.istio.io/v1/namespaces/{NAMESPACE}/virtualservices"),
+    ]
 
 
 # -- optimistic concurrency -------------------------------------------------------------------
