@@ -1,7 +1,7 @@
 """The mirror filters of a Gateway API HTTPRoute: read, set, remove, keep (a routes.RouteApi).
 
-The rule that carries the mirror is the rule named `mirror` (rules[].name, standard channel
-since v1.2). The mirror is one `RequestMirror` filter per target, all at the same share:
+The rule that carries the mirror is the rule named `mirror` (rules[].name, in the standard channel
+CRD of v1.6.1). The mirror is one `RequestMirror` filter per target, all at the same share:
 `percent` when the percent is whole, else an exact `fraction` (0.5 % is 5/1000, 33.3 % is
 333/1000), and no mirror filter at all at 0 %. The targets come from the annotation
 `mirror-ramp.io/mirror-targets` (entries {name, port, namespace?}; `host` is taken for `name`),
