@@ -1,7 +1,7 @@
-"""From the arguments of the mirror_ramp task to a run of the engine, and back to a result.
+"""Runs what a mirror_ramp task asked for: a ramp, a stop or a status look, of one service or many.
 
-No Ansible import here: the action plugin hands over the validated arguments
-(arguments.requests_from_arguments) and gets back one JSON-safe dict (results.py).
+No Ansible import here: the action plugin hands over the RampRequests (arguments.py) and gets
+back one JSON-safe dict (results.py). The driver and the clients come from wiring.py.
 """
 
 from __future__ import annotations
