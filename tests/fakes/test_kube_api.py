@@ -1,9 +1,11 @@
-"""The Kubernetes API test double, driven by the real kubernetes python client."""
+"""The Kubernetes API test double, driven by the real kubernetes python client (and, for the
+server-side apply of kubernetes.core, by one playbook run)."""
 
 from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +14,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.fakes.kube_api import KubeApiServer
-from tests.fakes.kube_fixtures import kube_api, kube_api_server, kube_client  # noqa: F401
+from tests.fakes.kube_fixtures import kube_api, kube_api_server, kube_client, kube_env  # noqa: F401
+from tests.support.ansible_run import run_playbook
 
 pytestmark = pytest.mark.slow
 
@@ -710,3 +713,50 @@ def test_a_dry_run_apply_records_no_owner(
     )
     assert ("other", "Apply") in owners(answer), "the dry run answers as the write would"
     assert kube_api.get_object(GATEWAY, "v1", "HTTPRoute", NS, "reviews") == before
+
+
+def test_kubernetes_core_server_side_apply_of_the_manifests_against_the_ramps_mirror(
+    kube_api: KubeApiServer,  # noqa: F811
+    kube_env: dict[str, str],  # noqa: F811
+    objects: client.CustomObjectsApi,
+    tmp_path: Path,
+) -> None:
+    """What kubernetes.core 6.2 sends for `apply: true` with `server_side_apply` (an apply patch
+    with fieldManager and force), and what it does to the ramp's live mirror: refused without
+    force_conflicts, removed with it."""
+    route_call(objects, "create", http_route(), field_manager="gitops")
+    ramp_sets_mirror(objects, [mirror_filter()])
+    kube_api.clear_requests()
+
+    def apply_task(force: bool) -> dict[str, Any]:
+        return {
+            "kubernetes.core.k8s": {
+                "state": "present",
+                "definition": http_route(),
+                "apply": True,
+                "server_side_apply": {"field_manager": "gitops", "force_conflicts": force},
+            },
+            "register": "forced" if force else "unforced",
+            "ignore_errors": not force,
+        }
+
+    playbook = tmp_path / "apply.yml"
+    play = {
+        "hosts": "localhost",
+        "connection": "local",
+        "gather_facts": False,
+        "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
+        "tasks": [apply_task(force=False), apply_task(force=True)],
+    }
+    playbook.write_text(json.dumps([play]))  # JSON is YAML
+    run = run_playbook(str(playbook), inventory="localhost,", env=kube_env, timeout=240)
+    assert run.returncode == 0, run.output[-2000:]
+
+    applies = [r for r in kube_api.requests if r.method == "PATCH"]
+    assert [(r.content_type, r.query, r.status) for r in applies] == [
+        ("application/apply-patch+yaml", {"fieldManager": "gitops", "force": "false"}, 409),
+        ("application/apply-patch+yaml", {"fieldManager": "gitops", "force": "true"}, 200),
+    ]
+    assert "Apply failed with 1 conflict" in run.output and "mirror-ramp" in run.output
+    live = kube_api.get_object(GATEWAY, "v1", "HTTPRoute", NS, "reviews")
+    assert "filters" not in live["spec"]["rules"][0], "the forced apply took the atomic rules back"
