@@ -30,6 +30,10 @@ Real HTTP/1.1 on 127.0.0.1 (plain http, bearer token), one thread per connection
   ownerReferences a map by uid, and the built-in kinds' keyed lists above maps by their key.
   So an HTTPRoute's spec.rules, where RequestMirror lives, has one owner at a time: whoever
   changed it last. A no-op write leaves managedFields (and their times) unchanged.
+  kubernetes.core 6.2 sends a server-side apply (fieldManager, force=true|false) only for
+  ``apply: true`` with ``server_side_apply``; ``apply: true`` alone is a merge patch carrying
+  every list that differs from the live object (an Update by "OpenAPI-Generator"), and
+  ``server_side_apply`` without ``apply: true`` is ignored (GET, then a strategic or merge patch).
 
 Not modelled (a real server does these; tests must not rely on them here):
 
