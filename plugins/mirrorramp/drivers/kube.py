@@ -5,8 +5,10 @@ The route API (routes.RouteApi: virtualservice for the istio driver, httproute f
 gateway-api driver) says where the mirror lives; this module only reads and patches. Every
 write is one JSON patch that also sets metadata.resourceVersion to the value read: the API
 server refuses it with 409 when another writer came first, so two runs never both advance. Every
-write carries the field manager FIELD_MANAGER, so a server-side apply of the manifests by
-another manager does not claim the ramp's fields.
+write carries the field manager FIELD_MANAGER: managedFields book the state annotation and the
+route list (spec.http, spec.rules: atomic lists) to the ramp, so a server-side apply of the
+manifests by another manager meets a conflict there instead of taking them silently (a forced
+apply still takes them, and with them the mirror).
 """
 
 from __future__ import annotations
