@@ -14,7 +14,7 @@ from ansible.errors import AnsibleFilterError
 
 from mirrorramp.durations import parse_duration
 from mirrorramp.errors import ConfigError
-from mirrorramp.plan import STEP_KEYS, parse_percent, parse_steps
+from mirrorramp.plan import parse_percent, parse_steps
 
 # The documentation is mirror_ramp_step_problems.yml beside this file (ansible-doc -t filter).
 
@@ -51,9 +51,9 @@ def _named(parse: Callable[..., object], name: str) -> Callable[[object], object
     return lambda value: parse(value, name=name)
 
 
-def _only_step_keys(entry: Mapping) -> dict:
-    # An unknown key is the unknown-key check's to report (with its near miss), not this one's.
-    return {key: entry[key] for key in STEP_KEYS if key in entry}
+# The hold given to each step of a pair asked about its percents' order: every hold is asked
+# about on its own, and a bad one must not hide a percent out of order.
+ORDER_ONLY_HOLD = 1
 
 
 def mirror_ramp_step_problems(steps, variable):
@@ -66,26 +66,27 @@ def mirror_ramp_step_problems(steps, variable):
         refused = _refusal(parse_steps, steps, "steps", variable, steps)
         return [refused] if refused else []
     rows: list[dict | None] = []
-    read: list[dict | None] = []  # each step's percent and hold when the engine reads both
+    percents: list[object] = []  # each step's percent where the engine reads it, else None
     for index, entry in enumerate(steps):
         where = f"{variable}[{index}]"
         if not isinstance(entry, Mapping):
             rows.append(_refusal(parse_steps, [entry], "steps[0]", where, entry))
-            read.append(None)
+            percents.append(None)
             continue
         percent, hold = entry.get("percent"), entry.get("hold")
         percent_path, hold_path = f"{where}.percent", f"{where}.hold"
         percent_row = _refusal(_named(parse_percent, percent_path), percent, percent_path, percent_path, percent)
         hold_row = _refusal(_named(parse_duration, hold_path), hold, hold_path, hold_path, hold)
         rows += [percent_row, hold_row]
-        read.append(None if percent_row or hold_row else _only_step_keys(entry))
-    # The order of the percents, by the engine's plan parser on each pair of neighbours whose values
-    # it reads: a bad value above is reported once, not again as out of order.
+        percents.append(None if percent_row else percent)
+    # The order of the percents, by the engine's plan parser on each pair of neighbours whose
+    # percents it reads: a bad percent is reported once, not again as out of order. Unknown keys
+    # are left out: the unknown-key check reports them, with the near miss.
     for index in range(1, len(steps)):
-        pair = read[index - 1 : index + 1]
-        if None in pair:
+        before, percent = percents[index - 1], percents[index]
+        if before is None or percent is None:
             continue
-        percent = pair[1]["percent"]
+        pair = [{"percent": before, "hold": ORDER_ONLY_HOLD}, {"percent": percent, "hold": ORDER_ONLY_HOLD}]
         row = _refusal(parse_steps, pair, "steps[1].percent", f"{variable}[{index}].percent", percent)
         if row:
             row["says"] = row["says"].replace("steps[0].", f"{variable}[{index - 1}].")

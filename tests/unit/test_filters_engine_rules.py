@@ -197,10 +197,23 @@ STEP_CASES = [
         ],
     ),
     (
-        # A bad value is reported once: the order is judged between steps whose values read.
+        # A bad percent is reported once, not again as out of order; a bad hold hides no order.
         "bad-percent-not-again-as-order",
-        [{"percent": 50, "hold": "5s"}, {"percent": 150, "hold": "5s"}, {"percent": 40, "hold": "5s"}],
-        [("mirror_ramp_steps[1].percent", 150, PERCENT_ALLOWED)],
+        [
+            {"percent": 50, "hold": "5s"},
+            {"percent": 150, "hold": "5s"},
+            {"percent": 40, "hold": "1y"},
+            {"percent": 30, "hold": "5s"},
+        ],
+        [
+            ("mirror_ramp_steps[1].percent", 150, PERCENT_ALLOWED),
+            ("mirror_ramp_steps[2].hold", "1y", "cannot read '1y'; " + DURATION_ALLOWED),
+            (
+                "mirror_ramp_steps[3].percent",
+                30,
+                "must be more than mirror_ramp_steps[2].percent (40): percents must strictly increase",
+            ),
+        ],
     ),
     (
         "every-problem-together",
