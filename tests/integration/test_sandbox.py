@@ -209,8 +209,12 @@ def stop_sandbox(sandbox: Sandbox) -> None:
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory) -> Iterator[Sandbox]:
-    """A running sandbox in a tmp build dir, with a slow bounded load; stopped at the end."""
-    sb = start_sandbox(tmp_path_factory.mktemp("build"), load_seconds=90)
+    """A running sandbox in a tmp build dir, with a slow bounded load; stopped at the end.
+
+    The load outlasts the module's playbook runs even on a loaded machine: a load that ended
+    between two starts would be started again, and the second start would not be a no-op.
+    """
+    sb = start_sandbox(tmp_path_factory.mktemp("build"), load_seconds=300)
     try:
         yield sb
     finally:
