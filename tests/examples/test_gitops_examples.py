@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 import time
 from dataclasses import dataclass
@@ -176,6 +177,11 @@ def jq_expressions(kind: RouteKind) -> list[str]:
     return ignore_rules()[kind.api.KIND]["jqPathExpressions"]
 
 
+def doc_yaml_blocks() -> list[Any]:
+    """The YAML blocks of docs/gitops.md, parsed."""
+    return [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", DOC.read_text(), re.S)]
+
+
 def test_the_examples_pass_yamllint_strict() -> None:
     lint = subprocess.run(
         [str(VENV_BIN / "yamllint"), "--strict", "-c", str(REPO_ROOT / ".yamllint"), str(EXAMPLES)],
@@ -199,23 +205,21 @@ def test_the_argocd_application_has_what_the_doc_names() -> None:
         (virtualservice.GROUP, virtualservice.KIND),
         (httproute.GROUP, httproute.KIND),
     ]
-    doc = DOC.read_text()
     for kind, rule in rules.items():
         # No name: every route of the Application (the expressions pick the rule named `mirror`).
         assert set(rule) == {"group", "kind", "jqPathExpressions"}, kind
-        for expression in rule["jqPathExpressions"]:
-            assert f"- {expression}\n" in doc, f"docs/gitops.md shows {expression!r}"
         assert not any(TARGETS_ANNOTATION in expression for expression in rule["jqPathExpressions"])
-    for option in spec["syncPolicy"]["syncOptions"]:
-        assert option in doc
+    shown = next(block for block in doc_yaml_blocks() if isinstance(block, dict) and "ignoreDifferences" in block)
+    assert shown == {key: spec[key] for key in ("ignoreDifferences", "syncPolicy")}, (
+        "the doc shows the example as it is"
+    )
 
 
 def test_the_flux_kustomization_marks_exactly_the_routes_if_not_present() -> None:
     kustomization = load_yaml(FLUX_KUSTOMIZATION)
     assert (kustomization["apiVersion"], kustomization["kind"]) == ("kustomize.toolkit.fluxcd.io/v1", "Kustomization")
     assert kustomization["spec"]["prune"] is True
-    doc = DOC.read_text()
-    assert f"{FLUX_SSA_ANNOTATION}: IfNotPresent" in doc
+    assert {FLUX_SSA_ANNOTATION: "IfNotPresent"} in doc_yaml_blocks()
     patched_kinds = []
     for entry in kustomization["spec"]["patches"]:
         kind = {virtualservice.KIND: ISTIO, httproute.KIND: GATEWAY_API}[entry["target"]["kind"]]
@@ -416,6 +420,12 @@ def test_the_ramps_write_is_booked_to_mirror_ramp(kube_api: KubeApiServer, kind:
     applied = owners(live)[("argocd-controller", "Apply")]
     assert f"f:{kind.rules_field}" not in applied["f:spec"], "the GitOps manager lost the list to the ramp"
     assert f"f:{TARGETS_ANNOTATION}" in applied["f:metadata"]["f:annotations"], "the render's annotation stays its"
+    if kind is GATEWAY_API:
+        shown = next(block for block in doc_yaml_blocks() if isinstance(block, dict) and "managedFields" in block)
+        assert shown["managedFields"] == [
+            {key: entry[key] for key in ("manager", "operation", "fieldsV1")}
+            for entry in live["metadata"]["managedFields"]
+        ], "docs/gitops.md shows the managedFields as they are"
 
 
 @pytest.mark.slow  # the API double: a server on loopback
