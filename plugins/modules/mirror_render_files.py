@@ -14,6 +14,11 @@ description:
   - One task for all files - M(ansible.builtin.template) in a loop runs a module per file, about a
     second each, which made a render grow by seconds per service. The render roles of this project
     (mirror_istio, mirror_proxy, mirror_monitoring) use it for their one file per resource.
+  - Each template is rendered once for all of its entries (one Jinja call, the entries as a loop),
+    so the template and the role variables it reads are compiled and templated once per task, not
+    once per file. The entries may name any number of templates, in any order - a role adds a kind
+    of resource by adding its template's rows to the list. When that call fails, the entries are
+    rendered one by one, so that the error names the file.
   - Prints C(changed - <file>) for each file that changed (C(ok - <file>) too with -v).
   - Check mode writes nothing and reports what would change; C(--diff) shows each changed file.
 options:

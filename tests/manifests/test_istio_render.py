@@ -11,6 +11,7 @@ Besides dev and prod, one render of the local inventory with a custom `mirror_se
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -627,3 +628,98 @@ def test_check_mode_writes_nothing(renders: dict[str, Render]) -> None:
 
     assert recap_counts(check.run.output)["changed"] > 0
     assert not check.build_dir.exists() or not any(check.build_dir.rglob("*"))
+
+
+# --- mirror_render_files against ansible.builtin.template -------------------------------------
+
+# Templates shaped like the roles' (sets, a namespace, an include that reads `item`, to_nice_yaml)
+# and the edges of one Jinja call for many entries: a first line that is empty (trim_blocks after
+# the loop's tag), no trailing newline, two trailing newlines, a role variable read per file.
+REFERENCE_TEMPLATES = {
+    "_meta.yml.j2": "name: {{ item.name }}\n",
+    "one.yml.j2": (
+        "---\n# {{ ansible_managed }}\n{% set ns = namespace(rows=[]) %}\n"
+        "{% for n in range(item.count) %}{% set ns.rows = ns.rows + [n] %}{% endfor %}\n"
+        "{% include '_meta.yml.j2' +%}\n"
+        "rows: {{ ns.rows | to_json }}\n{{ {'shared': shared_var, 'item': item.name} | to_nice_yaml(indent=2) }}"
+    ),
+    "leading.yml.j2": "\n{% if item.count %}count: {{ item.count }}{% endif %}",
+    "trailing.yml.j2": "value: {{ item.name | upper }}\n\n",
+}
+
+
+def _reference_playbook(tmp_path: Path, fail: bool) -> Path:
+    """A playbook beside its templates: the batch render into out/, the template module into ref/."""
+    templates = tmp_path / "templates"
+    templates.mkdir(exist_ok=True)
+    for name, text in REFERENCE_TEMPLATES.items():
+        (templates / name).write_text(text)
+    (templates / "broken.yml.j2").write_text("value: {{ item.name | undefined_filter_xyz }}\n")
+    rows = [
+        {"template": template, "name": f"svc-{index}", "count": index, "key": f"{template}-{index}"}
+        for index in range(3)
+        for template in ("one.yml.j2", "leading.yml.j2", "trailing.yml.j2")
+    ]
+    if fail:
+        rows.insert(2, {"template": "broken.yml.j2", "name": "svc-broken", "count": 0, "key": "broken"})
+    playbook = tmp_path / "render.yml"
+    play = {
+        "name": "Render with mirror_render_files and with ansible.builtin.template",
+        "hosts": "localhost",
+        "connection": "local",
+        "gather_facts": False,
+        "vars": {
+            "ansible_python_interpreter": sys.executable,
+            "shared_var": "{{ ['a', 'b'] | map('upper') | list }}",
+            "rows": rows,
+            "base": str(tmp_path),
+        },
+        "tasks": [
+            {
+                "name": "Render every row in one task",
+                "mirror_render_files": {
+                    "files": [{**row, "path": f"{tmp_path}/out/{row['key']}"} for row in rows],
+                    "root": f"{tmp_path}/out",
+                },
+            },
+            {
+                "name": "Render every row with the template module",
+                "ansible.builtin.template": {"src": "{{ item.template }}", "dest": "{{ base }}/ref/{{ item.key }}"},
+                "loop": "{{ rows }}",
+                "when": "ref | default(true) | bool",
+            },
+        ],
+    }
+    playbook.write_text(yaml.safe_dump([play], sort_keys=False))
+    (tmp_path / "ref").mkdir(exist_ok=True)
+    return playbook
+
+
+def test_render_files_matches_the_template_module(tmp_path: Path) -> None:
+    playbook = _reference_playbook(tmp_path, fail=False)
+    first = run_playbook(str(playbook), inventory="localhost,")
+    assert first.returncode == 0, first.output[-3000:]
+    ours = {path.name: path.read_bytes() for path in (tmp_path / "out").iterdir()}
+    reference = {path.name: path.read_bytes() for path in (tmp_path / "ref").iterdir()}
+    assert len(ours) == 9
+    assert ours == reference
+    assert ours["trailing.yml.j2-1"] == b"value: SVC-1\n\n"
+
+    again = run_playbook(str(playbook), inventory="localhost,", extra_vars={"ref": False}, diff=True)
+    assert again.returncode == 0, again.output[-3000:]
+    assert recap_counts(again.output)["changed"] == 0
+
+    (tmp_path / "out" / "one.yml.j2-2").write_text("stale\n")
+    checked = run_playbook(str(playbook), inventory="localhost,", extra_vars={"ref": False}, check=True, diff=True)
+    assert checked.returncode == 0, checked.output[-3000:]
+    assert "changed: one.yml.j2-2" in checked.output
+    assert "-stale" in checked.output
+    assert (tmp_path / "out" / "one.yml.j2-2").read_text() == "stale\n"
+
+
+def test_render_files_error_names_the_file(tmp_path: Path) -> None:
+    playbook = _reference_playbook(tmp_path, fail=True)
+    run = run_playbook(str(playbook), inventory="localhost,", extra_vars={"ref": False})
+    assert run.returncode != 0
+    assert f"broken.yml.j2 -> {tmp_path}/out/broken" in run.output
+    assert not (tmp_path / "out").exists()
