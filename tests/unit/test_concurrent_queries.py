@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+import traceback
 
 import pytest
 
@@ -16,7 +17,7 @@ from mirrorramp.batch import BatchedPrometheus
 from mirrorramp.errors import QueryRejectedError
 from mirrorramp.gates import evaluate, parse_gates
 from mirrorramp.model import Verdict
-from mirrorramp.prometheus import MAX_CONCURRENT_QUERIES, PrometheusClient, concurrently
+from mirrorramp.prometheus import MAX_CONCURRENT_QUERIES, PrometheusClient, QueryResult, concurrently
 from mirrorramp.promql import QueryContext
 from tests.support.prometheus_server import Reply, ScriptedPrometheus, fixture, vector_reply
 
@@ -214,3 +215,60 @@ def test_too_few_requests_sends_none_of_the_metric_gates_queries(server):
     sent = set(server.queries())
     assert not sent & {QUERIES[name] for name in ("mirror-5xx-ratio", "p99-vs-primary")}
     assert QUERIES["no-critical"] in sent  # alert gates are checked whatever the traffic
+
+
+class BrokenClient:
+    """A client that answers the traffic check (the pass's first query, alone), then fails every
+    grouped query with an error no layer expects (a bug, say)."""
+
+    safe_url = "http://127.0.0.1:9"
+
+    def __init__(self) -> None:
+        self.answered_traffic = False
+
+    def query(self, query: str, at: float | None = None) -> QueryResult:
+        if not self.answered_traffic:
+            self.answered_traffic = True
+            labels = {"destination_workload_namespace": "shop", "destination_workload": "user-service-v2"}
+            return QueryResult("vector", [(labels, 500.0)])
+        time.sleep(0.05)  # the comparisons' threads wait on the thresholds' groups meanwhile
+        raise RuntimeError("unexpected")
+
+    def alert_rules(self) -> tuple:
+        return ()
+
+
+# Two thresholds on the same metric: the second one's thread only waits for the first one's query.
+SHARED_GROUP = parse_gates(
+    {
+        "min_requests": 10,
+        "thresholds": [
+            {"name": "critical-5xx", "metric": "error_ratio", "operator": "<", "value": 0.05},
+            {"name": "warning-5xx", "metric": "error_ratio", "operator": "<", "value": 0.01, "severity": "warning"},
+        ],
+    }
+)
+
+
+def test_an_unexpected_error_in_a_grouped_query_reaches_every_waiting_gate_and_hangs_none():
+    batched = BatchedPrometheus(BrokenClient(), SHARED_GROUP, [CONTEXT, OTHER], WINDOW)
+    outcome: list[BaseException] = []
+
+    def one_pass() -> None:
+        try:
+            evaluate(SHARED_GROUP, batched, CONTEXT, WINDOW)
+        except BaseException as e:  # the pass's own error, collected for the assertion
+            outcome.append(e)
+
+    runner = threading.Thread(target=one_pass, daemon=True)
+    runner.start()
+    runner.join(timeout=10)
+    assert not runner.is_alive(), "a thread of the pass still waits for an answer"
+    assert [type(e) for e in outcome] == [RuntimeError]
+    assert batched_traffic_passed(outcome)
+
+
+def batched_traffic_passed(outcome: list[BaseException]) -> bool:
+    """The error came from the second step (the metric gates), not from the traffic check."""
+    frames = [frame.name for frame in traceback.extract_tb(outcome[0].__traceback__)]
+    return "_single_value" in frames
