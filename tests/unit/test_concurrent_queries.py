@@ -132,6 +132,15 @@ def test_concurrently_runs_at_most_the_bound_at_once():
     assert peak == MAX_CONCURRENT_QUERIES
 
 
+def test_one_client_shared_by_the_threads_gives_each_query_its_own_answer(server):
+    # Answers in the reverse order of the queries: a mixed-up connection would show.
+    count = 3 * MAX_CONCURRENT_QUERIES
+    server.answers = {f"q{i}": delayed(vector_reply(str(i)), 0.01 * (count - i)) for i in range(count)}
+    client = client_for(server.url)
+    answers = concurrently([lambda i=i: client.query(f"q{i}") for i in range(count)])
+    assert [result.samples[0][1] for result in answers] == [float(i) for i in range(count)]
+
+
 def test_a_single_call_runs_in_the_callers_thread():
     assert concurrently([threading.current_thread]) == [threading.current_thread()]
 
