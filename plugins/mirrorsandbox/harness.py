@@ -215,6 +215,7 @@ def _traffic_policy(service: Mapping[str, Any]) -> dict[str, Any]:
     outlier = service.get("outlier_detection") or {}
     outlier_fields = {
         "consecutive_5xx_errors": "consecutive5xxErrors",
+        "consecutive_gateway_errors": "consecutiveGatewayErrors",
         "interval": "interval",
         "base_ejection_time": "baseEjectionTime",
         "max_ejection_percent": "maxEjectionPercent",
