@@ -225,3 +225,19 @@ def finish(
     if args.write_doc:
         write_doc(section, doc_section(document), document["machine"])
     return 0
+
+
+# The playbook runs of a benchmark: this checkout's venv and ansible.cfg, as `make` sets them.
+VENV_BIN = REPO_ROOT / ".venv" / "bin"
+
+
+def ansible_env(**extra: str) -> dict[str, str]:
+    """The environment of an ansible-playbook run: this venv's tools first, this checkout's
+    ansible.cfg, no colour (the output is parsed), and `extra` on top."""
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}/usr/sbin{os.pathsep}{env.get('PATH', '')}"
+    env["ANSIBLE_CONFIG"] = str(REPO_ROOT / "ansible.cfg")
+    env["ANSIBLE_NOCOLOR"] = "1"
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    env.update(extra)
+    return env

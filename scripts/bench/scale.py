@@ -5,10 +5,11 @@ Prometheus (tests/support/prometheus_server.py) scraping the Istio metrics of N 
 services (tests/support/istio_metrics_source.py). The inventory is inventories/dev with N
 services in mirror_services and 1h holds, written to a temporary directory.
 
-1. whole start (N = 1 and 10; --whole-sizes): `ansible-playbook rollout.yml -i <inventory>`,
+1. whole start (N = 1, 10 and 100; --whole-sizes): `ansible-playbook rollout.yml -i <inventory>`,
    render + apply + ramp with dev's ramp report, split into its parts with the
-   ansible.posix.json callback. Render and apply (6 manifests per service, 4 shared) cost per
-   manifest the slope from 1 to 10 services, scaled to 100.
+   ansible.posix.json callback (6 manifests per service, 4 shared). whole again: the same
+   command once more, whose render must change no file (render changed: the files the render
+   tasks reported changed).
 2. For N = 1, 10, 100: the VirtualServices as mirror_istio renders them (the one of 1, renamed
    per service), then the ramp alone, as a scheduled job of a large environment runs it:
 
@@ -34,9 +35,8 @@ services in mirror_services and 1h holds, written to a temporary directory.
 
 Counted per run: the queries Prometheus answered and the seconds it spent on them (its own
 prometheus_http_requests_total and ..._duration_seconds_sum), and the requests the API double
-served (LIST, GET, writes), split into the apply's and the ramp's by when they arrived. The
-numbers of the last run before the engine ran all services in one task (BEFORE, from
-docs/benchmarks.md) are kept as a reference, not measured again.
+served (LIST, GET, writes), split into the apply's and the ramp's by when they arrived. What the
+numbers mean is written in docs/benchmarks.md, section 3, beside the tables this writes.
 
 Run from the repository root with the venv (`make bench` runs every benchmark):
 
@@ -62,7 +62,6 @@ if __package__ in (None, ""):  # python scripts/bench/scale.py
 import argparse
 import contextlib
 import functools
-import itertools
 import json
 import multiprocessing
 import multiprocessing.connection
@@ -88,12 +87,11 @@ from mirrorramp.adapter import execute_all
 from mirrorramp.arguments import ARGUMENT_RULES, ARGUMENT_SPEC, requests_from_arguments
 from mirrorramp.batch import BatchedPrometheus
 from mirrorramp.prometheus import PrometheusClient
+from mirrorsandbox.harness import Prometheus, start_prometheus
 from scripts.bench import results
-from scripts.bench.results import log
+from scripts.bench.results import REPO_ROOT, VENV_BIN, ansible_env, log
 from tests.fakes.kube_api import KubeApiServer, Route, route
-from tests.support.ansible_run import REPO_ROOT, VENV_BIN, ansible_env
 from tests.support.istio_metrics_source import IstioMetricsSource
-from tests.support.prometheus_server import PrometheusServer, poll_until
 
 SCRIPT = "scripts/bench/scale.py"
 SECTION = "scale"
@@ -103,7 +101,7 @@ ENVIRONMENT = "dev"
 RAMP_TASK = "Mirror of each service: ramp"
 APPLY_ROLE = "mirror_apply"
 DEFAULT_SIZES = (1, 10, 100)
-DEFAULT_WHOLE_SIZES = (1, 10)
+DEFAULT_WHOLE_SIZES = (1, 10, 100)
 DEFAULT_REPORT_SIZES = (10,)
 QUICK_SIZES = (1, 10)
 QUERY_HANDLER = "/api/v1/query"
@@ -114,7 +112,8 @@ FEED_REQUESTS = 10
 FEED_INTERVAL = 0.5
 # dev's ServiceMonitor scrapes every 15s; 2s keeps the wait for traffic short, and the exposition
 # of a few thousand series at 100 services less often than the tests' 1s.
-SCRAPE_INTERVAL = "2s"
+SCRAPE_INTERVAL_S = 2.0
+TRAFFIC_TIMEOUT_S = 300.0  # a loaded machine (load 12 on 2 cores) took more than 90 s at 100 services
 MIN_REQUESTS = 50
 PLAYBOOK_TIMEOUT = 1800
 # dev's steps with 1h holds instead of 10m: on a slow machine no hold may end mid-benchmark, or
@@ -268,7 +267,7 @@ class PrometheusCounters:
 class Stack:
     n: int
     kube: TimedKubeApi
-    prometheus: PrometheusServer
+    prometheus: Prometheus
     workdir: Path
     inventory: Path
 
@@ -281,11 +280,12 @@ def stack(n: int, kube: TimedKubeApi, workdir: Path) -> Iterator[Stack]:
     inventory = write_inventory(workdir, n)
     rules = alert_rules(n)
     with metrics_source(n) as target:
-        prometheus = PrometheusServer(
-            workdir / "prometheus", targets=[target], interval=SCRAPE_INTERVAL, rules={"mirror": rules}
+        rules_file = workdir / "mirror-rules.yml"
+        rules_file.write_text(rules)
+        prometheus = start_prometheus(
+            workdir / "prometheus", {"services": target}, None, rules_file, interval_s=SCRAPE_INTERVAL_S
         )
         try:
-            prometheus.start()
             wait_for_traffic(prometheus, n)
             yield Stack(n, kube, prometheus, workdir, inventory)
         finally:
@@ -323,19 +323,28 @@ def alert_rules(n: int) -> str:
     return yaml.safe_dump({"groups": groups}, sort_keys=False)
 
 
-def wait_for_traffic(prometheus: PrometheusServer, n: int) -> None:
+def query(prometheus: Prometheus, promql: str) -> list[dict[str, Any]]:
+    """The result list of an instant query."""
+    response = requests.get(f"{prometheus.url}/api/v1/query", params={"query": promql}, timeout=5)
+    response.raise_for_status()
+    return response.json()["data"]["result"]
+
+
+def wait_for_traffic(prometheus: Prometheus, n: int) -> None:
     """Until every mirror workload passes dev's traffic gate with room to spare."""
-    query = (
+    promql = (
         f'count(sum by (destination_workload) (increase(istio_requests_total{{reporter="destination",'
         f'destination_workload_namespace="{NAMESPACE}",destination_workload=~"svc-.*-v2"}}[5m]))'
         f" >= {MIN_REQUESTS * 2})"
     )
 
-    def enough() -> bool:
-        result = prometheus.query(query)
-        return bool(result) and round(float(result[0]["value"][1])) == n
-
-    poll_until(enough, timeout=90, interval=0.5, what=f"traffic of {n} mirror workloads in Prometheus")
+    deadline = time.monotonic() + TRAFFIC_TIMEOUT_S
+    while time.monotonic() < deadline:
+        result = query(prometheus, promql)
+        if result and round(float(result[0]["value"][1])) == n:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"no traffic of {n} mirror workloads in Prometheus within {TRAFFIC_TIMEOUT_S:g} s")
 
 
 def seed_virtual_services(kube: KubeApiServer, rendered: str, n: int) -> None:
@@ -413,6 +422,20 @@ def callback_output(stdout: str) -> tuple[dict[str, Any], list[str]]:
     raise RuntimeError(f"no ansible.posix.json document on stdout:\n{stdout[-2000:]}")
 
 
+def render_changes(callback_output: dict[str, Any]) -> int:
+    """Files the mirror_render_files tasks reported changed: their `files` rows carry `changed`
+    (find's rows, also named `files`, do not)."""
+    return sum(
+        1
+        for play in callback_output["plays"]
+        for task in play["tasks"]
+        for result in task["hosts"].values()
+        if isinstance(result.get("files"), list)
+        for row in result["files"]
+        if row.get("changed")
+    )
+
+
 def ramp_results(callback_output: dict[str, Any]) -> list[dict[str, Any]]:
     """The rows of the mirror_ramp task, one per service: the task's own `results` (one task for
     every service, not a loop; a loop's items have the same place in the json callback)."""
@@ -429,9 +452,10 @@ def ramp_results(callback_output: dict[str, Any]) -> list[dict[str, Any]]:
 @dataclass
 class RunResult:
     n: int
-    run: str  # "whole start": render + apply + ramp; "start", "steady": the ramp part only
+    run: str  # "whole start", "whole again": render + apply + ramp; "start", "steady": the ramp part only
     wall_s: float
     render_s: float
+    render_changed: int  # files the render tasks reported changed (0 when the files are there already)
     apply_s: float
     ramp_s: float
     ramp_ms_per_service: float
@@ -514,6 +538,7 @@ def run_rollout(s: Stack, label: str, *, ramp_only: bool, reports: bool = True) 
         run=label,
         wall_s=round(wall, 2),
         render_s=round(parts["render"].seconds, 2) if "render" in parts else 0.0,
+        render_changed=render_changes(output),
         apply_s=round(apply.seconds, 2) if apply else 0.0,
         ramp_s=round(ramp.seconds, 2),
         ramp_ms_per_service=round(ramp.seconds * 1000 / s.n, 1),
@@ -757,231 +782,6 @@ def import_seconds() -> dict[str, float]:
     return json.loads(process.stdout)
 
 
-# -- before: the last run with one mirror_ramp loop item per service --------------------------
-
-# Not measured by this script any more: the numbers docs/benchmarks.md showed from
-# `python scripts/bench/scale.py --write-doc` of 2026-11-26T03:49:39+00:00, before commits 435b599
-# (the report redrawn only when the ramp moved), 78025a3 (one grouped query per metric) and
-# e6b24a9 (one task for all services, one LIST per namespace). Same machine, same setup.
-BEFORE: dict[str, Any] = {
-    "source": "the run of 2026-11-26T03:49:39+00:00, before commits 435b599 (the report redrawn only when "
-    "the ramp moved), 78025a3 (grouped gate queries) and e6b24a9 (one task for all services)",
-    "runs": [
-        {"n": 1, "run": "start", "ramp_s": 0.99, "queries": 6, "api_requests_ramp": 3},
-        {"n": 1, "run": "steady", "ramp_s": 0.61, "queries": 6, "api_requests_ramp": 1},
-        {"n": 10, "run": "start", "ramp_s": 2.45, "queries": 60, "api_requests_ramp": 30},
-        {"n": 10, "run": "steady", "ramp_s": 1.81, "queries": 60, "api_requests_ramp": 10},
-        {"n": 100, "run": "start", "ramp_s": 25.35, "queries": 600, "api_requests_ramp": 300},
-        {"n": 100, "run": "steady", "ramp_s": 14.37, "queries": 600, "api_requests_ramp": 100},
-    ],
-    # The engine alone then: one service after the other, its own clients each.
-    "engine_steady_ms_per_service": [{"n": 1, "ms": 23.5}, {"n": 10, "ms": 27.8}, {"n": 100, "ms": 55.9}],
-    # The steady ramp task per service minus the engine's: Ansible's loop item.
-    "ansible_item_ms": {"n": 100, "ms": 87.8},
-    "report_ms_per_service": {"n": 10, "ms": 2065.0},
-}
-
-
-# -- what the numbers say -------------------------------------------------------------------
-
-# At most linear growth: the ramp task's ms per service at each larger N is at most this much
-# above the one at the next smaller N (timing noise of a shared machine).
-LINEAR_TOLERANCE = 1.10
-
-
-def _by_n(document: dict, run: str) -> dict[int, dict]:
-    return {r["n"]: r for r in document["runs"] if r["run"] == run}
-
-
-def _engine_by_n(document: dict, run: str) -> dict[int, dict]:
-    return {e["n"]: e for e in document["engine"] if e["run"] == run}
-
-
-def _slope(values: dict[int, float], small: int, big: int) -> float | None:
-    """Per added service, from the smallest to the largest N."""
-    if big <= small or small not in values or big not in values:
-        return None
-    return round((values[big] - values[small]) / (big - small), 2)
-
-
-def summarize(document: dict) -> dict[str, Any]:
-    """The numbers the analysis quotes, computed from the runs (so --from-json gives the same)."""
-    runs = document["runs"]
-    steady_runs, start_runs = _by_n(document, "steady"), _by_n(document, "start")
-    sizes = sorted(steady_runs)
-    small, big = (sizes[0], sizes[-1]) if sizes else (0, 0)
-    out: dict[str, Any] = {"sizes": sizes}
-
-    per_run: dict[str, Any] = {}
-    for kind, by_n in (("start", start_runs), ("steady", steady_runs)):
-        shown = [n for n in sizes if n in by_n]
-        ms = {n: by_n[n]["ramp_ms_per_service"] for n in shown}
-        per_run[kind] = {
-            "sizes": shown,
-            "queries": [by_n[n]["queries"] for n in shown],
-            "lists": [by_n[n]["api_lists_ramp"] for n in shown],
-            "gets": [by_n[n]["api_gets_ramp"] for n in shown],
-            "writes": [by_n[n]["api_writes_ramp"] for n in shown],
-            "api_requests": [by_n[n]["api_requests_ramp"] for n in shown],
-            "ramp_s": [by_n[n]["ramp_s"] for n in shown],
-            "ramp_ms_per_service": [ms[n] for n in shown],
-            "queries_per_added_service": _slope({n: by_n[n]["queries"] for n in shown}, small, big),
-            "api_requests_per_added_service": _slope({n: by_n[n]["api_requests_ramp"] for n in shown}, small, big),
-            "ramp_ms_per_added_service": _slope({n: by_n[n]["ramp_s"] * 1000 for n in shown}, small, big),
-            "gets_per_added_service": _slope({n: by_n[n]["api_gets_ramp"] for n in shown}, small, big),
-            "writes_per_added_service": _slope({n: by_n[n]["api_writes_ramp"] for n in shown}, small, big),
-            # at most linear: ms per service never more than LINEAR_TOLERANCE above the smaller N's
-            "at_most_linear": len(shown) > 1
-            and all(ms[b] <= ms[a] * LINEAR_TOLERANCE for a, b in itertools.pairwise(shown)),
-        }
-    out["per_run"] = per_run
-    steady = per_run["steady"]
-    # Per-service fixed costs removed: a steady run (nothing to write) sends as many queries and
-    # API requests for the largest N as for the smallest.
-    out["target"] = {
-        "judged": len(steady["sizes"]) > 1,
-        "linear": all(per_run[kind]["at_most_linear"] for kind in ("start", "steady") if per_run[kind]["sizes"]),
-        "fixed_costs_removed": len(steady["sizes"]) > 1
-        and len(set(steady["queries"])) == 1
-        and len(set(steady["api_requests"])) == 1
-        and not any(steady["writes"]),
-    }
-
-    engine_steady = _engine_by_n(document, "steady")
-    engine_record = _engine_by_n(document, "record")
-    if big in engine_steady:
-        e = engine_steady[big]
-        out["engine_steady"] = {
-            key: e[key]
-            for key in (
-                "n",
-                "total_s",
-                "ms_per_service",
-                "arguments_ms",
-                "clients_ms",
-                "kube_ms",
-                "prometheus_ms",
-                "rest_ms",
-                "queries",
-                "gate_queries",
-                "api_lists",
-                "api_gets",
-            )
-        }
-        out["engine_counts"] = {
-            run: {
-                "sizes": sorted(by_n),
-                "queries": [by_n[n]["queries"] for n in sorted(by_n)],
-                "gate_queries": [by_n[n]["gate_queries"] for n in sorted(by_n)],
-                "lists": [by_n[n]["api_lists"] for n in sorted(by_n)],
-                "gets": [by_n[n]["api_gets"] for n in sorted(by_n)],
-                "writes": [by_n[n]["api_writes"] for n in sorted(by_n)],
-            }
-            for run, by_n in (("record", engine_record), ("steady", engine_steady))
-            if by_n
-        }
-        # The ramp task around the engine: Ansible (the task's templating, the worker, the
-        # imports, validate_argument_spec, the result through the callback, one line per service).
-        around = {
-            n: steady_runs[n]["ramp_s"] * 1000 - engine_steady[n]["total_s"] * 1000 for n in sizes if n in engine_steady
-        }
-        out["ansible_around_engine_ms"] = {
-            "n": big,
-            "ms": round(around[big], 1),
-            "per_service_ms": [[n, round(ms / n, 1)] for n, ms in sorted(around.items())],
-            "per_added_service_ms": _slope(around, small, big),
-            "engine_per_added_service_ms": _slope(
-                {n: engine_steady[n]["total_s"] * 1000 for n in sizes if n in engine_steady}, small, big
-            ),
-        }
-        if big in steady_runs:
-            r = steady_runs[big]
-            out["prometheus_server_ms_per_query"] = round(r["prometheus_query_s"] * 1000 / max(r["queries"], 1), 2)
-    if small in steady_runs:
-        one = steady_runs[small]
-        out["fixed_per_run_s"] = {"n": small, "ramp_task": one["ramp_s"], "ansible_playbook_rest": one["other_s"]}
-    for r in runs:
-        if r["run"] == "steady+report" and r["n"] in steady_runs:
-            plain = steady_runs[r["n"]]
-            out["report"] = {
-                "n": r["n"],
-                "ms_per_service": round((r["ramp_s"] - plain["ramp_s"]) * 1000 / r["n"], 1),
-                "ramp_s": [plain["ramp_s"], r["ramp_s"]],  # steady, steady+report
-            }
-            first = _by_n(document, "first report").get(r["n"])
-            if first:
-                out["report"]["first_ms_per_service"] = round((first["ramp_s"] - plain["ramp_s"]) * 1000 / r["n"], 1)
-    wholes = sorted((r for r in runs if r["run"] == "whole start"), key=lambda r: r["n"])
-    if wholes:
-        first, last = wholes[0], wholes[-1]
-        if last["n"] > first["n"]:  # the cost of one more manifest, measured
-            added = last["manifests_applied"] - first["manifests_applied"]
-            render_per = (last["render_s"] - first["render_s"]) / added
-            apply_per = (last["apply_s"] - first["apply_s"]) / added
-            basis = f"slope from {first['n']} to {last['n']} services"
-        else:  # all of one run's render and apply over its manifests: an upper bound
-            render_per = first["render_s"] / first["manifests_applied"]
-            apply_per = first["apply_s"] / first["manifests_applied"]
-            basis = (
-                f"all of the {first['n']}-service run over its manifests, fixed task costs included: an upper "
-                "bound; --whole-sizes 1,10 measures the cost of one more manifest"
-            )
-        per_service = first["manifests_per_service"]
-        shared = first["manifests_applied"] - per_service * first["n"]
-        manifests_big = per_service * max(big, 1) + shared
-        out["whole"] = {
-            "manifests_per_service": per_service,
-            "shared_manifests": shared,
-            "render_s_per_manifest": round(render_per, 2),
-            "apply_s_per_manifest": round(apply_per, 2),
-            "basis": basis,
-            "n": max(big, 1),
-            "manifests": manifests_big,
-            "render_apply_s_estimate": round((render_per + apply_per) * manifests_big),
-        }
-    out["before"] = _before(document, steady_runs, start_runs, engine_steady, out)
-    return out
-
-
-def _before(
-    document: dict,
-    steady_runs: dict[int, dict],
-    start_runs: dict[int, dict],
-    engine_steady: dict[int, dict],
-    summary: dict[str, Any],
-) -> dict[str, Any]:
-    """The reference numbers next to this run's, for the N both have."""
-    before = document.get("before") or BEFORE
-    now = {"start": start_runs, "steady": steady_runs}
-    pairs = []
-    for old in before["runs"]:
-        new = now.get(old["run"], {}).get(old["n"])
-        if new:
-            pairs.append(
-                {
-                    "n": old["n"],
-                    "run": old["run"],
-                    "ramp_s": [old["ramp_s"], new["ramp_s"]],
-                    "queries": [old["queries"], new["queries"]],
-                    "api_requests_ramp": [old["api_requests_ramp"], new["api_requests_ramp"]],
-                }
-            )
-    engine = [
-        {"n": old["n"], "ms_per_service": [old["ms"], engine_steady[old["n"]]["ms_per_service"]]}
-        for old in before["engine_steady_ms_per_service"]
-        if old["n"] in engine_steady
-    ]
-    out: dict[str, Any] = {"source": before["source"], "runs": pairs, "engine_steady": engine}
-    around = dict((summary.get("ansible_around_engine_ms") or {}).get("per_service_ms", []))
-    old_n = before["ansible_item_ms"]["n"]
-    if old_n in around:
-        out["ansible_per_service_ms"] = [old_n, before["ansible_item_ms"]["ms"], around[old_n]]
-    report = summary.get("report")
-    if report and report["n"] == before["report_ms_per_service"]["n"]:
-        out["report_ms_per_service"] = [before["report_ms_per_service"]["ms"], report["ms_per_service"]]
-    return out
-
-
 # -- tables and the doc section ------------------------------------------------------------
 
 
@@ -991,6 +791,9 @@ RUN_HEADER = [
     "wall s",
     "render s",
     "apply s",
+    "manifests",
+    "render+apply s",
+    "render changed",
     "ramp task s",
     "ramp ms/service",
     "queries",
@@ -1027,6 +830,9 @@ def _run_row(r: dict) -> list[Any]:
         f"{r['wall_s']:.1f}",
         f"{r['render_s']:.1f}" if r["render_s"] else "-",
         f"{r['apply_s']:.1f}" if r["apply_s"] else "-",
+        r["manifests_applied"] or "-",
+        f"{r['render_s'] + r['apply_s']:.1f}" if r["apply_s"] else "-",
+        r["render_changed"] if r["apply_s"] else "-",
         f"{r['ramp_s']:.2f}",
         f"{r['ramp_ms_per_service']:.0f}",
         r["queries"],
@@ -1085,233 +891,22 @@ def table(document: dict) -> str:
             _text_table(ENGINE_HEADER, [_engine_row(e) for e in document["engine"]]),
         ]
     parts.append(f"\nimports paid once per task run (s): {document['imports_once_per_task_s']}")
-    parts += ["\nwhat the numbers say:", *analysis(summarize(document))]
     return "\n".join(parts)
 
 
-def _list(values: list[Any]) -> str:
-    return ", ".join(f"{value:g}" for value in values)
-
-
-def _ms(values: list[float]) -> str:
-    return ", ".join(f"{value:.0f}" for value in values)
-
-
-def _same(values: list[Any]) -> str:
-    """ "7 at every N" or "7, 8, 9"."""
-    return f"{values[0]:g} at every N" if len(set(values)) == 1 and len(values) > 1 else _list(values)
-
-
-def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:.0f} minutes" if seconds >= 90 else f"{seconds:.0f} s"
-
-
-def _added(value: float | None, unit: str) -> str:
-    """ "; +1 GET per added service", nothing when it does not grow."""
-    return f"; {value:+g} {unit} per added service" if value else ""
-
-
-def analysis(summary: dict[str, Any]) -> list[str]:
-    """What the run measured, in sentences with its numbers."""
-    per_run, target = summary["per_run"], summary["target"]
-    steady, start = per_run["steady"], per_run["start"]
-    sizes = _list(summary["sizes"])
-    lines: list[str] = []
-    if not target["judged"]:
-        lines.append("- **Target** (at most linear growth, per-service fixed costs removed): not judged, one N only.")
-    else:
-        tolerance = round((LINEAR_TOLERANCE - 1) * 100)
-        counts_same = len(set(steady["queries"])) == 1 and len(set(steady["api_requests"])) == 1
-        counts = (
-            f"{steady['queries'][0]} Prometheus queries and {steady['api_requests'][0]} API "
-            f"request{'' if steady['api_requests'][0] == 1 else 's'} at every N"
-            if counts_same
-            else f"{_list(steady['queries'])} Prometheus queries and {_list(steady['api_requests'])} API requests "
-            f"at N = {sizes}: not the same at every N"
-        )
-        lines.append(
-            f"- **Target**: at most linear growth: **{'met' if target['linear'] else 'not met'}** (the ramp "
-            f"task's ms per service at N = {sizes}: steady {_ms(steady['ramp_ms_per_service'])}, start "
-            f"{_ms(start['ramp_ms_per_service'])}; the rule: at no larger N more than {tolerance}% above the "
-            f"smaller N's); per-service fixed costs removed: "
-            f"**{'met' if target['fixed_costs_removed'] else 'not met'}** by the counts (a steady run sends "
-            f"{counts}{'' if not any(steady['writes']) else ', and writes'})"
-            + (
-                f"; in time, a steady ramp task changes by {steady['ramp_ms_per_added_service']:+.0f} ms per "
-                f"added service from N = {summary['sizes'][0]} to {summary['sizes'][-1]} (where it goes: below)."
-                if steady["ramp_ms_per_added_service"] is not None
-                else "."
-            )
-        )
-    if steady["sizes"]:
-        lines.append(
-            f"- **Prometheus queries per run** (N = {sizes}): steady {_same(steady['queries'])}"
-            f"{_added(steady['queries_per_added_service'], 'queries')}; start {_same(start['queries'])}"
-            f"{_added(start['queries_per_added_service'], 'queries')}."
-            + (
-                f" Prometheus spends {summary['prometheus_server_ms_per_query']:.1f} ms on a query at "
-                f"{summary['sizes'][-1]} services (its own counter)."
-                if "prometheus_server_ms_per_query" in summary
-                else ""
-            )
-        )
-        lines.append(
-            "- **Kubernetes API requests per run** (LIST / GET / writes): steady "
-            + "; ".join(
-                f"{n}: {lst} / {get} / {w}"
-                for n, lst, get, w in zip(
-                    steady["sizes"], steady["lists"], steady["gets"], steady["writes"], strict=True
-                )
-            )
-            + ". Start "
-            + "; ".join(
-                f"{n}: {lst} / {get} / {w}"
-                for n, lst, get, w in zip(start["sizes"], start["lists"], start["gets"], start["writes"], strict=True)
-            )
-            + _added(start["gets_per_added_service"], "GET")
-            + (
-                f", {start['writes_per_added_service']:+g} writes"
-                if start["writes_per_added_service"] is not None
-                else ""
-            )
-            + "."
-        )
-    counts = summary.get("engine_counts")
-    engine = summary.get("engine_steady")
-    if engine and counts:
-        around = summary["ansible_around_engine_ms"]
-        steady_counts = counts["steady"]
-        lines.append(
-            f"- **The engine alone** (this process, the action's work without Ansible) at N = "
-            f"{_list(steady_counts['sizes'])}, steady: the gates asked {_list(steady_counts['gate_queries'])} "
-            f"queries, the client sent {_list(steady_counts['queries'])}; API LIST "
-            f"{_list(steady_counts['lists'])}, GET {_list(steady_counts['gets'])}, writes "
-            f"{_list(steady_counts['writes'])}"
-            + (
-                f". Recording the first look at the gates (a write per service): sent "
-                f"{_list(counts['record']['queries'])} queries; LIST {_list(counts['record']['lists'])}, GET "
-                f"{_list(counts['record']['gets'])}, writes {_list(counts['record']['writes'])}"
-                if "record" in counts
-                else ""
-            )
-            + "."
-        )
-        ramp_s = per_run["steady"]["ramp_s"][-1] if per_run["steady"]["ramp_s"] else None
-        lines.append(
-            f"- **Where a steady run's time goes ({engine['n']} services"
-            + (f", ramp task {ramp_s:.2f} s" if ramp_s is not None else "")
-            + f"):** the engine {engine['total_s'] * 1000:.0f} ms ({engine['ms_per_service']:.1f} ms per service): "
-            f"arguments {engine['arguments_ms']:.0f} ms, clients {engine['clients_ms']:.0f} ms, the Kubernetes API "
-            f"{engine['kube_ms']:.0f} ms ({engine['api_lists']} LIST, {engine['api_gets']} GET), Prometheus "
-            f"{engine['prometheus_ms']:.0f} ms ({engine['queries']} queries), the rest {engine['rest_ms']:.0f} ms "
-            f"(gates, splitting the grouped answers per service, the state machine, the result). The rest of the "
-            f"ramp task, {around['ms']:.0f} ms, is Ansible's part (not split here: the task's templating, the "
-            "worker and its imports, the result through the callback)"
-            + (
-                f"; from N = {summary['sizes'][0]} to {summary['sizes'][-1]} it changes by "
-                f"{around['per_added_service_ms']:+.1f} ms per added service, the engine by "
-                f"{around['engine_per_added_service_ms']:+.1f} ms"
-                if around["per_added_service_ms"] is not None
-                else ""
-            )
-            + "."
-        )
-    fixed = summary.get("fixed_per_run_s")
-    if fixed:
-        lines.append(
-            f"- **Fixed per run:** the ramp task takes {fixed['ramp_task']:.2f} s for {fixed['n']} service(s) "
-            "(it includes the worker and the imports of the engine, the kubernetes client and Ansible's action "
-            f"plugin: see the imports above), and ansible-playbook {fixed['ansible_playbook_rest']:.1f} s around it."
-        )
-    report = summary.get("report")
-    if report:
-        lines.append(
-            f"- **The ramp report** (dev's default; steady+report minus steady, ramp task "
-            f"{report['ramp_s'][1]:.2f} s against {report['ramp_s'][0]:.2f} s, one run each): "
-            f"{report['ms_per_service']:.0f} ms per service at {report['n']} services in a run that changes "
-            "nothing and finds the reports there"
-            + (
-                f"; {report['first_ms_per_service']:.0f} ms per service in the first run that writes them "
-                "(first report minus steady)"
-                if "first_ms_per_service" in report
-                else ""
-            )
-            + "."
-        )
-    before = summary.get("before") or {}
-    compared = []
-    for pair in before.get("runs", []):
-        compared.append(
-            f"{pair['run']} at {pair['n']}: queries {pair['queries'][0]} -> {pair['queries'][1]}, ramp API requests "
-            f"{pair['api_requests_ramp'][0]} -> {pair['api_requests_ramp'][1]}, ramp task "
-            f"{pair['ramp_s'][0]:.2f} -> {pair['ramp_s'][1]:.2f} s"
-        )
-    for pair in before.get("engine_steady", []):
-        compared.append(
-            f"the engine alone, steady at {pair['n']}: {pair['ms_per_service'][0]:.1f} -> "
-            f"{pair['ms_per_service'][1]:.1f} ms per service"
-        )
-    if "ansible_per_service_ms" in before:
-        n, old, new = before["ansible_per_service_ms"]
-        compared.append(
-            f"Ansible's part of a steady ramp task (the task minus the engine alone) over N at {n}: {old:.0f} ms "
-            f"per service (then a loop item each) -> {new:.1f} ms"
-        )
-    if "report_ms_per_service" in before:
-        old, new = before["report_ms_per_service"]
-        compared.append(f"the ramp report in a steady run: {old:.0f} -> {new:.0f} ms per service")
-    if compared:
-        lines.append(
-            f"- **Before -> now** (before: {before['source']}, not measured again): " + "; ".join(compared) + "."
-        )
-    whole = summary.get("whole")
-    if whole:
-        lines.append(
-            f"- **Render and apply remain per manifest** (rollout.yml): {whole['manifests_per_service']} manifests "
-            f"per service (+{whole['shared_manifests']} shared), {whole['render_s_per_manifest']:.2f} s render + "
-            f"{whole['apply_s_per_manifest']:.2f} s apply per manifest ({whole['basis']}). At {whole['n']} "
-            f"services, {whole['manifests']} manifests: about {_minutes(whole['render_apply_s_estimate'])} of "
-            "every rollout.yml run before the ramp task, on this machine. playbooks/ramp.yml is the scheduled "
-            "run without them (the services selected, then the same mirror_ramp task): the start and steady runs "
-            "above."
-        )
-    return lines
-
-
 def doc_section(document: dict) -> str:
-    summary = summarize(document)  # from the runs, not the stored copy: --from-json follows this code
-    setup = document["setup"]
+    """The measured part of section 3: the command, the machine's load, the tables. What the
+    columns and the numbers mean is the section's fixed text, above the markers."""
     load = ", ".join(f"{x:g}" for x in document["machine"]["load_average"])
     lines = [
-        "Run: `python scripts/bench/scale.py [--quick] [--write-doc]` (about 3 minutes; `--help` for the sizes; "
-        "`--whole-sizes 1,100` runs render and apply for 100 services too).",
-        "",
         f"Command: `{document['command']}` ({document['when']}, {document['seconds']:.0f} s in all; "
         f"load average at the start: {load}); {document['ansible']}, USER "
         f"{'set' if document['user_env_set'] else 'unset (the task runs `id -un` once per run)'}.",
         "",
-        f"Setup: {setup['inventory']}; {setup['mode']}; {setup['traffic']}; the "
-        f"Kubernetes API test double. whole start: {setup['whole start']}. start, steady: {setup['start, steady']}. "
-        f"first report: {setup.get('first report', '-')}. steady+report: {setup['steady+report']}. ramp LIST, GET, writes: the API requests during the ramp task. "
-        "load: the 1-minute load average at the start of the run.",
-        "",
         results.markdown_table(RUN_HEADER, [_run_row(r) for r in document["runs"]]),
     ]
     if document["engine"]:
-        lines += [
-            "",
-            "The engine alone, in the benchmark's process: the mirror_ramp action's work without Ansible (the "
-            "argument spec's checks, `requests_from_arguments` on a `services` list, `execute_all`), ms per run "
-            "split by where it goes (exclusive times of the wrapped client calls; clients: the Prometheus and "
-            "Kubernetes clients, the drivers, the batch), and per run the queries the client sent, the queries "
-            "the gates asked (answered from the grouped ones) and the API requests. The pass between start and "
-            "steady records the first look at the gates (a write per service); its Kubernetes time is the test "
-            "double's, which answers in this process and checks each patch against the Istio schema in Python: "
-            "the counts carry over to a real API server, the times do not.",
-            "",
-            results.markdown_table(ENGINE_HEADER, [_engine_row(e) for e in document["engine"]]),
-        ]
-    lines += ["", "Where the time goes:", "", *analysis(summary)]
+        lines += ["", results.markdown_table(ENGINE_HEADER, [_engine_row(e) for e in document["engine"]])]
     return "\n".join(lines)
 
 
@@ -1327,9 +922,11 @@ def _sizes(text: str) -> list[int]:
 
 def _progress(result: RunResult) -> RunResult:
     log(f"{result.n} service(s), {result.run}: {result.wall_s:.1f} s, ramp task {result.ramp_s:.2f} s")
-    expected = result.n if result.run.endswith("start") else 0
-    if result.changed_ramps != expected:
+    expected = {"whole start": result.n, "start": result.n, "steady": 0}.get(result.run)
+    if expected is not None and result.changed_ramps != expected:
         log(f"warning: {result.changed_ramps} ramps changed, expected {expected}")
+    if result.run == "whole again" and result.render_changed:
+        log(f"warning: the second render changed {result.render_changed} files, expected none")
     if result.service_rows != result.n or result.service_lines != result.n:
         log(f"warning: {result.service_rows} result rows and {result.service_lines} printed lines, expected {result.n}")
     return result
@@ -1363,6 +960,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 with stack(n, kube, Path(tmp) / f"services-{n}") as s:
                     if n == 1 or n in args.whole_sizes:
                         runs.append(_progress(run_rollout(s, "whole start", ramp_only=False, reports=True)))
+                        runs.append(_progress(run_rollout(s, "whole again", ramp_only=False, reports=True)))
                         if n == 1:
                             rendered = (
                                 s.workdir / "build" / "k8s" / f"virtualservice-{NAMESPACE}-svc-001.yml"
@@ -1397,10 +995,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "inventory": "inventories/dev with N services (a stable and a candidate subset each)",
             "mode": "scheduled mode, dev's ramp (window 5m, min_requests 50, 6 gates) with 1h holds",
             "traffic": f"{FEED_REQUESTS} healthy requests per workload every {FEED_INTERVAL:g} s, scraped every "
-            f"{SCRAPE_INTERVAL}",
+            f"{SCRAPE_INTERVAL_S:g}s",
             "alert rules": "5 per service with the labels mirror_monitoring gives them, loaded by Prometheus at its "
             "start (dev's alert gate is inconclusive without a rule that could fire it); a run lists them once",
             "whole start": "rollout.yml: render, apply, ramp with dev's ramp report",
+            "whole again": "the same rollout.yml once more: the render must change no file",
             "start, steady": "playbooks/ramp.yml (the ramp alone, rollout.yml's last play) with "
             "mirror_reports_dir '' (no report), the VirtualServices seeded as mirror_istio renders them",
             "first report": "the same with dev's ramp report (an HTML page and a PNG per service), the first "
@@ -1410,10 +1009,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "runs": [asdict(r) for r in runs],
         "engine": [asdict(e) for e in engine],
         "imports_once_per_task_s": import_seconds(),
-        "before": BEFORE,
     }
     document["seconds"] = round(time.monotonic() - started, 1)
-    document["summary"] = summarize(document)
     return document
 
 
@@ -1447,6 +1044,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes = list(QUICK_SIZES)
+        args.whole_sizes = [n for n in args.whole_sizes if n in QUICK_SIZES]
     out = results.output_path(args, SECTION)
     if args.write_doc and args.quick:
         parser.error("--write-doc needs a full run, not --quick")
