@@ -12,10 +12,21 @@ import math
 import random
 import urllib.parse
 from collections.abc import Iterable
-
-import requests
+from typing import Protocol
 
 REDACTED = "<redacted>"
+
+
+class _Headers(Protocol):
+    def get(self, name: str, default: str, /) -> str | None: ...
+
+
+class HasHeaders(Protocol):
+    """An HTTP answer with its headers: a requests.Response (the notifier's) or the Prometheus
+    client's answer (http.client's headers)."""
+
+    @property
+    def headers(self) -> _Headers: ...
 
 
 def backoff_delay(backoff: float, retry: int, cap: float = math.inf) -> float:
@@ -26,9 +37,9 @@ def backoff_delay(backoff: float, retry: int, cap: float = math.inf) -> float:
     return base / 2 + random.uniform(0, base / 2)
 
 
-def retry_after(response: requests.Response) -> float | None:
+def retry_after(response: HasHeaders) -> float | None:
     """The server's Retry-After in seconds (the delta-seconds form), None when absent or not one."""
-    value = response.headers.get("Retry-After", "")
+    value = response.headers.get("Retry-After", "") or ""
     try:
         seconds = float(value)
     except ValueError:

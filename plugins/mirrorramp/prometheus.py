@@ -8,19 +8,29 @@ token goes in the Authorization header only: it is never part of a message, a re
 
 `concurrently` runs the independent queries of one gate pass at once on a small bounded pool:
 a pass waits for about one answer instead of one after the other.
+
+The HTTP is the standard library's http.client on kept-alive connections, not `requests`: a pass
+is a few small GETs to one host, and requests spent 1.7-2.3 ms of CPU on each (sessions merging
+the environment's proxy settings, urllib3's pool) against about 0.6 ms here; the threads of a
+pass share the GIL, so that CPU was most of a pass (docs/benchmarks.md, section 1).
 """
 
 from __future__ import annotations
 
+import base64
+import http.client
+import json
 import logging
+import os
+import ssl
+import threading
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TypeVar
-
-import requests
 
 from mirrorramp.errors import PrometheusError, QueryRejectedError
 from mirrorramp.http_retry import backoff_delay, redact, retry_after, safe_url
@@ -33,9 +43,15 @@ _RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 # that tells a wrong query from a Prometheus that could not answer.
 _QUERY_REJECTED_STATUS = frozenset({400, 422})
 BACKOFF_CAP_SECONDS = 5.0
-# The most queries in flight at once from one pass: a pass has about 7; below requests' pool of
-# 10 connections per host, so every concurrent query reuses a kept-alive connection.
+# The most queries in flight at once from one pass (a pass has about 7): the caller's thread and
+# MAX_CONCURRENT_QUERIES - 1 threads of a pool kept for the process (starting threads for every
+# pass cost more than the queries on a loaded machine).
 MAX_CONCURRENT_QUERIES = 8
+# Kept-alive connections a client keeps between queries: one per query in flight.
+MAX_IDLE_CONNECTIONS = MAX_CONCURRENT_QUERIES
+# A reused connection the server had already closed fails at once; such a request (a GET, safe to
+# send again) goes out once more on a new connection, not counted as an attempt.
+_STALE_CONNECTION_ERRORS = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 T = TypeVar("T")
 
@@ -71,8 +87,62 @@ def _float(text: object) -> float:
     return float(text)
 
 
+@dataclass(frozen=True)
+class _Response:
+    """One HTTP answer, read whole (its connection is then free for the next query)."""
+
+    status: int
+    reason: str
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True)
+class _Proxy:
+    """The HTTP(S) proxy the environment names for the Prometheus URL (HTTP_PROXY, HTTPS_PROXY,
+    NO_PROXY), as requests honoured it: plain HTTP through it, HTTPS tunnelled (CONNECT)."""
+
+    host: str
+    port: int
+    headers: dict[str, str]
+
+
+def _proxy_for(scheme: str, host: str) -> _Proxy | None:
+    address = urllib.request.getproxies().get(scheme)
+    if not address or urllib.request.proxy_bypass(host):
+        return None
+    if "://" not in address:
+        address = f"http://{address}"
+    parts = urllib.parse.urlsplit(address)
+    if not parts.hostname:
+        return None
+    headers = {}
+    if parts.username is not None:
+        credentials = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        headers["Proxy-Authorization"] = f"Basic {base64.b64encode(credentials.encode()).decode()}"
+    return _Proxy(parts.hostname, parts.port or 80, headers)
+
+
+def _tls_context(ca_cert: str | None, validate_certs: bool) -> ssl.SSLContext:
+    """The certificate check requests made: against ca_cert when given (whatever validate_certs
+    says), against the system's CAs when validate_certs, else none."""
+    context = ssl.create_default_context(cafile=ca_cert)
+    if not ca_cert and not validate_certs:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 class PrometheusClient:
-    """Talks to one Prometheus (or anything serving its HTTP API: Thanos, Mimir, a proxy)."""
+    """Talks to one Prometheus (or anything serving its HTTP API: Thanos, Mimir, a proxy).
+
+    Safe to share between threads: each query takes a kept-alive connection of its own from the
+    client's idle ones (or opens one) and gives it back when the answer is read.
+    """
 
     def __init__(
         self,
@@ -84,9 +154,13 @@ class PrometheusClient:
         retries: int = 3,
         *,
         backoff: float = 0.5,
-        session: requests.Session | None = None,
     ) -> None:
         parts = urllib.parse.urlsplit(url or "")
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+            parts = parts._replace(netloc="")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise PrometheusError(f"Prometheus URL {safe_url(url or '')!r} is not an http(s) URL")
         if not (isinstance(timeout, int | float) and timeout > 0):
@@ -98,19 +172,33 @@ class PrometheusClient:
         self.timeout = float(timeout)
         self.retries = retries
         self.backoff = backoff
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = port or (443 if self._https else 80)
+        self._path = parts.path.rstrip("/")
+        self._tls = _tls_context(ca_cert, validate_certs) if self._https else None
+        self._proxy = _proxy_for(parts.scheme, self._host)
         # The secrets a message must never show: the token and a password in the URL.
         self._secrets = tuple(s for s in (token, parts.password) if s)
-        self._session = session or requests.Session()
-        self._session.verify = ca_cert if ca_cert else validate_certs
+        self._headers = {"Accept": "application/json", "Accept-Encoding": "identity", "User-Agent": "mirror-ramp"}
         if token:
-            self._session.headers["Authorization"] = f"Bearer {token}"
+            self._headers["Authorization"] = f"Bearer {token}"
+        elif parts.username is not None:  # user:password@ in the URL, as requests sent it
+            credentials = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+            self._headers["Authorization"] = f"Basic {base64.b64encode(credentials.encode()).decode()}"
+        self._idle: list[http.client.HTTPConnection] = []
+        self._idle_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        has_token = "Authorization" in self._session.headers
+        has_token = self._headers.get("Authorization", "").startswith("Bearer ")
         return f"PrometheusClient(url={self.safe_url!r}, token={'<set>' if has_token else None})"
 
     def close(self) -> None:
-        self._session.close()
+        """Close the kept-alive connections (a query after this opens a new one)."""
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
 
     # -- the API ---------------------------------------------------------------------------
 
@@ -141,12 +229,68 @@ class PrometheusClient:
     def ready(self) -> bool:
         """True if /-/ready answers 200 now (one attempt, no retry)."""
         try:
-            response = self._session.get(f"{self.url}/-/ready", timeout=self.timeout)
-        except requests.RequestException:
+            return self._get("/-/ready", {}, self.timeout).status == 200
+        except (OSError, http.client.HTTPException):
             return False
-        return response.status_code == 200
 
-    # -- HTTP with bounded retries ---------------------------------------------------------
+    # -- HTTP on kept-alive connections ------------------------------------------------------
+
+    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle kept-alive connection (and True), or a new one (and False)."""
+        with self._idle_lock:
+            if self._idle:
+                return self._idle.pop(), True
+        host, port = (self._proxy.host, self._proxy.port) if self._proxy else (self._host, self._port)
+        connection: http.client.HTTPConnection
+        if self._tls is not None:
+            connection = http.client.HTTPSConnection(host, port, timeout=self.timeout, context=self._tls)
+            if self._proxy:
+                connection.set_tunnel(self._host, self._port, headers=self._proxy.headers)
+        else:
+            connection = http.client.HTTPConnection(host, port, timeout=self.timeout)
+        return connection, False
+
+    def _release(self, connection: http.client.HTTPConnection) -> None:
+        with self._idle_lock:
+            if len(self._idle) < MAX_IDLE_CONNECTIONS:
+                self._idle.append(connection)
+                return
+        connection.close()
+
+    def _get(self, path: str, params: dict[str, str], timeout: float) -> _Response:
+        """One GET (`timeout` for the connection and for each read), its answer read whole.
+        Raises OSError (refused, timed out, TLS) or http.client.HTTPException."""
+        target = f"{self._path}{path}"
+        if params:
+            target = f"{target}?{urllib.parse.urlencode(params)}"
+        headers = self._headers
+        if self._proxy and self._tls is None:  # plain HTTP through a proxy: the absolute URL
+            target = f"http://{self._host}:{self._port}{target}"
+            headers = {**headers, **self._proxy.headers}
+        while True:
+            connection, reused = self._connection()
+            connection.timeout = timeout
+            try:
+                if connection.sock is not None:
+                    connection.sock.settimeout(timeout)
+                connection.request("GET", target, headers=headers)
+                response = connection.getresponse()
+                answer = _Response(response.status, response.reason, response.headers, response.read())
+            except _STALE_CONNECTION_ERRORS:
+                connection.close()
+                if reused:
+                    continue
+                raise
+            except BaseException:
+                connection.close()  # in an unknown state (a timeout mid-answer): never reused
+                raise
+            if response.will_close:
+                connection.close()
+            else:
+                self._release(connection)
+            return answer
+
+    # -- bounded retries -------------------------------------------------------------------
 
     def _redact(self, text: str) -> str:
         return redact(text, self._secrets)
@@ -163,16 +307,15 @@ class PrometheusClient:
             if remaining <= 0:
                 break
             retry_after_s: float | None = None
+            attempt_timeout = min(self.timeout, remaining)
             try:
-                response = self._session.get(f"{self.url}{path}", params=params, timeout=min(self.timeout, remaining))
-            except requests.Timeout as e:
-                last_error = f"timed out after {min(self.timeout, remaining):.3g}s ({type(e).__name__})"
-            except requests.ConnectionError as e:
-                last_error = f"connection failed: {self._redact(_root_cause(e))}"
-            except requests.RequestException as e:
-                raise PrometheusError(f"{endpoint}: request failed: {self._redact(str(e))}") from e
+                response = self._get(path, params, attempt_timeout)
+            except TimeoutError as e:
+                last_error = f"timed out after {attempt_timeout:.3g}s ({type(e).__name__})"
+            except (OSError, http.client.HTTPException) as e:
+                last_error = f"connection failed: {self._redact(str(e) or type(e).__name__)}"
             else:
-                status = response.status_code
+                status = response.status
                 if 200 <= status < 300:
                     return self._success_data(endpoint, response)
                 api_error = self._api_error(response)
@@ -180,7 +323,7 @@ class PrometheusClient:
                     raise QueryRejectedError(params["query"], status, api_error)
                 error = api_error or self._body_start(response)
                 if status not in _RETRYABLE_STATUS:
-                    raise PrometheusError(f"{endpoint}: HTTP {status}: {error}")
+                    raise PrometheusError(f"{endpoint}: HTTP {status}: {error}{self._redirected(response)}")
                 last_error = f"HTTP {status}: {error}"
                 retry_after_s = retry_after(response)
             if attempt + 1 < attempts:
@@ -201,11 +344,11 @@ class PrometheusClient:
                 time.sleep(delay)
         raise PrometheusError(f"{endpoint}: no answer after {attempts} attempt(s); last error: {last_error}")
 
-    def _success_data(self, endpoint: str, response: requests.Response) -> dict:
+    def _success_data(self, endpoint: str, response: _Response) -> dict:
         try:
-            body = response.json()
+            body = json.loads(response.body)
         except ValueError as e:
-            raise PrometheusError(f"{endpoint}: the answer is not JSON (HTTP {response.status_code})") from e
+            raise PrometheusError(f"{endpoint}: the answer is not JSON (HTTP {response.status})") from e
         if not isinstance(body, dict) or body.get("status") != "success" or not isinstance(body.get("data"), dict):
             raise PrometheusError(f"{endpoint}: unexpected answer: {self._redact(str(body))[:300]}")
         data = body["data"]
@@ -213,43 +356,85 @@ class PrometheusClient:
             data = {**data, "warnings": list(body["warnings"])}
         return data
 
-    def _api_error(self, response: requests.Response) -> str | None:
+    def _api_error(self, response: _Response) -> str | None:
         """Prometheus' own error text ("bad_data: ... parse error ..."), or None when the body
         is not the API's error answer (a proxy's page, say)."""
         try:
-            body = response.json()
+            body = json.loads(response.body)
         except ValueError:
             return None
         if not (isinstance(body, dict) and body.get("status") == "error" and body.get("error")):
             return None
         return self._redact(f"{body.get('errorType', 'error')}: {body['error']}")
 
-    def _body_start(self, response: requests.Response) -> str:
+    def _body_start(self, response: _Response) -> str:
         return self._redact(" ".join(response.text.split())[:200] or response.reason or "no body")
+
+    @staticmethod
+    def _redirected(response: _Response) -> str:
+        """Where a redirect points (redirects are not followed: the Authorization header must not
+        go to another host, and the API's paths do not move): set the URL to it."""
+        location = response.headers.get("Location")
+        if not (300 <= response.status < 400 and location):
+            return ""
+        return f" (redirected to {safe_url(location)}: set the Prometheus URL to where it points)"
+
+
+# The pool `concurrently` runs calls on: made on first use, kept for the process (its threads wait
+# idle between passes), made again in a forked child (a fork copies no threads).
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _forget_pool_in_child() -> None:
+    global _pool
+    _pool = None
+
+
+os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
+def _shared_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=MAX_CONCURRENT_QUERIES - 1, thread_name_prefix="mirror-query")
+        return _pool
 
 
 def concurrently(calls: Sequence[Callable[[], T]]) -> list[T]:
-    """Every call's result, in the calls' order, the calls run at once on at most
-    MAX_CONCURRENT_QUERIES threads (one call runs in the caller's thread).
+    """Every call's result, in the calls' order, the calls run at once: the first in the caller's
+    thread, the others on a shared pool of MAX_CONCURRENT_QUERIES - 1 threads.
+
+    A call no pool thread has started yet when the caller is free runs in the caller's thread:
+    a call that itself calls `concurrently` (a judge's counts, a grouped query) never waits for a
+    pool thread that is waiting for it, and a busy pool only makes a pass sequential.
 
     Once every call has ended, the first call (in order) that raised raises again here: the
     error a caller sees is the one it would have met running them one after the other, and no
-    call is still running when this returns. The calls share a PrometheusClient: its
-    requests.Session keeps its connections in urllib3's thread-safe pool and only reads its
-    headers; a call must not share other mutable state without a lock.
+    call is still running when this returns. The calls share a PrometheusClient (thread-safe: a
+    connection per query in flight); a call must not share other mutable state without a lock.
     """
     if len(calls) <= 1:
         return [call() for call in calls]
-    with ThreadPoolExecutor(max_workers=min(MAX_CONCURRENT_QUERIES, len(calls))) as pool:
-        futures = [pool.submit(call) for call in calls]
-    return [future.result() for future in futures]
+    pool = _shared_pool()
+    submitted = [pool.submit(call) for call in calls[1:]]
+    outcomes = [_run_here(calls[0])]
+    for call, future in zip(calls[1:], submitted, strict=True):
+        outcomes.append(_run_here(call) if future.cancel() else future)
+    wait(outcomes)
+    return [future.result() for future in outcomes]
 
 
-def _root_cause(error: requests.RequestException) -> str:
-    """The useful part of a requests error: urllib3's reason, without the pool's retry story."""
-    inner = error.args[0] if error.args else None
-    reason = getattr(inner, "reason", None)
-    return str(reason if reason is not None else error)
+def _run_here(call: Callable[[], T]) -> Future[T]:
+    """`call` run in this thread, its result or error in a done Future (as the pool's are)."""
+    future: Future[T] = Future()
+    future.set_running_or_notify_cancel()
+    try:
+        future.set_result(call())
+    except BaseException as e:  # kept for the caller, raised in call order as the pool's are
+        future.set_exception(e)
+    return future
 
 
 def _parse_query_data(data: dict) -> QueryResult:

@@ -281,3 +281,18 @@ def batched_traffic_passed(outcome: list[BaseException]) -> bool:
     """The error came from the second step (the metric gates), not from the traffic check."""
     frames = [frame.name for frame in traceback.extract_tb(outcome[0].__traceback__)]
     return "_single_value" in frames
+
+
+def test_nested_calls_deeper_than_the_pool_all_end():
+    """Calls that call `concurrently` themselves (a judge's counts, a grouped query) while every
+    pool thread is busy: a call no pool thread has started runs in its caller's thread, so the
+    shared pool never waits on itself."""
+    inner = MAX_CONCURRENT_QUERIES * 2
+
+    def outer(i: int) -> int:
+        return sum(concurrently([lambda j=j: time.sleep(0.01) or i * j for j in range(inner)]))
+
+    started = time.monotonic()
+    got = concurrently([lambda i=i: outer(i) for i in range(MAX_CONCURRENT_QUERIES * 2)])
+    assert got == [i * sum(range(inner)) for i in range(MAX_CONCURRENT_QUERIES * 2)]
+    assert time.monotonic() - started < 10

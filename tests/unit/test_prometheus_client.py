@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import math
+import socket
+import ssl
+import subprocess
+import threading
 import time
 import traceback
 
@@ -252,3 +258,198 @@ def test_token_and_password_never_in_messages_reprs_or_logs(server, caplog):
         assert "user:" not in str(caught.value), name
     assert TOKEN not in caplog.text and PASSWORD not in caplog.text
     assert "retrying" in caplog.text  # the retries were logged, without the secrets
+
+
+# -- kept-alive connections and TLS (http.client) ---------------------------------------------
+
+
+class KeepAliveServer:
+    """A raw HTTP/1.1 server on loopback that keeps connections alive (the scripted server speaks
+    HTTP/1.0 and closes each one): it answers every GET with the recorded vector, counts the
+    connections it accepted, and closes a connection after its answer when `close_after_answer`
+    (without saying so: the client finds its kept-alive connection closed). Optional TLS."""
+
+    def __init__(self, tls: ssl.SSLContext | None = None, close_after_answer: bool = False) -> None:
+        self.close_after_answer = close_after_answer
+        self.connections = 0
+        self.answered = 0
+        self.authorization: list[str | None] = []
+        self._tls = tls
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._body = json.dumps(fixture("vector").body).encode()
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self._tls else "http"
+        return f"{scheme}://127.0.0.1:{self._listener.getsockname()[1]}"
+
+    def start(self) -> KeepAliveServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5)
+        self._listener.close()
+
+    def _serve(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        try:
+            if self._tls:
+                conn = self._tls.wrap_socket(conn, server_side=True)
+            conn.settimeout(5)
+            reader = conn.makefile("rb")
+            while not self._stopping.is_set():
+                request_line = reader.readline()
+                if not request_line:
+                    return
+                headers = {}
+                while (line := reader.readline()) not in (b"\r\n", b"\n", b""):
+                    name, _, value = line.decode().partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                self.authorization.append(headers.get("authorization"))
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    + f"Content-Length: {len(self._body)}\r\n\r\n".encode()
+                    + self._body
+                )
+                self.answered += 1
+                if self.close_after_answer:
+                    return
+        except (OSError, ssl.SSLError):
+            return  # the client refused our certificate, or went away
+        finally:
+            conn.close()
+
+
+@pytest.fixture
+def keep_alive_server():
+    started: list[KeepAliveServer] = []
+
+    def start(**kwargs) -> KeepAliveServer:
+        started.append(KeepAliveServer(**kwargs).start())
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def test_queries_reuse_one_kept_alive_connection(keep_alive_server):
+    server = keep_alive_server()
+    client = client_for(server.url)
+    for _ in range(3):
+        assert client.query("q").samples[0][1] == 24.976
+    assert (server.connections, server.answered) == (1, 3)
+    client.close()
+
+
+def test_a_kept_alive_connection_the_server_closed_is_reopened_not_counted_as_a_failure(keep_alive_server):
+    server = keep_alive_server(close_after_answer=True)
+    client = client_for(server.url, retries=0)  # no retry: the reconnect alone must carry it
+    for _ in range(3):
+        assert client.query("q").samples[0][1] == 24.976
+        time.sleep(0.05)  # the server's close reaches the idle connection first
+    assert (server.connections, server.answered) == (3, 3)
+
+
+def test_a_connection_that_fails_fresh_is_not_retried_inline():
+    """Only a reused connection may be stale; a new one refused is an attempt like any other."""
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(PrometheusError, match=r"no answer after 1 attempt\(s\); last error: connection failed"):
+        client_for(url, retries=0).query("q")
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1 (openssl), its key, and a TLS server context."""
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subject = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            *subject,
+            "-keyout",
+            key,
+            "-out",
+            cert,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return str(cert), context
+
+
+@pytest.mark.parametrize(
+    ("use_ca_cert", "validate_certs", "answers"),
+    [(True, True, True), (True, False, True), (False, True, False), (False, False, True)],
+    ids=["ca_cert", "ca_cert-wins-over-validate-false", "unknown-ca-refused", "validate-false"],
+)
+def test_tls_options_are_honoured(keep_alive_server, certificate, use_ca_cert, validate_certs, answers):
+    cert, server_context = certificate
+    server = keep_alive_server(tls=server_context)
+    client = client_for(
+        server.url, ca_cert=cert if use_ca_cert else None, validate_certs=validate_certs, token=TOKEN, retries=1
+    )
+    if answers:
+        assert client.query("q").samples[0][1] == 24.976
+        assert client.query("q").samples[0][1] == 24.976
+        assert server.connections == 1  # kept alive over TLS too
+        assert server.authorization == [f"Bearer {TOKEN}"] * 2
+        return
+    with pytest.raises(PrometheusError) as caught:
+        client.query("q")
+    message = "".join(traceback.format_exception(caught.value))
+    assert "certificate verify failed" in message
+    assert TOKEN not in message and server.authorization == []  # the token never left
+
+
+def test_password_in_the_url_is_sent_as_basic_auth_unless_a_token_is_given(keep_alive_server):
+    server = keep_alive_server()
+    with_password = server.url.replace("http://", f"http://user:{PASSWORD}@")
+    client_for(with_password).query("q")
+    client_for(with_password, token=TOKEN).query("q")
+    basic = "Basic " + base64.b64encode(f"user:{PASSWORD}".encode()).decode()
+    assert server.authorization == [basic, f"Bearer {TOKEN}"]
+
+
+def test_a_redirect_is_not_followed_and_says_where_it_points(server):
+    server.queue(Reply(301, "moved", headers={"Location": f"http://user:{PASSWORD}@other.example/prom?x=1"}))
+    with pytest.raises(PrometheusError) as caught:
+        client_for(server.url, token=TOKEN).query("q")
+    assert "HTTP 301: moved (redirected to http://other.example/prom: set the Prometheus URL" in str(caught.value)
+    assert PASSWORD not in str(caught.value) and len(server.requests) == 1
+
+
+def test_plain_http_goes_through_the_proxy_the_environment_names(server, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("http_proxy", raising=False)
+    server.default = fixture("vector")
+    assert client_for("http://prometheus.invalid:9090").query("q").samples[0][1] == 24.976
+    # The proxy got the request for Prometheus' host (an absolute URL), which it could not resolve.
+    assert server.requests[-1].path == "/api/v1/query"
+    assert server.requests[-1].headers["Host"] == "prometheus.invalid:9090"
