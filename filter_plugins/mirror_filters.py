@@ -5,7 +5,7 @@ from __future__ import annotations
 from ansible.errors import AnsibleFilterError
 
 from mirrorramp.errors import MirrorRampError
-from mirrorramp.virtualservice import keep_live_mirror
+from mirrorramp.routes import keep_live_mirror
 from mirrorramp.wording import number
 
 # The documentation of each filter is in <filter name>.yml beside this file (ansible-doc -t filter).
@@ -59,16 +59,29 @@ def mirror_service_workloads(service):
     return workloads
 
 
-def mirror_ramp_targets(services, namespace):
-    """The `services` argument of mirror_ramp: name, namespace and workloads of each service."""
+# The ramp driver of each mesh API, where the mirror lives in a Kubernetes route object.
+ROUTE_DRIVERS = {"istio": "istio", "gateway-api": "gateway-api"}
+
+
+def mirror_ramp_targets(services, namespace, mesh_api=None, driver=None):
+    """The `services` argument of mirror_ramp: name, namespace and workloads of each service, and
+    the driver of the service's own mesh API when the ramp drives Kubernetes routes."""
     if not isinstance(services, list):
         raise AnsibleFilterError(f"mirror_ramp_targets: expected a list of services, got {type(services).__name__}")
     targets = []
     for service in services:
         workloads = mirror_service_workloads(service)  # names the service that lacks something
-        targets.append(
-            {"name": service["name"], "namespace": service.get("namespace") or namespace, "workloads": workloads}
-        )
+        target = {"name": service["name"], "namespace": service.get("namespace") or namespace, "workloads": workloads}
+        # The envoy driver ramps a proxy's files whichever API rendered them.
+        if driver in ROUTE_DRIVERS.values():
+            api = service.get("mesh_api") or mesh_api
+            if api not in ROUTE_DRIVERS:
+                raise AnsibleFilterError(
+                    f"mirror_ramp_targets: service {service['name']}: mesh API {api!r}, expected one of "
+                    + ", ".join(ROUTE_DRIVERS)
+                )
+            target["driver"] = ROUTE_DRIVERS[api]
+        targets.append(target)
     return targets
 
 
