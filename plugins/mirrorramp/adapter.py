@@ -124,10 +124,13 @@ def execute_all(
     of VirtualServices per namespace). A service that fails is reported in its row and fails the task, after the others ran.
     """
     first = requests[0]
-    kind = DRIVERS[first.driver_name]
+    kinds = [DRIVERS[request.driver_name] for request in requests]
     client = build_prometheus(first)
-    api = build_api_client(first) if kind.uses_kubernetes else None
+    # One Kubernetes client for every service whose driver needs one (istio and gateway-api mix).
+    api = next((build_api_client(r) for r, kind in zip(requests, kinds, strict=True) if kind.uses_kubernetes), None)
     drivers = [build_driver(request, api) for request in requests]
+    # Each driver kind's preload, once per pass, with the drivers of that kind.
+    preload_of = {id(driver): kind.preload for driver, kind in zip(drivers, kinds, strict=True)}
     prometheus: PrometheusClient | BatchedPrometheus = client
     if first.operation == "ramp":
         contexts = [request.config.query_context for request in requests]
@@ -140,8 +143,12 @@ def execute_all(
     def before_pass(runners: list[Runner]) -> None:
         if isinstance(prometheus, BatchedPrometheus):
             prometheus.new_pass()
-        if kind.preload is not None:
-            kind.preload([runner.driver for runner in runners])
+        by_preload: dict[Callable, list] = {}
+        for runner in runners:
+            if (preload := preload_of[id(runner.driver)]) is not None:
+                by_preload.setdefault(preload, []).append(runner.driver)
+        for preload, same_kind in by_preload.items():
+            preload(same_kind)
 
     results: list[dict | MirrorRampError] = []
     try:

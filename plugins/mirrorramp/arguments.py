@@ -46,6 +46,8 @@ ARGUMENT_SPEC: dict[str, Any] = {
             "namespace": {"type": "str"},
             "virtual_service": {"type": "str"},
             "workloads": {**_WORKLOADS_SPEC, "required": True},
+            # This service's driver when it differs from the task's (a service on another mesh API).
+            "driver": {"type": "str", "choices": list(DRIVERS)},
         },
     },
     "namespace": {"type": "str"},
@@ -295,6 +297,7 @@ def requests_from_arguments(args: dict, *, check_mode: bool, diff: bool) -> list
         seen.add((entry["name"], namespace))
         one = {**args, "service": entry["name"], "namespace": namespace, "workloads": entry["workloads"]}
         one["virtual_service"] = entry.get("virtual_service")
+        one["driver"] = entry.get("driver") or args["driver"]
         requests.append(RampRequest.from_arguments(one, check_mode=check_mode, diff=diff))
     if args["operation"] == "ramp":
         _check_approvals_name_a_service(args["approve"], [request.config.service for request in requests])

@@ -44,6 +44,13 @@ options:
       name: {description: Name of the service (as O(service))., type: str, required: true}
       namespace: {description: Its namespace; default O(namespace)., type: str}
       virtual_service: {description: Its VirtualService or HTTPRoute when the name differs (as O(virtual_service))., type: str}
+      driver:
+        description:
+          - Its driver when it differs from O(driver), for a service on another mesh API (C(istio) or
+            C(gateway-api)); one run ramps both kinds. Filter C(mirror_ramp_targets) sets it from each
+            service's C(mesh_api).
+        type: str
+        choices: [istio, gateway-api, envoy]
       workloads:
         description: Its workloads (as O(workloads)).
         type: dict

@@ -126,3 +126,29 @@ def test_the_ramp_refuses_a_baseline_counted_as_the_candidate_or_misnamed(baseli
     with pytest.raises(ConfigError) as caught:
         requests_from_arguments(arguments(workloads=workloads), check_mode=False, diff=False)
     assert says in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("driver", "mesh_api", "own", "expected"),
+    [
+        pytest.param("istio", "istio", None, "istio", id="istio-env"),
+        pytest.param("istio", "istio", "gateway-api", "gateway-api", id="a-gateway-api-service-in-an-istio-env"),
+        pytest.param("gateway-api", "gateway-api", None, "gateway-api", id="gateway-api-env"),
+        pytest.param("gateway-api", "gateway-api", "istio", "istio", id="an-istio-service-in-a-gateway-api-env"),
+        pytest.param("envoy", "gateway-api", None, None, id="envoy-ramps-files-whatever-rendered-them"),
+    ],
+)
+def test_ramp_targets_give_each_service_the_driver_of_its_mesh_api(driver, mesh_api, own, expected) -> None:
+    service = _service() if own is None else _service(mesh_api=own)
+    (target,) = _filter("mirror_ramp_targets")([service], "shop", mesh_api, driver)
+    assert target.get("driver") == expected
+    # The spec takes what the filter gives.
+    given = {
+        k: v for k, v in arguments(services=[target]).items() if v is not None and k not in ("service", "workloads")
+    }
+    assert ArgumentSpecValidator(ARGUMENT_SPEC, **ARGUMENT_RULES).validate(given).error_messages == []
+
+
+def test_ramp_targets_refuse_an_unknown_mesh_api() -> None:
+    with pytest.raises(AnsibleFilterError, match="mesh API 'linkerd', expected one of istio, gateway-api"):
+        _filter("mirror_ramp_targets")([_service(mesh_api="linkerd")], "shop", "istio", "istio")
