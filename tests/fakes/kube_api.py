@@ -668,20 +668,22 @@ def record_update(
     new_fields = fieldset(new, rt)
     old_view = old or {}
     changed = {path for path in new_fields if value_at(old_view, path) != value_at(new, path)}
+    # The writer's own entry keeps its place (the API server does not reorder managedFields): a
+    # write that changes nothing must come back exactly as stored, entries and order included.
     out: list[ManagedEntry] = []
-    mine = None
+    found = False
     for entry in entries:
         if (entry.manager, entry.operation) == (manager, "Update"):
-            mine = entry
+            found = True
+            owned = (set(entry.fields) | changed) & new_fields
+            if owned:
+                out.append(_retimed(entry, owned, api_version))
             continue
         kept = (set(entry.fields) - changed) & new_fields
         if kept:
             out.append(_retimed(entry, kept))
-    owned = ((set(mine.fields) if mine else set()) | changed) & new_fields
-    if mine is not None and owned:
-        out.append(_retimed(mine, owned, api_version))
-    elif owned:
-        out.append(ManagedEntry(manager, "Update", api_version, _now(), frozenset(owned)))
+    if not found and changed:
+        out.append(ManagedEntry(manager, "Update", api_version, _now(), frozenset(changed)))
     return out
 
 

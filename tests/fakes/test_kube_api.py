@@ -559,6 +559,24 @@ def test_every_write_records_its_field_manager(
     )
 
 
+def test_a_no_op_write_by_a_manager_listed_first_keeps_the_entries_and_their_order(
+    kube_api: KubeApiServer,  # noqa: F811
+    objects: client.CustomObjectsApi,
+) -> None:
+    """The API server never reorders managedFields: a re-apply that changes nothing (kubernetes.core
+    compares the whole object, managedFields included) must report no change."""
+    route_call(objects, "create", http_route(), field_manager="manifests")
+    ramp_sets_mirror(objects, [mirror_filter()])  # a second manager, listed after the first
+    stored = route_call(objects, "get", "reviews")
+    assert [e["manager"] for e in stored["metadata"]["managedFields"]] == ["manifests", "mirror-ramp"]
+
+    again = route_call(
+        objects, "patch", "reviews", {"metadata": {"labels": {"app": "reviews"}}}, field_manager="manifests"
+    )
+
+    assert again == stored, "the first manager's no-op write moved its entry to the end"
+
+
 def test_a_forced_apply_of_the_manifests_removes_the_ramps_mirror(
     kube_api: KubeApiServer,  # noqa: F811
     objects: client.CustomObjectsApi,
