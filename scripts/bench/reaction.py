@@ -14,14 +14,17 @@ the inventory's mirror_sandbox.load rate, all on 127.0.0.1. Then N trials:
      (mirrorramp.adapter.execute, what the mirror_ramp task runs), in a thread; after its first
      pass, a random 0..poll_interval wait, so that t0 falls anywhere in the scrape and poll cycles;
   4. t0: POST the candidate's /control {"error_ratio": 1.0} (t0 = when it answered);
-  5. the candidate's /requests is polled every 50 ms until its served requests have stayed
-     unchanged for 2 s: the last of them, as the candidate stamped it, is the last copy; Envoy's
+  5. once the engine has ended (it rolled back), the candidate's /requests is polled every 50 ms
+     until its served requests have stayed unchanged for 2 s (not during the engine's passes:
+     the polling would share the engine's interpreter and slow the pass it measures): the last of them, as the candidate stamped it, is the last copy; Envoy's
      config_dump says when it began to run the route without mirror (`last_updated`). The end,
      t1, is the later of the two: the mirror gone from Envoy and its last copy arrived.
      Reaction = t1 - t0; removal = t1 - the start of the engine pass that decided the rollback.
      Removal splits into: to the write (the pass's gate queries and decision, up to the route
-     file's modification time: the driver renames a file written just before), the write to
-     Envoy running it, and the last copy after that (negative when the last copy came before:
+     file's modification time: the driver renames a file written just before), itself split at
+     the end of the pass's last gate evaluation (gates: the start of the pass to there; driver:
+     from there to the write, the decision and the envoy driver's reads before it writes), the
+     write to Envoy running it, and the last copy after that (negative when the last copy came before:
      at 20% of 90 GETs/s a copy comes every 55 ms on average, so the last copy alone says little
      about the moment the mirror went).
 
@@ -80,6 +83,7 @@ from jinja2 import StrictUndefined
 from jinja2.nativetypes import NativeEnvironment
 
 from mirrorramp import gates as gate_module
+from mirrorramp import runner as runner_module
 from mirrorramp.adapter import execute
 from mirrorramp.arguments import ARGUMENT_SPEC, RampRequest
 from mirrorramp.durations import parse_duration
@@ -115,6 +119,8 @@ class Trial:
     detect_s: float  # the rollback decision (start of the deciding pass) - t0
     removal_s: float  # t1 - the rollback decision
     to_write_s: float  # the route file's write - the rollback decision: the pass's queries and decision
+    gates_s: float  # the end of the deciding pass's last gate evaluation - the rollback decision
+    driver_to_write_s: float  # the route file's write - the end of that evaluation: decision, driver reads
     write_to_live_s: float  # Envoy running the route without mirror (config_dump last_updated) - the write
     last_copy_after_live_s: float  # the candidate's stamp on the last copy - Envoy running the new route
     passes: int  # engine passes in the trial
@@ -132,6 +138,9 @@ class EngineRun:
     result: dict | None = None
     error: BaseException | None = None
     first_pass: threading.Event = field(default_factory=threading.Event)
+    # When each gate evaluation of the run ended (time.time()): the deciding pass's last one
+    # splits the pass's time to the write into the gates' and the driver's.
+    evaluations_ended: list[float] = field(default_factory=list)
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self._run, name="ramp-engine", daemon=True)
@@ -141,9 +150,17 @@ class EngineRun:
     def _progress(self, message: str) -> None:  # watch mode reports every pass
         self.first_pass.set()
 
+    def _timed_evaluate(self, *args, **kwargs):
+        try:
+            return gate_module.evaluate(*args, **kwargs)
+        finally:
+            self.evaluations_ended.append(time.time())
+
     def _run(self) -> None:
         try:
-            self.result = execute(self.request, progress=self._progress)
+            # Patched where the runner looks it up: one engine thread per trial, none at once.
+            with mock.patch.object(runner_module, "evaluate", self._timed_evaluate):
+                self.result = execute(self.request, progress=self._progress)
         except BaseException as e:  # reported by the trial, never lost in the thread
             self.error = e
         finally:
@@ -240,8 +257,9 @@ def one_after_another(calls):
 
 def wait_until_gates_pass(request: RampRequest, deadline_s: float) -> tuple[float, float, float]:
     """(seconds until every gate passes over the window (the engine would hold, not trip), seconds
-    the passing check took: every gate's queries, as the engine's pass makes them, and seconds the
-    same check takes right after with its queries one after another: the two side by side)."""
+    a check right after the passing one takes: every gate's queries, as the engine's pass makes
+    them, and seconds the same check takes next with its queries one after another: the two side
+    by side, both on kept-alive connections, as in the engine's passes after its first)."""
     started = time.monotonic()
     prometheus = build_prometheus(request)
     config = request.config
@@ -251,8 +269,11 @@ def wait_until_gates_pass(request: RampRequest, deadline_s: float) -> tuple[floa
         gates = evaluate(config.gates, prometheus, config.query_context, config.window_seconds)
         last = [f"{g.name}={g.verdict}" for g in gates if g.verdict is not Verdict.PASS]
         if not last:
-            at_once = time.monotonic() - checked
             ready = time.monotonic() - started
+            # Timed again, so that both ways run on the connections the first check kept alive.
+            checked = time.monotonic()
+            evaluate(config.gates, prometheus, config.query_context, config.window_seconds)
+            at_once = time.monotonic() - checked
             with mock.patch.object(gate_module, "concurrently", one_after_another):
                 sequential_started = time.monotonic()
                 evaluate(config.gates, prometheus, config.query_context, config.window_seconds)
@@ -325,8 +346,10 @@ def run_trial(
         return None
     harness.control("candidate", error_ratio=1.0)
     t0 = time.time()
-    last_copy, failing_requests = watch_until_flat(harness, t0)
     thread.join(TRIAL_TIMEOUT_S)
+    if thread.is_alive():
+        raise RuntimeError(f"trial {number}: the ramp engine did not roll back within {TRIAL_TIMEOUT_S:g}s of t0")
+    last_copy, failing_requests = watch_until_flat(harness, t0)
     if engine.error is not None:
         raise RuntimeError(f"trial {number}: the ramp engine failed: {engine.error}") from engine.error
     result = engine.result or {}
@@ -338,6 +361,7 @@ def run_trial(
         return None
     written = harness.route_path.stat().st_mtime
     live = route_live_since(harness)
+    gates_ended = max(at for at in engine.evaluations_ended if at <= written)
     t1 = max(live, last_copy)
     kinds = {g["name"]: g["kind"] for g in result["gates"]}
     failing = [g["name"] for g in result["gates"] if g["verdict"] == "fail"]
@@ -351,6 +375,8 @@ def run_trial(
         removal_s=round(t1 - rollback["at"], 4),
         # The driver writes a temp file and renames it: the route file's mtime is the write.
         to_write_s=round(written - rollback["at"], 4),
+        gates_s=round(gates_ended - rollback["at"], 4),
+        driver_to_write_s=round(written - gates_ended, 4),
         write_to_live_s=round(live - written, 4),
         last_copy_after_live_s=round(last_copy - live, 4),
         passes=result["passes"],
@@ -445,6 +471,8 @@ def measure(args: argparse.Namespace) -> dict:
             "median_removal_s": round(median_removal, 4),
             "max_removal_s": round(max(t.removal_s for t in trials), 4),
             "median_to_write_s": round(statistics.median(t.to_write_s for t in trials), 4),
+            "median_gates_s": round(statistics.median(t.gates_s for t in trials), 4),
+            "median_driver_to_write_s": round(statistics.median(t.driver_to_write_s for t in trials), 4),
             "median_gate_check_s": round(statistics.median(t.gate_check_s for t in trials), 4),
             "median_gate_check_one_by_one_s": round(statistics.median(t.gate_check_one_by_one_s for t in trials), 4),
             "median_write_to_live_s": round(statistics.median(t.write_to_live_s for t in trials), 4),
@@ -466,6 +494,8 @@ HEADER = [
     "detect s",
     "removal ms",
     "to the write ms",
+    "gates ms",
+    "driver ms",
     "write to live ms",
     "last copy after ms",
     "500s served",
@@ -483,6 +513,8 @@ def rows(document: dict) -> list[list[str]]:
             f"{t['detect_s']:.2f}",
             f"{t['removal_s'] * 1000:.1f}",
             f"{t['to_write_s'] * 1000:.1f}",
+            f"{t.get('gates_s', math.nan) * 1000:.1f}",
+            f"{t.get('driver_to_write_s', math.nan) * 1000:.1f}",
             f"{t['write_to_live_s'] * 1000:.1f}",
             f"{t['last_copy_after_live_s'] * 1000:+.1f}",
             str(t["failing_requests"]),
@@ -499,7 +531,9 @@ def verdicts(document: dict) -> str:
         f"reaction median {s['median_s']:.2f} s (max {s['max_s']:.2f} s) over {s['trials']} trials, floor "
         f"{s['floor_s']:.2f} s (scrape + poll), target median <= 2x floor = {s['target_s']:.2f} s: {reaction}; "
         f"removal median {s['median_removal_s'] * 1000:.1f} ms (max {s['max_removal_s'] * 1000:.1f} ms: "
-        f"{s['median_to_write_s'] * 1000:.1f} ms from the deciding pass to the write (a check of every gate "
+        f"{s['median_to_write_s'] * 1000:.1f} ms from the deciding pass to the write ("
+        f"{s.get('median_gates_s', math.nan) * 1000:.1f} ms to the end of its gate evaluation, "
+        f"{s.get('median_driver_to_write_s', math.nan) * 1000:.1f} ms from there to the write; a check of every gate "
         f"alone: {s['median_gate_check_s'] * 1000:.1f} ms, its queries one after another "
         f"{s.get('median_gate_check_one_by_one_s', math.nan) * 1000:.1f} ms), "
         f"{s['median_write_to_live_s'] * 1000:.1f} ms from the write to Envoy running it; the last copy at most "
