@@ -63,35 +63,37 @@ class SidecarConfig:
 
 
 # --- the shapes the role renders: a dict is a mapping with exactly these optional keys, a list
-# [shape] a list of that shape, _Names(shape) a mapping from free names (headers) to shape.
+# [shape] a list of that shape, Names(shape) a mapping from free names (headers) to shape.
 
 
 @dataclass(frozen=True)
-class _Names:
+class Names:
+    """The shape of a mapping from free names (labels, headers) to values of `shape`."""
+
     shape: Any
 
 
-_STR = str
+STR = str
 _NUMBER = (int, float)
-_STRING_MATCH = {"exact": _STR, "prefix": _STR, "regex": _STR}
-_DESTINATION = {"host": _STR, "subset": _STR, "port": {"number": int}}
+_STRING_MATCH = {"exact": STR, "prefix": STR, "regex": STR}
+_DESTINATION = {"host": STR, "subset": STR, "port": {"number": int}}
 _PERCENTAGE = {"value": _NUMBER}
-_METADATA = {"name": _STR, "namespace": _STR, "labels": _Names(_STR), "annotations": _Names(_STR)}
+METADATA_SHAPE = {"name": STR, "namespace": STR, "labels": Names(STR), "annotations": Names(STR)}
 _HTTP_ROUTE = {
-    "name": _STR,
+    "name": STR,
     "match": [
         {
             "method": _STRING_MATCH,
             "uri": _STRING_MATCH,
-            "headers": _Names(_STRING_MATCH),
-            "queryParams": _Names(_STRING_MATCH),
+            "headers": Names(_STRING_MATCH),
+            "queryParams": Names(_STRING_MATCH),
         }
     ],
     "route": [{"destination": _DESTINATION}],
-    "timeout": _STR,
-    "retries": {"attempts": int, "perTryTimeout": _STR, "retryOn": _STR},
+    "timeout": STR,
+    "retries": {"attempts": int, "perTryTimeout": STR, "retryOn": STR},
     "fault": {
-        "delay": {"percentage": _PERCENTAGE, "fixedDelay": _STR},
+        "delay": {"percentage": _PERCENTAGE, "fixedDelay": STR},
         "abort": {"percentage": _PERCENTAGE, "httpStatus": int},
     },
     "mirror": _DESTINATION,
@@ -99,29 +101,29 @@ _HTTP_ROUTE = {
     "mirrors": [{"destination": _DESTINATION, "percentage": _PERCENTAGE}],
 }
 _VIRTUAL_SERVICE = {
-    "apiVersion": _STR,
-    "kind": _STR,
-    "metadata": _METADATA,
-    "spec": {"hosts": [_STR], "http": [_HTTP_ROUTE]},
+    "apiVersion": STR,
+    "kind": STR,
+    "metadata": METADATA_SHAPE,
+    "spec": {"hosts": [STR], "http": [_HTTP_ROUTE]},
 }
 _DESTINATION_RULE = {
-    "apiVersion": _STR,
-    "kind": _STR,
-    "metadata": _METADATA,
+    "apiVersion": STR,
+    "kind": STR,
+    "metadata": METADATA_SHAPE,
     "spec": {
-        "host": _STR,
-        "subsets": [{"name": _STR, "labels": _Names(_STR)}],
+        "host": STR,
+        "subsets": [{"name": STR, "labels": Names(STR)}],
         "trafficPolicy": {
-            "loadBalancer": {"consistentHash": {"httpHeaderName": _STR}},
+            "loadBalancer": {"consistentHash": {"httpHeaderName": STR}},
             "connectionPool": {
-                "tcp": {"maxConnections": int, "connectTimeout": _STR},
+                "tcp": {"maxConnections": int, "connectTimeout": STR},
                 "http": {"http1MaxPendingRequests": int, "http2MaxRequests": int, "maxRequestsPerConnection": int},
             },
             "outlierDetection": {
                 "consecutive5xxErrors": int,
                 "consecutiveGatewayErrors": int,
-                "interval": _STR,
-                "baseEjectionTime": _STR,
+                "interval": STR,
+                "baseEjectionTime": STR,
                 "maxEjectionPercent": int,
             },
         },
@@ -142,16 +144,16 @@ def sidecar_config(
     (all service ports of a subset reach the same backend). ConfigError names the first field
     the role does not render, or a reference that does not resolve (subset, host, port).
     """
-    _check_shape(virtual_service, _VIRTUAL_SERVICE, "VirtualService")
-    _check_shape(destination_rule, _DESTINATION_RULE, "DestinationRule")
-    _check_kind(virtual_service, "VirtualService")
-    _check_kind(destination_rule, "DestinationRule")
+    check_shape(virtual_service, _VIRTUAL_SERVICE, "VirtualService")
+    check_shape(destination_rule, _DESTINATION_RULE, "DestinationRule")
+    check_kind(virtual_service, "VirtualService")
+    check_kind(destination_rule, "DestinationRule")
     service = _Service.of(virtual_service, destination_rule, domain_suffix)
-    endpoints = _backend_endpoints(backends, service.subsets)
+    endpoints = backend_endpoints(backends, service.subsets, what="DestinationRule subset")
     traffic_policy = destination_rule["spec"].get("trafficPolicy", {})
     hash_header = traffic_policy.get("loadBalancer", {}).get("consistentHash", {}).get("httpHeaderName")
 
-    http_routes = _require(virtual_service["spec"], "http", "VirtualService.spec")
+    http_routes = require(virtual_service["spec"], "http", "VirtualService.spec")
     routes = [
         route
         for index, http_route in enumerate(http_routes)
@@ -159,7 +161,7 @@ def sidecar_config(
     ]
     ports = sorted({port for route in routes for port in _route_ports(route)})
     clusters = [
-        _cluster(service.cluster_name(port, subset), endpoints[subset], traffic_policy)
+        outbound_cluster(service.cluster_name(port, subset), endpoints[subset], traffic_policy)
         for port in ports
         for subset in service.subsets
     ]
@@ -199,18 +201,18 @@ class _Service:
     def of(
         cls, virtual_service: Mapping[str, Any], destination_rule: Mapping[str, Any], domain_suffix: str
     ) -> _Service:
-        hosts = _require(virtual_service["spec"], "hosts", "VirtualService.spec")
+        hosts = require(virtual_service["spec"], "hosts", "VirtualService.spec")
         if len(hosts) != 1:
             raise ConfigError(
                 f"VirtualService.spec.hosts: {hosts!r}: the sandbox translates one host per VirtualService"
             )
         host = hosts[0]
-        rule_host = _require(destination_rule["spec"], "host", "DestinationRule.spec")
+        rule_host = require(destination_rule["spec"], "host", "DestinationRule.spec")
         if rule_host != host:
             raise ConfigError(f"DestinationRule.spec.host {rule_host!r} is not the VirtualService's host {host!r}")
         subsets = tuple(
-            _require(subset, "name", f"DestinationRule.spec.subsets[{index}]")
-            for index, subset in enumerate(_require(destination_rule["spec"], "subsets", "DestinationRule.spec"))
+            require(subset, "name", f"DestinationRule.spec.subsets[{index}]")
+            for index, subset in enumerate(require(destination_rule["spec"], "subsets", "DestinationRule.spec"))
         )
         namespace = virtual_service.get("metadata", {}).get("namespace")
         if "." in host:
@@ -227,13 +229,13 @@ class _Service:
         return f"outbound|{port}|{subset}|{self.fqdn}"
 
     def destination_cluster(self, destination: Mapping[str, Any], path: str) -> str:
-        host = _require(destination, "host", path)
+        host = require(destination, "host", path)
         if host != self.host:
             raise ConfigError(f"{path}.host {host!r}: the sandbox translates destinations of {self.host!r} only")
-        subset = _require(destination, "subset", path)
+        subset = require(destination, "subset", path)
         if subset not in self.subsets:
             raise ConfigError(f"{path}.subset {subset!r} is not a DestinationRule subset {list(self.subsets)}")
-        port = _require(_require(destination, "port", path), "number", f"{path}.port")
+        port = require(require(destination, "port", path), "number", f"{path}.port")
         return self.cluster_name(port, subset)
 
 
@@ -245,16 +247,16 @@ def _routes(
     hash_header: str | None,
 ) -> list[dict[str, Any]]:
     """The Envoy routes of one http route."""
-    destinations = _require(http_route, "route", path)
+    destinations = require(http_route, "route", path)
     if len(destinations) != 1:
         raise ConfigError(
             f"{path}.route: {len(destinations)} destinations: the sandbox translates exactly one (no weights)"
         )
     action: dict[str, Any] = {
         "cluster": service.destination_cluster(
-            _require(destinations[0], "destination", f"{path}.route[0]"), f"{path}.route[0].destination"
+            require(destinations[0], "destination", f"{path}.route[0]"), f"{path}.route[0].destination"
         ),
-        "timeout": _envoy_duration(http_route["timeout"], f"{path}.timeout") if "timeout" in http_route else "0s",
+        "timeout": envoy_duration(http_route["timeout"], f"{path}.timeout") if "timeout" in http_route else "0s",
     }
     if hash_header is not None:
         action["hash_policy"] = [{"header": {"header_name": hash_header}}]
@@ -359,7 +361,7 @@ def _retry_policy(retries: Mapping[str, Any] | None, *, consistent_hash: bool, p
         if not codes:
             del policy["retriable_status_codes"]
     if "perTryTimeout" in retries:
-        policy["per_try_timeout"] = _envoy_duration(retries["perTryTimeout"], f"{path}.perTryTimeout")
+        policy["per_try_timeout"] = envoy_duration(retries["perTryTimeout"], f"{path}.perTryTimeout")
     return policy
 
 
@@ -373,17 +375,17 @@ def _fault(fault: Mapping[str, Any], path: str) -> dict[str, Any]:
     if "delay" in fault:
         delay = fault["delay"]
         out["delay"] = {
-            "fixed_delay": _envoy_duration(_require(delay, "fixedDelay", f"{path}.delay"), f"{path}.delay.fixedDelay"),
+            "fixed_delay": envoy_duration(require(delay, "fixedDelay", f"{path}.delay"), f"{path}.delay.fixedDelay"),
             "percentage": _fractional_percent(
-                _require(delay, "percentage", f"{path}.delay"), f"{path}.delay.percentage"
+                require(delay, "percentage", f"{path}.delay"), f"{path}.delay.percentage"
             ),
         }
     if "abort" in fault:
         abort = fault["abort"]
         out["abort"] = {
-            "http_status": _require(abort, "httpStatus", f"{path}.abort"),
+            "http_status": require(abort, "httpStatus", f"{path}.abort"),
             "percentage": _fractional_percent(
-                _require(abort, "percentage", f"{path}.abort"), f"{path}.abort.percentage"
+                require(abort, "percentage", f"{path}.abort"), f"{path}.abort.percentage"
             ),
         }
     if len(out) == 1:
@@ -402,7 +404,7 @@ def _mirror_percents(http_route: Mapping[str, Any], service: _Service, path: str
     else:
         entries = [
             (
-                _require(entry, "destination", f"{path}.mirrors[{index}]"),
+                require(entry, "destination", f"{path}.mirrors[{index}]"),
                 entry.get("percentage"),
                 f"{path}.mirrors[{index}]",
             )
@@ -453,14 +455,16 @@ def _marked_clusters(
     return annotated
 
 
-def _cluster(name: str, endpoint: tuple[str, int], traffic_policy: Mapping[str, Any]) -> dict[str, Any]:
+def outbound_cluster(name: str, endpoint: tuple[str, int], traffic_policy: Mapping[str, Any]) -> dict[str, Any]:
+    """A STATIC cluster on one endpoint with the connection pool, load balancer and outlier
+    detection of a DestinationRule `traffic_policy` ({} gives istiod's defaults)."""
     pool = traffic_policy.get("connectionPool", {})
     tcp, http = pool.get("tcp", {}), pool.get("http", {})
     address, port = endpoint
     cluster: dict[str, Any] = {
         "name": name,
         "type": "STATIC",
-        "connect_timeout": _envoy_duration(
+        "connect_timeout": envoy_duration(
             tcp.get("connectTimeout", _DEFAULT_CONNECT_TIMEOUT),
             "DestinationRule.spec.trafficPolicy.connectionPool.tcp.connectTimeout",
         ),
@@ -521,9 +525,9 @@ def _outlier_detection(outlier: Mapping[str, Any]) -> dict[str, Any]:
         out["consecutive_gateway_failure"] = errors
         out["enforcing_consecutive_gateway_failure"] = 100 if errors > 0 else 0
     if "interval" in outlier:
-        out["interval"] = _envoy_duration(outlier["interval"], f"{path}.interval")
+        out["interval"] = envoy_duration(outlier["interval"], f"{path}.interval")
     if "baseEjectionTime" in outlier:
-        out["base_ejection_time"] = _envoy_duration(outlier["baseEjectionTime"], f"{path}.baseEjectionTime")
+        out["base_ejection_time"] = envoy_duration(outlier["baseEjectionTime"], f"{path}.baseEjectionTime")
     if outlier.get("maxEjectionPercent", 0) > 0:
         out["max_ejection_percent"] = outlier["maxEjectionPercent"]
     return out
@@ -538,15 +542,15 @@ def _route_ports(route: Mapping[str, Any]) -> list[int]:
     return [int(cluster.split("|")[1]) for cluster in clusters]
 
 
-def _backend_endpoints(backends: Mapping[str, str], subsets: tuple[str, ...]) -> dict[str, tuple[str, int]]:
-    unknown = sorted(set(backends) - set(subsets))
-    missing = [subset for subset in subsets if subset not in backends]
+def backend_endpoints(backends: Mapping[str, str], names: tuple[str, ...], *, what: str) -> dict[str, tuple[str, int]]:
+    """Each of `names` (the `what`s: DestinationRule subsets, version Services) -> the loopback
+    (address, port) that `backends` gives it; ConfigError when one is missing, unknown or not loopback."""
+    unknown = sorted(set(backends) - set(names))
+    missing = [name for name in names if name not in backends]
     if unknown or missing:
-        raise ConfigError(
-            f"backends: every DestinationRule subset {list(subsets)} needs one (missing {missing}, unknown {unknown})"
-        )
+        raise ConfigError(f"backends: every {what} {list(names)} needs one (missing {missing}, unknown {unknown})")
     endpoints = {}
-    for subset, backend in backends.items():
+    for name, backend in backends.items():
         host, _, port = backend.rpartition(":")
         try:
             loopback = ipaddress.ip_address(host).is_loopback
@@ -554,14 +558,14 @@ def _backend_endpoints(backends: Mapping[str, str], subsets: tuple[str, ...]) ->
             loopback = False
         if not loopback or not port.isdigit():
             raise ConfigError(
-                f"backends[{subset!r}]: {backend!r} is not a loopback 'address:port' (the sandbox listens on loopback only)"
+                f"backends[{name!r}]: {backend!r} is not a loopback 'address:port' (the sandbox listens on loopback only)"
             )
-        endpoints[subset] = (host, int(port))
+        endpoints[name] = (host, int(port))
     return endpoints
 
 
 def _percent(percentage: Mapping[str, Any], path: str) -> float:
-    value = float(_require(percentage, "value", path))
+    value = float(require(percentage, "value", path))
     if not 0 <= value <= 100:
         raise ConfigError(f"{path}.value {value}: a percentage between 0 and 100")
     return value
@@ -571,7 +575,7 @@ def _fractional_percent(percentage: Mapping[str, Any], path: str) -> dict[str, A
     return {"numerator": mirror_numerator(_percent(percentage, path)), "denominator": "MILLION"}
 
 
-def _envoy_duration(duration: str, path: str) -> str:
+def envoy_duration(duration: str, path: str) -> str:
     """A Go duration as Istio accepts it ("2s", "1m30s", "250ms") in protobuf JSON ("0.250s")."""
     parts = _GO_DURATION.findall(duration)
     if not parts or "".join(number + unit for number, unit in parts) != duration:
@@ -580,24 +584,26 @@ def _envoy_duration(duration: str, path: str) -> str:
     return f"{seconds:.9f}".rstrip("0").rstrip(".") + "s"
 
 
-def _check_kind(resource: Mapping[str, Any], kind: str) -> None:
+def check_kind(resource: Mapping[str, Any], kind: str) -> None:
+    """ConfigError unless `resource` is a `kind`."""
     if resource.get("kind") != kind:
         raise ConfigError(f"{kind}: kind is {resource.get('kind')!r}")
 
 
-def _require(mapping: Mapping[str, Any], key: str, path: str) -> Any:
+def require(mapping: Mapping[str, Any], key: str, path: str) -> Any:
+    """mapping[key]; ConfigError naming `path.key` when it is missing."""
     if key not in mapping:
         raise ConfigError(f"{path}.{key} is missing")
     return mapping[key]
 
 
-def _check_shape(value: Any, shape: Any, path: str) -> None:
+def check_shape(value: Any, shape: Any, path: str) -> None:
     """ConfigError at the first field of `value` that `shape` does not have, or of another type."""
     if isinstance(shape, dict):
         _check_mapping(value, shape, path)
     elif isinstance(shape, list):
         _check_list(value, shape[0], path)
-    elif isinstance(shape, _Names):
+    elif isinstance(shape, Names):
         _check_names(value, shape.shape, path)
     elif isinstance(value, bool) or not isinstance(value, shape):
         expected = " or ".join(t.__name__ for t in shape) if isinstance(shape, tuple) else shape.__name__
@@ -612,18 +618,18 @@ def _check_mapping(value: Any, shape: dict[str, Any], path: str) -> None:
             raise ConfigError(
                 f"{path}.{key}: not supported by the sandbox's Envoy translation (supported here: {', '.join(shape)})"
             )
-        _check_shape(item, shape[key], f"{path}.{key}")
+        check_shape(item, shape[key], f"{path}.{key}")
 
 
 def _check_list(value: Any, shape: Any, path: str) -> None:
     if not isinstance(value, list):
         raise ConfigError(f"{path}: {value!r} is not a list")
     for index, item in enumerate(value):
-        _check_shape(item, shape, f"{path}[{index}]")
+        check_shape(item, shape, f"{path}[{index}]")
 
 
 def _check_names(value: Any, shape: Any, path: str) -> None:
     if not isinstance(value, Mapping):
         raise ConfigError(f"{path}: {value!r} is not a mapping")
     for name, item in value.items():
-        _check_shape(item, shape, f"{path}.{name}")
+        check_shape(item, shape, f"{path}.{name}")

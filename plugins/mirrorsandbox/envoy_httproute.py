@@ -48,19 +48,20 @@ from typing import Any
 
 from mirrorramp.drivers.envoy import MILLION, POLICY_FIELDS
 from mirrorramp.errors import ConfigError, DriverError
-from mirrorramp.virtualservice import MIRROR_ROUTE_NAME, TARGETS_ANNOTATION, mirror_targets
+from mirrorramp.httproute import mirror_targets
+from mirrorramp.routes import MIRROR_RULE_NAME, TARGETS_ANNOTATION, annotated_targets
 from mirrorsandbox.envoy_config import (
-    _METADATA,
-    _STR,
+    METADATA_SHAPE,
     MIRROR_MARKER_KEY,
+    STR,
+    Names,
     SidecarConfig,
-    _backend_endpoints,
-    _check_kind,
-    _check_shape,
-    _cluster,
-    _envoy_duration,
-    _Names,
-    _require,
+    backend_endpoints,
+    check_kind,
+    check_shape,
+    envoy_duration,
+    outbound_cluster,
+    require,
 )
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
@@ -72,30 +73,28 @@ _GATEWAY_DURATION = re.compile(r"([0-9]{1,5}(h|m|s|ms)){1,4}")
 _GATEWAY_API_DEFAULT_WEIGHT = 1
 _FRACTION_DEFAULT_DENOMINATOR = 100
 
-_BACKEND_REF = {"name": _STR, "port": int}
+_BACKEND_REF = {"name": STR, "port": int}
 _HTTP_ROUTE = {
-    "apiVersion": _STR,
-    "kind": _STR,
-    "metadata": _METADATA,
+    "apiVersion": STR,
+    "kind": STR,
+    "metadata": METADATA_SHAPE,
     "spec": {
-        "parentRefs": [
-            {"group": _STR, "kind": _STR, "name": _STR, "namespace": _STR, "port": int, "sectionName": _STR}
-        ],
+        "parentRefs": [{"group": STR, "kind": STR, "name": STR, "namespace": STR, "port": int, "sectionName": STR}],
         "rules": [
             {
-                "name": _STR,
+                "name": STR,
                 "matches": [
                     {
-                        "path": {"type": _STR, "value": _STR},
-                        "method": _STR,
-                        "headers": [{"name": _STR, "value": _STR, "type": _STR}],
+                        "path": {"type": STR, "value": STR},
+                        "method": STR,
+                        "headers": [{"name": STR, "value": STR, "type": STR}],
                     }
                 ],
                 "backendRefs": [{**_BACKEND_REF, "weight": int}],
-                "timeouts": {"request": _STR, "backendRequest": _STR},
+                "timeouts": {"request": STR, "backendRequest": STR},
                 "filters": [
                     {
-                        "type": _STR,
+                        "type": STR,
                         "requestMirror": {
                             "backendRef": _BACKEND_REF,
                             "percent": int,
@@ -108,13 +107,13 @@ _HTTP_ROUTE = {
     },
 }
 _SERVICE = {
-    "apiVersion": _STR,
-    "kind": _STR,
-    "metadata": _METADATA,
+    "apiVersion": STR,
+    "kind": STR,
+    "metadata": METADATA_SHAPE,
     "spec": {
-        "type": _STR,
-        "selector": _Names(_STR),
-        "ports": [{"name": _STR, "port": int, "targetPort": (int, str), "protocol": _STR, "appProtocol": _STR}],
+        "type": STR,
+        "selector": Names(STR),
+        "ports": [{"name": STR, "port": int, "targetPort": (int, str), "protocol": STR, "appProtocol": STR}],
     },
 }
 
@@ -132,15 +131,15 @@ def httproute_config(
     ports of a Service reach the same backend). ConfigError names the first field the project
     does not render, or a reference that does not resolve (Service, port).
     """
-    _check_shape(http_route, _HTTP_ROUTE, "HTTPRoute")
-    _check_kind(http_route, "HTTPRoute")
+    check_shape(http_route, _HTTP_ROUTE, "HTTPRoute")
+    check_kind(http_route, "HTTPRoute")
     for index, service in enumerate(services):
-        _check_shape(service, _SERVICE, f"Service[{index}]")
-        _check_kind(service, "Service")
+        check_shape(service, _SERVICE, f"Service[{index}]")
+        check_kind(service, "Service")
     route = _Route.of(http_route, services, domain_suffix)
-    endpoints = _service_endpoints(backends, route.service_ports)
+    endpoints = backend_endpoints(backends, tuple(route.service_ports), what="version Service")
 
-    rules = _require(http_route["spec"], "rules", "HTTPRoute.spec")
+    rules = require(http_route["spec"], "rules", "HTTPRoute.spec")
     if not rules:
         raise ConfigError("HTTPRoute.spec.rules is empty: nothing to route")
     routes = [
@@ -150,7 +149,7 @@ def httproute_config(
     ]
     referenced = {cluster for envoy_route in routes for cluster in _route_clusters(envoy_route)}
     clusters = [
-        _cluster(route.cluster_name(name, port), endpoints[name], {})
+        outbound_cluster(route.cluster_name(name, port), endpoints[name], {})
         for name, ports in route.service_ports.items()
         for port in ports
         if route.cluster_name(name, port) in referenced
@@ -200,14 +199,14 @@ class _Route:
 
     @classmethod
     def of(cls, http_route: Mapping[str, Any], services: Sequence[Mapping[str, Any]], domain_suffix: str) -> _Route:
-        metadata = _require(http_route, "metadata", "HTTPRoute")
-        name = _require(metadata, "name", "HTTPRoute.metadata")
+        metadata = require(http_route, "metadata", "HTTPRoute")
+        name = require(metadata, "name", "HTTPRoute.metadata")
         # Gateway API resolves a backendRef without namespace in the route's own namespace.
-        namespace = _require(metadata, "namespace", "HTTPRoute.metadata")
+        namespace = require(metadata, "namespace", "HTTPRoute.metadata")
         service_ports: dict[str, tuple[int, ...]] = {}
         for index, service in enumerate(services):
             path = f"Service[{index}]"
-            service_name = _require(_require(service, "metadata", path), "name", f"{path}.metadata")
+            service_name = require(require(service, "metadata", path), "name", f"{path}.metadata")
             service_namespace = service["metadata"].get("namespace", namespace)
             if service_namespace != namespace:
                 raise ConfigError(
@@ -215,12 +214,12 @@ class _Route:
                 )
             if service_name in service_ports:
                 raise ConfigError(f"{path}: a second Service named {service_name!r}")
-            ports = _require(_require(service, "spec", path), "ports", f"{path}.spec")
+            ports = require(require(service, "spec", path), "ports", f"{path}.spec")
             service_ports[service_name] = tuple(
-                _require(port, "port", f"{path}.spec.ports[{i}]") for i, port in enumerate(ports)
+                require(port, "port", f"{path}.spec.ports[{i}]") for i, port in enumerate(ports)
             )
         parent_label = _parent_label(
-            _require(http_route["spec"], "parentRefs", "HTTPRoute.spec"), namespace, domain_suffix
+            require(http_route["spec"], "parentRefs", "HTTPRoute.spec"), namespace, domain_suffix
         )
         return cls(name, namespace, parent_label, service_ports, domain_suffix)
 
@@ -231,10 +230,10 @@ class _Route:
         return f"outbound|{port}||{self.fqdn(service)}"
 
     def backend_cluster(self, backend_ref: Mapping[str, Any], path: str) -> str:
-        service = _require(backend_ref, "name", path)
+        service = require(backend_ref, "name", path)
         if service not in self.service_ports:
             raise ConfigError(f"{path}.name {service!r} is not one of the version Services {list(self.service_ports)}")
-        port = _require(backend_ref, "port", path)
+        port = require(backend_ref, "port", path)
         if port not in self.service_ports[service]:
             raise ConfigError(
                 f"{path}.port {port} is not a port of Service {service!r} {list(self.service_ports[service])}"
@@ -242,10 +241,10 @@ class _Route:
         return self.cluster_name(service, port)
 
     def http_port(self, rule: Mapping[str, Any], path: str) -> int:
-        backend_refs = _require(rule, "backendRefs", path)
+        backend_refs = require(rule, "backendRefs", path)
         if not backend_refs:
             raise ConfigError(f"{path}.backendRefs is empty: the last rule is the catch-all, it needs a backend")
-        return int(_require(backend_refs[0], "port", f"{path}.backendRefs[0]"))
+        return int(require(backend_refs[0], "port", f"{path}.backendRefs[0]"))
 
 
 def _parent_label(parent_refs: list[Mapping[str, Any]], namespace: str, domain_suffix: str) -> str:
@@ -257,7 +256,7 @@ def _parent_label(parent_refs: list[Mapping[str, Any]], namespace: str, domain_s
         )
     parent = parent_refs[0]
     path = "HTTPRoute.spec.parentRefs[0]"
-    name = _require(parent, "name", path)
+    name = require(parent, "name", path)
     parent_namespace = parent.get("namespace", namespace)
     kind = parent.get("kind", "Gateway")  # Gateway API's defaults
     group = parent.get("group", GATEWAY_GROUP)
@@ -287,11 +286,11 @@ def _routes(
     if policies:
         action["request_mirror_policies"] = policies
     marker: dict[str, Any] | None = None
-    if rule.get("name") == MIRROR_ROUTE_NAME:
+    if rule.get("name") == MIRROR_RULE_NAME:
         marker = {"mirror_clusters": _marked_clusters(http_route, route, [cluster for cluster, _ in mirrors], path)}
     elif mirrors:
         raise ConfigError(
-            f"{path} (name {rule.get('name')!r}) mirrors, but the ramp owns only the mirror of the rule named {MIRROR_ROUTE_NAME!r}"
+            f"{path} (name {rule.get('name')!r}) mirrors, but the ramp owns only the mirror of the rule named {MIRROR_RULE_NAME!r}"
         )
     matches = rule.get("matches") or [{}]
     routes = []
@@ -309,7 +308,7 @@ def _routes(
 
 
 def _route_action(rule: Mapping[str, Any], path: str, route: _Route) -> dict[str, Any]:
-    backend_refs = _require(rule, "backendRefs", path)
+    backend_refs = require(rule, "backendRefs", path)
     weighted = [
         (route.backend_cluster(ref, f"{path}.backendRefs[{i}]"), ref.get("weight", _GATEWAY_API_DEFAULT_WEIGHT))
         for i, ref in enumerate(backend_refs)
@@ -343,7 +342,7 @@ def _gateway_duration(duration: str, path: str) -> str:
     """A Gateway API duration in protobuf JSON ("250ms" -> "0.25s")."""
     if not _GATEWAY_DURATION.fullmatch(duration):
         raise ConfigError(f"{path}: {duration!r} is not a Gateway API duration like 5s, 250ms or 1m30s (GEP-2257)")
-    return _envoy_duration(duration, path)
+    return envoy_duration(duration, path)
 
 
 def _seconds(envoy_duration: str) -> float:
@@ -359,8 +358,8 @@ def _route_match(match: Mapping[str, Any], path: str) -> dict[str, Any]:
             raise ConfigError(f"{header_path}.type {header['type']!r}: the sandbox translates {HEADER_EXACT} only")
         headers.append(
             {
-                "name": _require(header, "name", header_path),
-                "string_match": {"exact": _require(header, "value", header_path)},
+                "name": require(header, "name", header_path),
+                "string_match": {"exact": require(header, "value", header_path)},
             }
         )
     if "method" in match:
@@ -390,12 +389,12 @@ def _mirror_policies(
     mirrors = []
     for index, entry in enumerate(filters):
         filter_path = f"{path}[{index}]"
-        kind = _require(entry, "type", filter_path)
+        kind = require(entry, "type", filter_path)
         if kind != REQUEST_MIRROR:
             raise ConfigError(f"{filter_path}.type {kind!r}: the sandbox translates {REQUEST_MIRROR} filters only")
-        mirror = _require(entry, "requestMirror", filter_path)
+        mirror = require(entry, "requestMirror", filter_path)
         mirror_path = f"{filter_path}.requestMirror"
-        cluster = route.backend_cluster(_require(mirror, "backendRef", mirror_path), f"{mirror_path}.backendRef")
+        cluster = route.backend_cluster(require(mirror, "backendRef", mirror_path), f"{mirror_path}.backendRef")
         millionths = _mirror_millionths(mirror, mirror_path)
         mirrors.append((cluster, _policy(cluster, millionths) if millionths > 0 else None))
     return mirrors
@@ -412,7 +411,7 @@ def _mirror_millionths(mirror: Mapping[str, Any], path: str) -> int:
     if "fraction" in mirror:
         fraction = mirror["fraction"]
         return fraction_millionths(
-            _require(fraction, "numerator", f"{path}.fraction"),
+            require(fraction, "numerator", f"{path}.fraction"),
             fraction.get("denominator", _FRACTION_DEFAULT_DENOMINATOR),
             f"{path}.fraction",
         )
@@ -433,23 +432,29 @@ def _marked_clusters(http_route: Mapping[str, Any], route: _Route, mirrored: lis
     if TARGETS_ANNOTATION not in annotations:
         if not mirrored:
             raise ConfigError(
-                f"{path}: the rule {MIRROR_ROUTE_NAME!r} has no RequestMirror filter and the HTTPRoute no annotation {TARGETS_ANNOTATION}"
+                f"{path}: the rule {MIRROR_RULE_NAME!r} has no RequestMirror filter and the HTTPRoute no annotation {TARGETS_ANNOTATION}"
             )
         return mirrored
     annotation_path = f"HTTPRoute.metadata.annotations.{TARGETS_ANNOTATION}"
     try:
+        # Read as the gateway-api driver reads them: entries {name, port, namespace?} as the
+        # renderer writes them (`host` taken for `name`).
+        entries = annotated_targets(dict(http_route), "{name, port, namespace}")
         targets = mirror_targets(dict(http_route))
     except DriverError as e:
         raise ConfigError(f"{annotation_path}: {e}") from e
     annotated = []
-    for index, target in enumerate(targets):
-        if target.subset is not None:
+    for index, (entry, target) in enumerate(zip(entries, targets, strict=True)):
+        target_path = f"{annotation_path}[{index}]"
+        if "subset" in entry:
             raise ConfigError(
-                f"{annotation_path}[{index}]: subset {target.subset!r}: Gateway API has no subsets, name the version Service as host"
+                f"{target_path}: subset {entry['subset']!r}: Gateway API has no subsets, name the version Service"
             )
-        annotated.append(
-            route.backend_cluster({"name": target.host, "port": target.port}, f"{annotation_path}[{index}]")
-        )
+        if target.namespace not in (None, route.namespace):
+            raise ConfigError(
+                f"{target_path}.namespace {target.namespace!r}: the HTTPRoute's backendRefs reach its own namespace {route.namespace!r} only"
+            )
+        annotated.append(route.backend_cluster({"name": target.name, "port": target.port}, target_path))
     if mirrored and mirrored != annotated:
         raise ConfigError(f"{path}: mirrors to {mirrored} but the annotation {TARGETS_ANNOTATION} names {annotated}")
     return annotated
@@ -465,15 +470,3 @@ def _route_clusters(envoy_route: Mapping[str, Any]) -> list[str]:
         envoy_route.get("metadata", {}).get("filter_metadata", {}).get(MIRROR_MARKER_KEY, {}).get("mirror_clusters", [])
     )
     return clusters
-
-
-def _service_endpoints(
-    backends: Mapping[str, str], service_ports: Mapping[str, tuple[int, ...]]
-) -> dict[str, tuple[str, int]]:
-    unknown = sorted(set(backends) - set(service_ports))
-    missing = [name for name in service_ports if name not in backends]
-    if unknown or missing:
-        raise ConfigError(
-            f"backends: every version Service {list(service_ports)} needs one (missing {missing}, unknown {unknown})"
-        )
-    return _backend_endpoints(backends, tuple(service_ports))

@@ -629,8 +629,11 @@ def test_refuses_what_the_role_does_not_render_by_name(vs: dict, dr: dict, messa
 @pytest.mark.parametrize(
     ("backends", "message"),
     [
-        ({"primary": "127.0.0.1:1", "candidate": "127.0.0.1:2"}, r"missing \['perf'\]"),
-        ({**BACKENDS, "blue": "127.0.0.1:4"}, r"unknown \['blue'\]"),
+        (
+            {"primary": "127.0.0.1:1", "candidate": "127.0.0.1:2"},
+            r"every DestinationRule subset \['primary', 'candidate', 'perf'\] needs one \(missing \['perf'\]",
+        ),
+        ({**BACKENDS, "blue": "127.0.0.1:4"}, r"every DestinationRule subset .* unknown \['blue'\]"),
         ({**BACKENDS, "perf": "10.0.0.1:80"}, r"backends\['perf'\]: '10.0.0.1:80' is not a loopback"),
         ({**BACKENDS, "perf": "127.0.0.1"}, r"is not a loopback 'address:port'"),
     ],

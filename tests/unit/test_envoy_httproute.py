@@ -19,8 +19,9 @@ PRIMARY = "outbound|8080||demo-service-primary.sandbox.svc.cluster.local"
 CANDIDATE = "outbound|8080||demo-service-candidate.sandbox.svc.cluster.local"
 PERF = "outbound|8080||demo-service-perf.sandbox.svc.cluster.local"
 BACKENDS = {f"demo-service-{v}": f"127.0.0.1:{18001 + i}" for i, v in enumerate(VERSIONS)}
-TARGETS = '[{"host":"demo-service-candidate","port":8080}]'
-TWO_TARGETS = '[{"host":"demo-service-candidate","port":8080},{"host":"demo-service-perf","port":8080}]'
+# As roles/mirror_gateway_api writes the annotation: entries {name, port}.
+TARGETS = '[{"name":"demo-service-candidate","port":8080}]'
+TWO_TARGETS = '[{"name":"demo-service-candidate","port":8080},{"name":"demo-service-perf","port":8080}]'
 
 
 def service(version: str, ports: tuple[int, ...] = (8080,)) -> dict[str, Any]:
@@ -227,6 +228,22 @@ def test_local_render_translates_to_routes_and_one_cluster_per_service_port() ->
     assert config.http_filters == []
     dumped = yaml.safe_dump({"routes": config.route_configuration, "clusters": config.clusters})
     assert "&id" not in dumped, "no YAML anchors: every route owns its dicts"
+
+
+@pytest.mark.parametrize(
+    "targets",
+    [
+        '[{"host":"demo-service-candidate","port":8080}]',
+        '[{"name":"demo-service-candidate","namespace":"sandbox","port":8080}]',
+    ],
+    ids=["host-for-name", "own-namespace"],
+)
+def test_the_annotation_is_read_as_the_gateway_api_driver_reads_it(targets: str) -> None:
+    marked = httproute_config(http_route(None, targets), SERVICES, BACKENDS)
+    assert marked == httproute_config(http_route(None, TARGETS), SERVICES, BACKENDS)
+    assert marked.route_configuration["virtual_hosts"][0]["routes"][0]["metadata"]["filter_metadata"]["mirror_ramp"][
+        "mirror_clusters"
+    ] == [CANDIDATE]
 
 
 def test_the_driver_sets_and_reads_back_the_translation_without_drift() -> None:
@@ -531,6 +548,16 @@ MIRROR = (*RULE, "filters", 0, "requestMirror")
             id="annotation-subset",
         ),
         pytest.param(
+            http_route(None, '[{"name":"demo-service-candidate","port":8080,"namespace":"other"}]'),
+            r"mirror-targets\[0\]\.namespace 'other': the HTTPRoute's backendRefs reach its own namespace",
+            id="annotation-namespace",
+        ),
+        pytest.param(
+            http_route(None, '[{"name":"demo-service-candidate"}]'),
+            r"mirror-targets: .*needs a name and a port number",
+            id="annotation-no-port",
+        ),
+        pytest.param(
             _with(
                 ROUTE,
                 ("spec", "parentRefs"),
@@ -587,13 +614,14 @@ def test_refuses_what_the_project_does_not_render_by_path(route: dict, message: 
         pytest.param(
             SERVICES,
             {k: v for k, v in BACKENDS.items() if "perf" not in k},
-            r"missing \['demo-service-perf'\]",
+            r"every version Service \['demo-service-primary', 'demo-service-candidate', 'demo-service-perf'\] "
+            r"needs one \(missing \['demo-service-perf'\]",
             id="missing-backend",
         ),
         pytest.param(
             SERVICES,
             {**BACKENDS, "demo-service-blue": "127.0.0.1:4"},
-            r"unknown \['demo-service-blue'\]",
+            r"every version Service .* unknown \['demo-service-blue'\]",
             id="unknown-backend",
         ),
         pytest.param(
