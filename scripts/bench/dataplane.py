@@ -5,7 +5,7 @@ The data plane of mirrorsandbox.harness (no Ansible): the two sandbox backends, 
 by `sidecar_config` from the local inventory's VirtualService and a DestinationRule with outlier
 detection (POLICY), the mirror set through the `envoy` driver. Then in one run:
 
-  1. capacity: the project's load generator (mirrorramp.loadgen.run, bounded) flat out against
+  1. capacity: the project's load generator (mirrorsandbox.loadgen.run, bounded) flat out against
      Envoy for a few seconds, with the mirror off and mirroring 100% to a healthy candidate;
   2. --rounds (4) rounds at --load-fraction (0.25) of the lower capacity; each round runs every
      condition once, one cell of --cell-seconds (2), in an order drawn for the round (seeded):
@@ -15,7 +15,7 @@ detection (POLICY), the mirror set through the `envoy` driver. Then in one run:
      the next cell starts once they are answered; a down candidate is stopped by its PID before
      its cell and started again after it, and every cell starts once Envoy's outlier detection
      holds the candidate's host ejected no more (the cells after a down or failing one get their
-     copies). GET only (the sandbox mirrors GET and HEAD), from scripts/bench/paced_client.py
+     copies). GET only (the sandbox mirrors GET and HEAD), from mirrorsandbox.paced_client
      (one thread, open loop);
   3. delivery at the sandbox's load (the inventory's mirror_sandbox.load.rps, 100 requests/s,
      GET): --share-seconds at 100% to a healthy candidate (every copy must arrive) and at 1, 5,

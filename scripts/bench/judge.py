@@ -7,7 +7,7 @@ Harness (no Prometheus, no sandbox: the counts a Prometheus would return, drawn 
   same requests (Envoy draws once for all `mirrors`): per minute N ~ Poisson(100 x share x 60)
   at each. The primary gets its own Poisson(6000) a minute with the baseline's behaviour
   (today's comparison gates use it).
-- Behaviour (sandbox_backend's model): latency log-normal with median 20 ms and log-sd 0.5 at
+- Behaviour (mirrorsandbox.backend's model): latency log-normal with median 20 ms and log-sd 0.5 at
   the baseline, errors Bernoulli(0.5 %) independent of latency; each scenario changes the
   candidate's median or error probability. Latencies are binned into Istio's buckets (a
   multinomial draw over the log-normal's bucket probabilities: the same as drawing and binning).

@@ -27,7 +27,7 @@ services in mirror_services and 1h holds, written to a temporary directory.
    records its first look at step 1's gates (a bookkeeping write, once per step) in this
    process.
 3. The engine alone, in this process: what the mirror_ramp action does with the task's
-   arguments (validate_argument_spec's checks, adapter.requests_from_arguments on a `services`
+   arguments (validate_argument_spec's checks, arguments.requests_from_arguments on a `services`
    list, adapter.execute_all), timed as a whole and split by where it goes: arguments, clients
    (the Prometheus and Kubernetes clients, the drivers, the batch), the Kubernetes API,
    Prometheus, the rest (gates, state machine, results). The split wraps PrometheusClient's and
@@ -403,7 +403,7 @@ def slowest_tasks(callback_output: dict[str, Any], count: int = 8) -> dict[str, 
     return {name: round(seconds, 2) for name, seconds in sorted(durations.items(), key=lambda kv: -kv[1])[:count]}
 
 
-# The line the mirror_ramp task prints per service (adapter.row_line): "changed: [dev] svc-001: ...".
+# The line the mirror_ramp task prints per service (results.row_line): "changed: [dev] svc-001: ...".
 SERVICE_LINE = re.compile(r"^(changed|ok|failed): \[[^\]]*\] ")
 
 

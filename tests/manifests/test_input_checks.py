@@ -203,7 +203,7 @@ CASES = [
         "null",
     ),
     (
-        # The ramp refuses it when it starts (plugins/mirrorramp/adapter.py DNS1123_LABEL).
+        # The ramp refuses it when it starts (plugins/mirrorramp/arguments.py DNS1123_LABEL).
         "subset-workload-not-dns-label",
         services(set_key("0.subsets.1.workload", "Demo_Service.v2")),
         "mirror_services[0].subsets[1].workload",
