@@ -10,8 +10,8 @@ refused without force and removes the mirror with it; an apply of the manifest t
 live mirror (mirrorramp.routes.keep_live_mirror, the mirror_keep_live path) keeps it.
 
 The routes: the Istio one is the golden render of mirror_istio (tests/manifests/golden, which
-tests/manifests/test_istio_render.py holds equal to the role's output); the HTTPRoute is laid out
-as roles/mirror_gateway_api's template lays it out, its mirror filters from mirrorramp.httproute.
+tests/manifests/test_istio_render.py holds equal to the role's output); the HTTPRoute is the golden
+render of mirror_gateway_api (held equal by tests/manifests/test_gateway_api_render.py).
 """
 
 from __future__ import annotations
@@ -49,6 +49,9 @@ FLUX_KUSTOMIZATION = EXAMPLES / "flux-kustomization.yaml"
 DOC = REPO_ROOT / "docs" / "gitops.md"
 GOLDEN_VIRTUAL_SERVICE = (
     REPO_ROOT / "tests" / "manifests" / "golden" / "istio-dev" / "virtualservice-shop-dev-user-service.yml.golden"
+)
+GOLDEN_HTTP_ROUTE = (
+    REPO_ROOT / "tests" / "manifests" / "golden" / "gateway-api-dev" / "httproute-shop-dev-user-service.yml.golden"
 )
 
 NAMESPACE = "shop-dev"
@@ -90,41 +93,10 @@ class RouteKind:
 
 
 def rendered_http_route() -> dict[str, Any]:
-    """user-service as roles/mirror_gateway_api/templates/httproute.yml.j2 renders it, no mirror.
-
-    The counterpart of the golden VirtualService: GAMMA parent (the Service), the mirror rule with
-    the service's match for GET and for HEAD, the primary rule, the 5s timeout, the targets
-    annotation written as the filter mirror_gateway_api_route writes it (compact, sorted keys).
-    """
-    backend = {"name": "user-service-stable", "port": 8080}
-    match = {"headers": [{"name": "x-user-type", "type": "Exact", "value": "beta-tester"}]}
-    targets = [{"name": "user-service-candidate", "port": 8080}]
-    return {
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {
-            "annotations": {TARGETS_ANNOTATION: json.dumps(targets, sort_keys=True, separators=(",", ":"))},
-            "labels": {
-                "app.kubernetes.io/managed-by": "mirror-ramp",
-                "app.kubernetes.io/part-of": "mirror-ramp",
-                "mirror-ramp.io/environment": "dev",
-            },
-            "name": SERVICE,
-            "namespace": NAMESPACE,
-        },
-        "spec": {
-            "parentRefs": [{"group": "", "kind": "Service", "name": SERVICE, "port": 8080}],
-            "rules": [
-                {
-                    "backendRefs": [backend],
-                    "matches": [{**match, "method": "GET"}, {**match, "method": "HEAD"}],
-                    "name": "mirror",
-                    "timeouts": {"request": "5s"},
-                },
-                {"backendRefs": [backend], "name": "primary", "timeouts": {"request": "5s"}},
-            ],
-        },
-    }
+    """user-service as roles/mirror_gateway_api renders it (the golden render of dev with its match
+    in HTTPRouteMatch form, held equal to the role's output by tests/manifests/test_gateway_api_render.py),
+    without its mirror: the counterpart of the golden VirtualService."""
+    return httproute.with_mirror_percent(yaml.safe_load(GOLDEN_HTTP_ROUTE.read_text()), 0)
 
 
 ISTIO = RouteKind(virtualservice, IstioDriver, "http")
