@@ -8,22 +8,34 @@ x-kubernetes-validations), so the CRD is read from ../shared/schemas beside the 
 without it reports these tests skipped, with the reason.
 
 The first tests check the validator itself on a small CRD written here (they run everywhere);
-the last ones check every HTTPRoute the ramp writes (mirrorramp.httproute) at every percent it
-can set, 0 included.
+then every HTTPRoute the ramp writes (mirrorramp.httproute) at every percent it can set, 0
+included; the last ones every HTTPRoute that roles/mirror_gateway_api renders for each
+environment with mirror_mesh_api=gateway-api, at the inventory's percent, 0.5 and 33.3, and its
+version Services (those against Kubernetes' own schema, kubernetes_validate, everywhere).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from mirrorramp.httproute import read_mirror_percent, with_mirror_percent
 from mirrorramp.routes import TARGETS_ANNOTATION
 from tests.support.crd_validation import Finding, load_crd, validate
+from tests.support.gateway_api_render import (
+    ENVIRONMENTS,
+    gateway_api_only_render_playbook,
+    inventory_services,
+    render_gateway_api,
+)
+from tests.support.validate_build import validate_manifest_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HTTPROUTE_CRD = REPO_ROOT.parent / "shared" / "schemas" / "gateway-api-v1.6.1-standard-httproutes.yaml"
@@ -273,3 +285,69 @@ def test_every_route_the_ramp_writes_is_valid(httproute_crd: dict[str, Any], per
     filters = written["spec"]["rules"][0]["filters"]
     assert filters[0]["type"] == "RequestHeaderModifier"
     assert sum(f["type"] == "RequestMirror" for f in filters) == (2 if percent else 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# What the role renders (roles/mirror_gateway_api), every environment with mirror_mesh_api=gateway-api
+
+# The percents rendered beside each inventory's own: a fractional one (a fraction of 1000) and
+# one that is not a whole tenth of a whole (333/1000).
+RENDERED_PERCENTS = (0.5, 33.3)
+
+
+def renamed(service: dict[str, Any], percent: float) -> dict[str, Any]:
+    """The service under another name at `percent`: one render carries every percent."""
+    return {**service, "name": f"{service['name']}-at-{str(percent).replace('.', '-')}", "mirror_percent": percent}
+
+
+@pytest.fixture(scope="module")
+def gateway_api_renders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[list, Path]]]:
+    """environment -> (the services rendered, the k8s directory): each service as the inventory
+    has it and once more at each of RENDERED_PERCENTS."""
+    base = tmp_path_factory.mktemp("gateway-api-schema")
+    playbook = gateway_api_only_render_playbook(base)
+    services = {
+        env: [*inventory_services(env), *(renamed(s, p) for p in RENDERED_PERCENTS for s in inventory_services(env))]
+        for env in ENVIRONMENTS
+    }
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {
+            env: pool.submit(render_gateway_api, playbook, env, base / env, {"mirror_services": services[env]})
+            for env in ENVIRONMENTS
+        }
+        yield {env: (services[env], future.result()) for env, future in futures.items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_every_rendered_route_of_every_environment_is_valid(
+    httproute_crd: dict[str, Any], gateway_api_renders: dict[str, tuple[list, Path]], environment: str
+) -> None:
+    services, k8s = gateway_api_renders[environment]
+    routes = {path.name: yaml.safe_load(path.read_text()) for path in sorted(k8s.glob("httproute-*.yml"))}
+    assert len(routes) == len(services)
+    for service in services:
+        namespace = service.get("namespace", routes[next(iter(routes))]["metadata"]["namespace"])
+        written = routes[f"httproute-{namespace}-{service['name']}.yml"]
+        assert validate(written, httproute_crd) == [], service["name"]
+        assert read_mirror_percent(written) == service["mirror_percent"], service["name"]
+    shares = [
+        f["requestMirror"].get("fraction")
+        for written in routes.values()
+        for rule in written["spec"]["rules"]
+        for f in rule.get("filters", [])
+    ]
+    assert {"numerator": 5, "denominator": 1000} in shares
+    assert {"numerator": 333, "denominator": 1000} in shares
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_every_rendered_version_service_is_valid(
+    gateway_api_renders: dict[str, tuple[list, Path]], environment: str
+) -> None:
+    services, k8s = gateway_api_renders[environment]
+    files = sorted(k8s.glob("service-*.yml"))
+    assert len(files) == sum(len(service["subsets"]) for service in services)
+    for file in files:
+        assert validate_manifest_file(file) == (1, []), file.name
