@@ -401,6 +401,9 @@ def test_batched_queries_answer_each_service_as_its_own_queries_do(source, prome
 
     poll_until(feeding(serve, every_kind_seen), timeout=20, interval=0.5, what="healthy, failing and slow seen")
     at = time.time()  # one instant for both: the answers must be equal, not close
+    # A scrape stamped before `at` can be stored after it: wait until every such sample is in, or
+    # the two sides read the same instant through different data.
+    time.sleep(2.0)
     no_alerts = parse_gates(
         {"min_requests": 20, "thresholds": [{"name": "p99", "metric": "p99_latency", "operator": "<", "value": 1000}]}
     )
