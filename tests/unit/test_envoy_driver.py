@@ -11,7 +11,10 @@ import copy
 import fcntl
 import json
 import math
-from collections.abc import Callable
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -358,6 +361,8 @@ class FakeEnvoy:
         self.frozen = False  # a stuck Envoy: never loads anything new
         self.counters = {"update_rejected": 0, "update_failure": 0}
         self.other_counters = {"update_rejected": 0}
+        # The driver reads config_dump and the counters at once: one load per change of content.
+        self.lock = threading.Lock()
 
     def _sync(self) -> None:
         text = self.route_path.read_text()
@@ -373,6 +378,10 @@ class FakeEnvoy:
             self.running, self.loads = config, self.loads + 1
 
     def admin_json(self, path: str) -> Any:
+        with self.lock:
+            return self._answer(path)
+
+    def _answer(self, path: str) -> Any:
         self._sync()
         if path == "/config_dump?resource=dynamic_route_configs":
             self.dumps += 1
@@ -567,3 +576,95 @@ def test_a_held_lock_is_a_conflict_after_its_timeout(tmp_path: Path) -> None:
     with state.locked():
         state.store(1, ramping(1))
     assert state.load() == (1, ramping(1))
+
+
+# -- the admin connection ---------------------------------------------------------------------
+class AdminServer(ThreadingHTTPServer):
+    """A keep-alive HTTP/1.1 admin on 127.0.0.1 that counts the connections it accepts and can
+    drop a connection after its answer without saying so (as an idle timeout does)."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), AdminHandler)
+        self.connections = 0
+        self.paths: list[str] = []
+        self.drop_after_answer = False
+        self.status = 200
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        accepted = super().get_request()
+        self.connections += 1
+        return accepted
+
+
+class AdminHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: AdminServer
+
+    def do_GET(self) -> None:
+        self.server.paths.append(self.path)
+        body = json.dumps({"stats": [{"name": f"http.x.rds.{NAME}.update_rejected", "value": 3}]}).encode()
+        self.send_response(self.server.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.close_connection = self.server.drop_after_answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def admin_server() -> Iterator[AdminServer]:
+    server = AdminServer()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+def admin_driver(tmp_path: Path, server: AdminServer, path: str = "") -> EnvoyDriver:
+    host, port = server.server_address[:2]
+    return EnvoyDriver("user-service", tmp_path / "route.yaml", NAME, f"http://{host}:{port}{path}", tmp_path / "s")
+
+
+def test_admin_reads_share_one_kept_alive_connection(tmp_path: Path, admin_server: AdminServer) -> None:
+    driver = admin_driver(tmp_path, admin_server, "/envoy-admin/")
+    for _ in range(5):
+        assert driver.rejection_counters() == {"update_rejected": 3, "update_failure": 0}
+    assert admin_server.connections == 1
+    assert len(admin_server.paths) == 5
+    # The configured URL's path prefixes every admin path; the filter names this route's counters only.
+    assert all(p.startswith("/envoy-admin/stats?format=json&filter=") for p in admin_server.paths)
+    assert "rds%5C.user%5C-service%5C.%28update_rejected%7Cupdate_failure%29%24" in admin_server.paths[0]
+    driver.close()
+
+
+def test_a_connection_the_admin_closed_is_reopened_once(tmp_path: Path, admin_server: AdminServer) -> None:
+    driver = admin_driver(tmp_path, admin_server)
+    admin_server.drop_after_answer = True
+    for _ in range(3):
+        assert driver.rejection_counters()["update_rejected"] == 3
+    # Each read after the first finds its kept-alive connection closed and goes out on a new one.
+    assert (admin_server.connections, len(admin_server.paths)) == (3, 3)
+    admin_server.drop_after_answer = False
+    driver.rejection_counters()
+    driver.rejection_counters()
+    assert admin_server.connections == 4
+
+
+def test_an_admin_error_status_or_no_admin_is_a_driver_error(tmp_path: Path, admin_server: AdminServer) -> None:
+    driver = admin_driver(tmp_path, admin_server)
+    admin_server.status = 503
+    with pytest.raises(DriverError, match=r"cannot read Envoy's admin http://127\.0\.0\.1:\d+/stats\?.*: HTTP 503"):
+        driver.rejection_counters()
+    with socket.socket() as unused:  # a port nothing listens on: refused at once, not retried
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    nothing = EnvoyDriver("user-service", tmp_path / "route.yaml", NAME, f"http://127.0.0.1:{port}", tmp_path / "s")
+    with pytest.raises(DriverError, match=r"cannot read Envoy's admin .*(refused|Errno)"):
+        nothing.live()

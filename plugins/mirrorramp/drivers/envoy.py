@@ -16,7 +16,9 @@ writes a fresh `write_token` and the `percent` into the marker.
 A change: load the route file, shape it, write it tmp + fsync + rename into the watched
 directory (Envoy reloads on a rename only, and compares content: the token makes each write's
 content new), then poll the admin `/config_dump` until the live route carries this write's token
-and percentage. Envoy never shows a refused file in config_dump, only in the counters
+and percentage. The admin is read over kept-alive connections (one per request in flight, two at
+most: config_dump and the counters before a write go out at once), without proxies: the admin
+is Envoy's own port, 127.0.0.1 or a configured URL reached directly. Envoy never shows a refused file in config_dump, only in the counters
 `rds.<name>.update_rejected` / `update_failure`: when one moves, the previous file is renamed back
 and the write fails at once, naming the counter and the file.
 
@@ -31,12 +33,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import http.client
 import json
 import math
+import re
+import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -49,6 +52,7 @@ from mirrorramp.drivers.base import TargetSnapshot
 from mirrorramp.drivers.state_file import StateFile
 from mirrorramp.errors import ConfigError, DriverError
 from mirrorramp.files import write_atomically
+from mirrorramp.prometheus import concurrently
 from mirrorramp.state import RampState
 
 REQUIRED_OPTIONS = ("route_path", "route_config_name", "admin_url", "state_dir")
@@ -68,6 +72,11 @@ DENOMINATORS: dict[str | int, int] = {
 POLICY_FIELDS: dict[str, Any] = {"trace_sampled": False, "disable_shadow_host_suffix_append": True}
 REJECTION_COUNTERS = ("update_rejected", "update_failure")
 CONFIRM_POLL_SECONDS = 0.005  # a rename is live in config_dump in about 5 ms (notes/envoy-sandbox.md)
+# Kept-alive admin connections a driver keeps: one per request in flight (config_dump and the counters).
+MAX_IDLE_ADMIN_CONNECTIONS = 2
+# A kept-alive connection Envoy had closed (idle timeout, a restart) fails at once; the GET, safe
+# to send again, goes out once more on a new connection.
+STALE_CONNECTION_ERRORS = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 
 def check_percent(percent: float) -> float:
@@ -273,6 +282,13 @@ class EnvoyDriver:
         self.route_path = Path(route_path)
         self.route_config_name = route_config_name
         self.admin_url = admin_url.rstrip("/")
+        admin = urllib.parse.urlsplit(self.admin_url)
+        self._admin_https = admin.scheme == "https"
+        self._admin_host = admin.hostname or ""
+        self._admin_port = admin.port
+        self._admin_path = admin.path
+        self._idle_admin: list[http.client.HTTPConnection] = []
+        self._idle_admin_lock = threading.Lock()
         self.confirm_timeout = confirm_timeout
         self.http_timeout = http_timeout
         self.description = f"envoy {service} (route configuration {route_config_name})"
@@ -303,12 +319,59 @@ class EnvoyDriver:
         )
 
     # -- Envoy's admin -------------------------------------------------------------------
+    def _admin_connection(self) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle kept-alive admin connection (and True), or a new one (and False)."""
+        with self._idle_admin_lock:
+            if self._idle_admin:
+                return self._idle_admin.pop(), True
+        if self._admin_https:
+            return http.client.HTTPSConnection(self._admin_host, self._admin_port, timeout=self.http_timeout), False
+        return http.client.HTTPConnection(self._admin_host, self._admin_port, timeout=self.http_timeout), False
+
+    def _admin_get(self, path: str) -> tuple[int, bytes]:
+        """GET `path` from the admin: its status and body. Raises OSError or http.client.HTTPException."""
+        while True:
+            connection, reused = self._admin_connection()
+            try:
+                connection.request("GET", f"{self._admin_path}{path}")
+                response = connection.getresponse()
+                answer = response.status, response.read()
+            except STALE_CONNECTION_ERRORS:
+                connection.close()
+                if reused:
+                    continue
+                raise
+            except BaseException:
+                connection.close()  # in an unknown state (a timeout mid-answer): never reused
+                raise
+            if response.will_close:
+                connection.close()
+                return answer
+            with self._idle_admin_lock:
+                if len(self._idle_admin) < MAX_IDLE_ADMIN_CONNECTIONS:
+                    self._idle_admin.append(connection)
+                    return answer
+            connection.close()
+            return answer
+
+    def close(self) -> None:
+        """Close the kept-alive admin connections (a read after this opens a new one)."""
+        with self._idle_admin_lock:
+            idle, self._idle_admin = self._idle_admin, []
+        for connection in idle:
+            connection.close()
+
     def _admin_json(self, path: str) -> Any:
         url = f"{self.admin_url}{path}"
         try:
-            with urllib.request.urlopen(url, timeout=self.http_timeout) as response:
-                return json.loads(response.read())
-        except (urllib.error.URLError, OSError, ValueError) as e:
+            status, body = self._admin_get(path)
+        except (OSError, http.client.HTTPException) as e:
+            raise DriverError(f"{self.description}: cannot read Envoy's admin {url}: {e or type(e).__name__}") from e
+        if status != 200:
+            raise DriverError(f"{self.description}: cannot read Envoy's admin {url}: HTTP {status}")
+        try:
+            return json.loads(body)
+        except ValueError as e:
             raise DriverError(f"{self.description}: cannot read Envoy's admin {url}: {e}") from e
 
     def live_route_config(self) -> dict[str, Any]:
@@ -332,7 +395,11 @@ class EnvoyDriver:
 
     def rejection_counters(self) -> dict[str, int]:
         """`rds.<name>.update_rejected` and `update_failure`, summed over the listeners using the route."""
-        query = urllib.parse.urlencode({"format": "json", "filter": f"({'|'.join(REJECTION_COUNTERS)})$"})
+        # Only this route configuration's two counters: Envoy matches and serialises no other stat.
+        counters = "|".join(REJECTION_COUNTERS)
+        query = urllib.parse.urlencode(
+            {"format": "json", "filter": f"(^|\\.)rds\\.{re.escape(self.route_config_name)}\\.({counters})$"}
+        )
         data = self._admin_json(f"/stats?{query}")
         totals = dict.fromkeys(REJECTION_COUNTERS, 0)
         for stat in (data or {}).get("stats") or []:
@@ -406,7 +473,9 @@ class EnvoyDriver:
     def _apply(self, percent: float) -> LiveMirror:
         """Make Envoy run the route file shaped for `percent`; on any failure the previous file is back."""
         previous, document = self._route_file()
-        live = self.live()
+        # The counters' baseline goes out with the config_dump read: one round trip before the
+        # rename, not two (read before the write either way, so a move is this write's).
+        live, baseline = concurrently([self.live, self.rejection_counters])
         token = uuid.uuid4().hex
         with self._about_route_file():
             on_file = route_configuration(document, self.route_config_name)
@@ -419,7 +488,6 @@ class EnvoyDriver:
             ):
                 return live  # the file is shaped for `percent` and live: only the state changes
             shaped = shape_route_file(document, self.route_config_name, percent, token)
-        baseline = self.rejection_counters()
         write_atomically(self.route_path, json.dumps(shaped, indent=1) + "\n")
         return self._confirm(token, percent, baseline, previous, live)
 
