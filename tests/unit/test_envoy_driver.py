@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from mirrorramp.drivers import envoy as envoy_driver
 from mirrorramp.drivers.envoy import (
     MILLION,
     EnvoyDriver,
@@ -389,6 +390,8 @@ class FakeEnvoy:
         assert path.startswith("/stats?format=json&filter="), path
         stats = [{"name": f"http.sandbox_http.rds.{NAME}.{k}", "value": v} for k, v in self.counters.items()]
         stats += [{"name": f"http.sandbox_http.rds.{NAME}-2.{k}", "value": v} for k, v in self.other_counters.items()]
+        if "&usedonly" in path:  # as Envoy: a counter never incremented is left out
+            stats = [stat for stat in stats if stat["value"]]
         return {"stats": stats}
 
 
@@ -446,6 +449,35 @@ def test_the_same_percent_again_writes_only_the_state(driver: EnvoyDriver, route
     assert second.version == "2" and driver.read().state.step_index == 1
 
 
+def test_a_change_of_percent_reads_no_config_dump_before_the_rename(
+    driver: EnvoyDriver, route_path: Path, envoy: FakeEnvoy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    current = driver.write(driver.read(), ramping(5), 5, dry_run=False)
+    reads_before_rename: list[int] = []
+    write = envoy_driver.write_atomically
+
+    def counted_write(path: Path, data: str) -> None:
+        reads_before_rename.append(envoy.dumps)
+        write(path, data)
+
+    monkeypatch.setattr(envoy_driver, "write_atomically", counted_write)
+    dumps = envoy.dumps
+    assert driver.write(current, ramping(0), 0, dry_run=False).percent == 0
+    assert reads_before_rename == [dumps]
+    assert "request_mirror_policies" not in json.dumps(envoy.running)
+
+
+def test_a_file_shaped_for_the_percent_that_envoy_does_not_run_is_written_again(
+    driver: EnvoyDriver, route_path: Path, envoy: FakeEnvoy
+) -> None:
+    first = driver.write(driver.read(), ramping(5), 5, dry_run=False)
+    envoy.running = shape_route_config(route_config(), 1, "older")  # Envoy runs another write's route
+    second = driver.write(first, ramping(5).evolve(step_index=1), 5, dry_run=False)
+    assert second.mirror_settings["write_token"] not in ("older", first.mirror_settings["write_token"])
+    assert live_mirror(envoy.running).percent == 5
+    assert driver.read().mirror_settings == second.mirror_settings
+
+
 def test_a_hand_edit_of_the_live_mirror_is_written_over(
     driver: EnvoyDriver, route_path: Path, envoy: FakeEnvoy
 ) -> None:
@@ -493,7 +525,8 @@ def test_a_refused_file_is_renamed_back_and_named(driver: EnvoyDriver, route_pat
     polls = envoy.dumps
     with pytest.raises(DriverError) as raised:
         driver.write(current, ramping(50), 50, dry_run=False)
-    # One read before the write, one poll that finds the rejection: it fails at once, not at the timeout.
+    # One poll that finds the rejection (it fails at once, not at the timeout), one read of what
+    # Envoy runs once the previous file is back; none before the rename.
     assert envoy.dumps - polls == 2
     message = str(raised.value)
     assert f"rds.{NAME}.update_rejected 0 -> 1" in message and str(route_path) in message
@@ -640,7 +673,10 @@ def test_admin_reads_share_one_kept_alive_connection(tmp_path: Path, admin_serve
     assert len(admin_server.paths) == 5
     # The configured URL's path prefixes every admin path; the filter names this route's counters only.
     assert all(p.startswith("/envoy-admin/stats?format=json&filter=") for p in admin_server.paths)
-    assert "rds%5C.user%5C-service%5C.%28update_rejected%7Cupdate_failure%29%24" in admin_server.paths[0]
+    assert (
+        "rds%5C.user%5C-service%5C.%28update_rejected%7Cupdate_failure%29%24&type=Counters&usedonly="
+        in (admin_server.paths[0])
+    )
     driver.close()
 
 

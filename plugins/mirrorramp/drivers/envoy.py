@@ -13,14 +13,15 @@ policy per cluster, `runtime_fraction` numerator over MILLION, `trace_sampled: f
 `-shadow` host suffix; no policy at 0 %), removes mirror policies from every other route, and
 writes a fresh `write_token` and the `percent` into the marker.
 
-A change: load the route file, shape it, write it tmp + fsync + rename into the watched
-directory (Envoy reloads on a rename only, and compares content: the token makes each write's
-content new), then poll the admin `/config_dump` until the live route carries this write's token
-and percentage. The admin is read over kept-alive connections (one per request in flight, two at
-most: config_dump and the counters before a write go out at once), without proxies: the admin
-is Envoy's own port, 127.0.0.1 or a configured URL reached directly. Envoy never shows a refused file in config_dump, only in the counters
-`rds.<name>.update_rejected` / `update_failure`: when one moves, the previous file is renamed back
-and the write fails at once, naming the counter and the file.
+A change: load the route file, shape it, read the rejection counters, write it tmp + fsync +
+rename into the watched directory (Envoy reloads on a rename only, and compares content: the
+token makes each write's content new), then poll the admin `/config_dump` until the live route
+carries this write's token and percentage. config_dump is read before the rename only when the
+file is already shaped for the percent (then the write may be a no-op). Envoy never shows a
+refused file in config_dump, only in the counters `rds.<name>.update_rejected` /
+`update_failure`: when one moves, the previous file is renamed back and the write fails at once,
+naming the counter and the file. The admin is read over kept-alive http.client connections, not
+through a proxy: it is Envoy's own port, 127.0.0.1 or a configured URL reached directly.
 
 The route file is written as JSON (valid YAML, so `route.yaml` still loads): Envoy's YAML parser
 reads bare `y`, `n`, `on`, `off` as booleans, JSON quotes every string.
@@ -52,7 +53,6 @@ from mirrorramp.drivers.base import TargetSnapshot
 from mirrorramp.drivers.state_file import StateFile
 from mirrorramp.errors import ConfigError, DriverError
 from mirrorramp.files import write_atomically
-from mirrorramp.prometheus import concurrently
 from mirrorramp.state import RampState
 
 REQUIRED_OPTIONS = ("route_path", "route_config_name", "admin_url", "state_dir")
@@ -72,7 +72,7 @@ DENOMINATORS: dict[str | int, int] = {
 POLICY_FIELDS: dict[str, Any] = {"trace_sampled": False, "disable_shadow_host_suffix_append": True}
 REJECTION_COUNTERS = ("update_rejected", "update_failure")
 CONFIRM_POLL_SECONDS = 0.005  # a rename is live in config_dump in about 5 ms (notes/envoy-sandbox.md)
-# Kept-alive admin connections a driver keeps: one per request in flight (config_dump and the counters).
+# Kept-alive admin connections a driver keeps: one per request in flight (a driver shared by threads).
 MAX_IDLE_ADMIN_CONNECTIONS = 2
 # A kept-alive connection Envoy had closed (idle timeout, a restart) fails at once; the GET, safe
 # to send again, goes out once more on a new connection.
@@ -395,10 +395,17 @@ class EnvoyDriver:
 
     def rejection_counters(self) -> dict[str, int]:
         """`rds.<name>.update_rejected` and `update_failure`, summed over the listeners using the route."""
-        # Only this route configuration's two counters: Envoy matches and serialises no other stat.
+        # Only this route configuration's two counters, and only once one has moved (`usedonly`:
+        # a counter never incremented is left out, and read as 0): Envoy skips every other stat
+        # before matching, and the read costs what /ready costs (Envoy 1.40, docs/benchmarks.md §1).
         counters = "|".join(REJECTION_COUNTERS)
         query = urllib.parse.urlencode(
-            {"format": "json", "filter": f"(^|\\.)rds\\.{re.escape(self.route_config_name)}\\.({counters})$"}
+            {
+                "format": "json",
+                "filter": f"(^|\\.)rds\\.{re.escape(self.route_config_name)}\\.({counters})$",
+                "type": "Counters",
+                "usedonly": "",
+            }
         )
         data = self._admin_json(f"/stats?{query}")
         totals = dict.fromkeys(REJECTION_COUNTERS, 0)
@@ -409,6 +416,14 @@ class EnvoyDriver:
                 if name == suffix or name.endswith(f".{suffix}"):
                     totals[counter] += int(stat.get("value") or 0)
         return totals
+
+    def _kept_mirror(self) -> str:
+        """What Envoy runs after a failed write: what it ran before (a refused or unloaded file
+        changes nothing), read once the previous file is back; the failure path alone pays for it."""
+        try:
+            return f"the mirror stays at {self.live().percent:g}%"
+        except DriverError as e:
+            return f"what Envoy runs is unknown ({e})"
 
     # -- reading -------------------------------------------------------------------------
     def _settings(self, mirror: LiveMirror) -> dict[str, Any]:
@@ -473,27 +488,25 @@ class EnvoyDriver:
     def _apply(self, percent: float) -> LiveMirror:
         """Make Envoy run the route file shaped for `percent`; on any failure the previous file is back."""
         previous, document = self._route_file()
-        # The counters' baseline goes out with the config_dump read: one round trip before the
-        # rename, not two (read before the write either way, so a move is this write's).
-        live, baseline = concurrently([self.live, self.rejection_counters])
-        token = uuid.uuid4().hex
         with self._about_route_file():
             on_file = route_configuration(document, self.route_config_name)
-            if (
-                live.token
-                and not live.drift
-                and live.percent == percent
-                and live_mirror(on_file).token == live.token
-                and shape_route_config(on_file, percent, live.token) == on_file
-            ):
+            on_file_token = live_mirror(on_file).token
+            already_shaped = bool(on_file_token) and shape_route_config(on_file, percent, on_file_token) == on_file
+        if already_shaped:
+            # Only a file shaped for `percent` can make the write a no-op, and only if it is what
+            # Envoy runs: config_dump is read for that case alone. A change of percent (a removal)
+            # goes to the rename after one read, the counters', not two.
+            live = self.live()
+            if live.token == on_file_token and not live.drift and live.percent == percent:
                 return live  # the file is shaped for `percent` and live: only the state changes
+        token = uuid.uuid4().hex
+        with self._about_route_file():
             shaped = shape_route_file(document, self.route_config_name, percent, token)
+        baseline = self.rejection_counters()
         write_atomically(self.route_path, json.dumps(shaped, indent=1) + "\n")
-        return self._confirm(token, percent, baseline, previous, live)
+        return self._confirm(token, percent, baseline, previous)
 
-    def _confirm(
-        self, token: str, percent: float, baseline: dict[str, int], previous: str, before: LiveMirror
-    ) -> LiveMirror:
+    def _confirm(self, token: str, percent: float, baseline: dict[str, int], previous: str) -> LiveMirror:
         """Poll config_dump until it runs `token`; a rejection counter moving fails it at once."""
         deadline = time.monotonic() + self.confirm_timeout
         last_error = ""
@@ -510,7 +523,7 @@ class EnvoyDriver:
                 break
             time.sleep(CONFIRM_POLL_SECONDS)
         write_atomically(self.route_path, previous)
-        kept = f"the previous route file is back, the mirror stays at {before.percent:g}%"
+        kept = f"the previous route file is back, {self._kept_mirror()}"
         if moved:
             changes = ", ".join(f"rds.{self.route_config_name}.{n} {baseline[n]} -> {counters[n]}" for n in moved)
             raise DriverError(
