@@ -636,6 +636,8 @@ class AdminHandler(BaseHTTPRequestHandler):
     server: AdminServer
 
     def do_GET(self) -> None:
+        # Read before the answer goes out: the test may change it as soon as it has the answer.
+        self.close_connection = self.server.drop_after_answer
         self.server.paths.append(self.path)
         body = json.dumps({"stats": [{"name": f"http.x.rds.{NAME}.update_rejected", "value": 3}]}).encode()
         self.send_response(self.server.status)
@@ -643,7 +645,6 @@ class AdminHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-        self.close_connection = self.server.drop_after_answer
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -677,7 +678,6 @@ def test_admin_reads_share_one_kept_alive_connection(tmp_path: Path, admin_serve
         "rds%5C.user%5C-service%5C.%28update_rejected%7Cupdate_failure%29%24&type=Counters&usedonly="
         in (admin_server.paths[0])
     )
-    driver.close()
 
 
 def test_a_connection_the_admin_closed_is_reopened_once(tmp_path: Path, admin_server: AdminServer) -> None:

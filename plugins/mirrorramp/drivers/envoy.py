@@ -354,13 +354,6 @@ class EnvoyDriver:
             connection.close()
             return answer
 
-    def close(self) -> None:
-        """Close the kept-alive admin connections (a read after this opens a new one)."""
-        with self._idle_admin_lock:
-            idle, self._idle_admin = self._idle_admin, []
-        for connection in idle:
-            connection.close()
-
     def _admin_json(self, path: str) -> Any:
         url = f"{self.admin_url}{path}"
         try:
