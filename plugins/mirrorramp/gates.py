@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import operator as op
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -501,21 +500,6 @@ def _alert_result(gate: AlertGate, query: str, verdict: Verdict, reason: str, **
     )
 
 
-def _answered(call: Callable[[], QueryResult]) -> Callable[[], QueryResult]:
-    """`call` made now; its answer given back, or its error raised again, when read: a query sent
-    before it is known to be needed counts, and raises, only if the pass reads it."""
-    try:
-        result = call()
-    except Exception as e:  # every error, raised again by the gate that reads this answer
-        error = e  # `e` itself is unbound when the except clause ends
-
-        def raise_again() -> QueryResult:
-            raise error
-
-        return raise_again
-    return lambda: result
-
-
 def _alert(
     gate: AlertGate,
     client: PrometheusClient,
@@ -524,10 +508,7 @@ def _alert(
     rules: tuple[AlertRule, ...] | None,
     rules_error: str,
     context: QueryContext,
-    early_answer: Callable[[], QueryResult] | None = None,
 ) -> GateResult:
-    """The alert gate's verdict: its query's answer read (the one sent with the rule list, when
-    there is one; else sent now) only when a loaded rule could fire the alert."""
     window = context.window
     if rules is None:
         return _alert_result(gate, query, Verdict.INCONCLUSIVE, rules_error)
@@ -535,7 +516,7 @@ def _alert(
     if why:
         return _alert_result(gate, query, Verdict.INCONCLUSIVE, why)
     try:
-        result = early_answer() if early_answer is not None else _query(client, gate.name, query, at)
+        result = _query(client, gate.name, query, at)
     except PrometheusError as e:
         return _alert_result(gate, query, Verdict.INCONCLUSIVE, f"Prometheus unreachable: {e}")
     if result.result_type != "vector":
@@ -698,29 +679,18 @@ def evaluate(
 
     traffic, unreachable = _traffic(gateset, client, queries[TRAFFIC_GATE], at)
     # What the traffic check allows goes out at once (prometheus.concurrently): the metric gates'
-    # queries, the judges' counts and the rule list, with the queries of the alert gates that the
-    # rules this client listed in its last pass could fire (_rules_listed); then the alert gates
-    # a loaded rule could fire whose query is not out yet (a first pass, new rules). A pass waits
-    # for two answers in a row, three on a first pass, not one per query. An early alert answer
-    # is read only when the fresh rule list says a rule could fire it, so the verdicts are those
-    # of one query after the other; the results keep their order, and a rejected query raises for
-    # the first gate in that order.
+    # queries, the judges' counts and the rule list; then the alert gates a loaded rule could
+    # fire. A pass waits for three answers in a row, not one per query. The results keep their
+    # order, and a rejected query raises for the first gate in that order, as one after the other.
     checked = [*gateset.thresholds, *gateset.comparisons] if traffic.verdict is Verdict.PASS else []
     step_context = context if judge_window_seconds is None else context.with_window(judge_window_seconds)
     judged = [] if unreachable else list(gateset.judges)
     list_rules = bool(gateset.alerts) and not unreachable
-    rules_before = _rules_listed.get(client) if list_rules else None
-    early = [
-        gate
-        for gate in gateset.alerts
-        if rules_before is not None and not no_rule_could_fire(alert_matchers(gate, context), rules_before)
-    ]
     sent = concurrently(
         [
             *(partial(_single_value, client, gate.name, queries[gate.name], at) for gate in checked),
             *(partial(_judge, gate, client, step_context, at) for gate in judged),
             *([partial(_alert_rules, client)] if list_rules else []),
-            *(partial(_answered, partial(_query, client, gate.name, queries[gate.name], at)) for gate in early),
         ]
     )
     answers: dict[str, _Answer] = {gate.name: answer for gate, answer in zip(checked, sent, strict=False)}
@@ -776,25 +746,16 @@ def evaluate(
                 _alert_result(gate, queries[gate.name], Verdict.INCONCLUSIVE, f"{NOT_CHECKED}{traffic.reason}")
             )
     elif gateset.alerts:
-        rules, rules_error = sent[len(checked) + len(judged)]
-        if rules is not None:
-            _rules_listed[client] = rules
-        early_answers = dict(zip((gate.name for gate in early), sent[len(checked) + len(judged) + 1 :], strict=True))
-        alerts = [
-            partial(
-                _alert, gate, client, queries[gate.name], at, rules, rules_error, context, early_answers.get(gate.name)
+        rules, rules_error = sent[-1]
+        results.extend(
+            concurrently(
+                [
+                    partial(_alert, gate, client, queries[gate.name], at, rules, rules_error, context)
+                    for gate in gateset.alerts
+                ]
             )
-            for gate in gateset.alerts
-        ]
-        # Gates whose answers are all in decide in this thread: nothing to wait for at once.
-        results.extend(concurrently(alerts) if len(early) < len(alerts) else [alert() for alert in alerts])
+        )
     return results
-
-
-# The alert rules each client listed in its last pass, held weakly (an entry goes with its
-# client): which alert gates' queries the next pass sends with the rule list. Only a guess of
-# what to send early: every verdict reads the pass's own rule list.
-_rules_listed: weakref.WeakKeyDictionary[PrometheusClient, tuple[AlertRule, ...]] = weakref.WeakKeyDictionary()
 
 
 def _alert_rules(client: PrometheusClient) -> tuple[tuple[AlertRule, ...] | None, str]:

@@ -25,7 +25,7 @@ CONTEXT = QueryContext("user-service", "shop", "prod", "user-service-v1", ("user
 OTHER = QueryContext("order-service", "shop", "prod", "order-service-v1", ("order-service-v2",))
 WINDOW = 600
 DELAY = 0.25  # each answer's delay: long beside a loopback round trip, short for a test
-STEPS = 3  # traffic; metric gates + judges + rules; alerts (a later pass of the same client: 2)
+STEPS = 3  # traffic; metric gates + judges + rules; alerts
 # The local inventory's gates (inventories/local ramp.yml) and a judge: 9 queries and the rule list.
 GATESET = parse_gates(
     {
@@ -164,30 +164,6 @@ def test_a_pass_waits_for_its_three_steps_not_for_each_query(server):
         "judge-errors",
         "no-critical",
     ]
-
-
-def test_a_later_pass_of_the_same_client_sends_the_alert_query_with_the_rule_list(server, monkeypatch):
-    answer_every_query(server, 0.0)
-    batches: list[list[int]] = []  # per pass: the number of calls sent at once, batch by batch
-
-    def recorded(calls):
-        batches[-1].append(len(calls))
-        return concurrently(calls)
-
-    monkeypatch.setattr(gates, "concurrently", recorded)
-    client = client_for(server.url)
-    rows = []
-    for _ in range(2):
-        batches.append([])
-        rows.append(as_rows(evaluate(GATESET, client, CONTEXT, WINDOW, at=1795637000.0)))
-    # First pass: 4 metric gates + the judge + the rule list, the judge's 2 counts, then the alert
-    # query. Later pass: the alert query goes with the rule list (the steps after traffic: 1, not 2).
-    assert batches == [[6, 2, 1], [7, 2]]
-    assert len(server.queries()) == 2 * SEQUENTIAL_QUERIES  # each query once a pass
-    assert rows[1] == rows[0]
-    # The same verdicts as a later pass sent one query at a time.
-    monkeypatch.setattr(gates, "concurrently", one_at_a_time)
-    assert as_rows(evaluate(GATESET, client, CONTEXT, WINDOW, at=1795637000.0)) == rows[0]
 
 
 def test_a_pass_decides_as_one_query_at_a_time(server, monkeypatch):
