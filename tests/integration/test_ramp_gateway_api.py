@@ -17,7 +17,7 @@ import pytest
 from kubernetes import client
 
 from mirrorramp.adapter import execute
-from mirrorramp.arguments import ARGUMENT_SPEC, RampRequest
+from mirrorramp.arguments import RampRequest
 from mirrorramp.drivers.base import TargetSnapshot
 from mirrorramp.drivers.kube import FIELD_MANAGER, GatewayApiDriver, IstioDriver, preload_namespaces
 from mirrorramp.errors import ConfigError, ConflictError
@@ -28,6 +28,7 @@ from mirrorramp.wiring import build_driver
 from tests.fakes.kube_api import KubeApiServer
 from tests.fakes.kube_fixtures import kube_api, kube_api_server  # noqa: F401
 from tests.support.prometheus_server import ScriptedPrometheus, vector_reply
+from tests.support.task_arguments import double_arguments
 
 pytestmark = pytest.mark.slow
 
@@ -59,33 +60,12 @@ def request_for(
     kube: KubeApiServer, prometheus: ScriptedPrometheus, *, check_mode: bool = False, **overrides: Any
 ) -> RampRequest:
     """The mirror_ramp arguments as the action plugin passes them on: every default filled in."""
-    arguments = {name: spec.get("default") for name, spec in ARGUMENT_SPEC.items()}
-    arguments.update(
-        driver="gateway-api",
-        service=SERVICE,
-        namespace=NAMESPACE,
-        environment="dev",
-        host=kube.url,
-        api_key=kube.token,
-        validate_certs=False,
-        steps=STEPS,
-        gates={"thresholds": [{"name": "mirror-5xx-ratio", "metric": "error_ratio", "operator": "<", "value": 0.05}]},
-        min_requests=0,
-        window="5s",
-        workloads={"primary": "user-service-v1", "mirror": ["user-service-v2"]},
-        prometheus={
-            "url": prometheus.url,
-            "token": None,
-            "ca_cert": None,
-            "validate_certs": True,
-            "timeout": "2s",
-            "retries": 1,
-        },
-        mode="scheduled",
-        poll_interval="100ms",
-        deadline="30s",
+    arguments = double_arguments(
+        kube.url,
+        kube.token,
+        prometheus.url,
+        **{"driver": "gateway-api", "steps": STEPS, "poll_interval": "100ms", **overrides},
     )
-    arguments.update(overrides)
     return RampRequest.from_arguments(arguments, check_mode=check_mode, diff=check_mode)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from mirrorramp.adapter import execute
-from mirrorramp.arguments import ARGUMENT_SPEC, RampRequest
+from mirrorramp.arguments import RampRequest
 from mirrorramp.drivers.base import TargetSnapshot
 from mirrorramp.errors import ConflictError, DriverError
 from mirrorramp.state import RampState
@@ -32,6 +32,7 @@ from tests.fakes.kube_api import KubeApiServer
 from tests.fakes.kube_fixtures import kube_api, kube_api_server  # noqa: F401
 from tests.support.ansible_run import REPO_ROOT
 from tests.support.prometheus_server import ScriptedPrometheus, poll_until, vector_reply
+from tests.support.task_arguments import double_arguments
 
 pytestmark = pytest.mark.slow
 
@@ -55,33 +56,9 @@ def prometheus() -> Iterator[ScriptedPrometheus]:
 
 def ramp_arguments(kube: KubeApiServer, prometheus: ScriptedPrometheus, **overrides: Any) -> dict[str, Any]:
     """The mirror_ramp arguments as the action plugin passes them on: every default filled in."""
-    arguments = {name: spec.get("default") for name, spec in ARGUMENT_SPEC.items()}
-    arguments.update(
-        service=SERVICE,
-        namespace=NAMESPACE,
-        environment="dev",
-        host=kube.url,
-        api_key=kube.token,
-        validate_certs=False,
-        steps=STEPS,
-        gates={"thresholds": [{"name": "mirror-5xx-ratio", "metric": "error_ratio", "operator": "<", "value": 0.05}]},
-        min_requests=0,
-        window="5s",
-        workloads={"primary": "user-service-v1", "mirror": ["user-service-v2"]},
-        prometheus={
-            "url": prometheus.url,
-            "token": None,
-            "ca_cert": None,
-            "validate_certs": True,
-            "timeout": "2s",
-            "retries": 1,
-        },
-        mode="scheduled",
-        poll_interval="200ms",
-        deadline="30s",
+    return double_arguments(
+        kube.url, kube.token, prometheus.url, **{"steps": STEPS, "poll_interval": "200ms", **overrides}
     )
-    arguments.update(overrides)
-    return arguments
 
 
 def request_for(kube: KubeApiServer, prometheus: ScriptedPrometheus, **overrides: Any) -> RampRequest:

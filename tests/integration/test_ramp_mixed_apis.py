@@ -12,13 +12,14 @@ from typing import Any
 import pytest
 
 from mirrorramp.adapter import execute_all
-from mirrorramp.arguments import ARGUMENT_SPEC, requests_from_arguments
+from mirrorramp.arguments import requests_from_arguments
 from mirrorramp.httproute import read_mirror_percent as http_route_percent
 from mirrorramp.routes import STATE_ANNOTATION, TARGETS_ANNOTATION
 from mirrorramp.virtualservice import read_mirror_percent as virtual_service_percent
 from tests.fakes.kube_api import KubeApiServer
 from tests.fakes.kube_fixtures import kube_api, kube_api_server  # noqa: F401
 from tests.support.prometheus_server import ScriptedPrometheus, vector_reply
+from tests.support.task_arguments import double_arguments
 
 pytestmark = pytest.mark.slow
 
@@ -60,31 +61,10 @@ def http_route(name: str) -> dict[str, Any]:
 
 
 def arguments(kube: KubeApiServer, prometheus: ScriptedPrometheus, services: list[dict]) -> dict[str, Any]:
-    """The task's arguments as the action plugin passes them on: every default filled in."""
-    args = {name: spec.get("default") for name, spec in ARGUMENT_SPEC.items()}
-    args.update(
-        driver="istio",
-        services=services,
-        namespace=NAMESPACE,
-        environment="dev",
-        host=kube.url,
-        api_key=kube.token,
-        validate_certs=False,
-        steps=STEPS,
-        gates={"thresholds": [{"name": "mirror-5xx-ratio", "metric": "error_ratio", "operator": "<", "value": 0.05}]},
-        min_requests=0,
-        window="5s",
-        prometheus={
-            "url": prometheus.url,
-            "token": None,
-            "ca_cert": None,
-            "validate_certs": True,
-            "timeout": "2s",
-            "retries": 1,
-        },
-        mode="scheduled",
+    """The task's arguments for `services` (the istio driver unless a service names its own)."""
+    return double_arguments(
+        kube.url, kube.token, prometheus.url, service=None, workloads=None, services=services, steps=STEPS
     )
-    return args
 
 
 def service(name: str, driver: str | None = None) -> dict[str, Any]:
