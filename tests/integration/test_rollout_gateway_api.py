@@ -389,7 +389,15 @@ def test_check_mode_with_diff_persists_nothing_and_shows_the_restart(stages: dic
     assert writes, "check mode is a server-side dry run: the writes are sent"
     assert all(r.query.get("dryRun") == "All" for r in writes), [(r.method, r.path, r.query) for r in writes]
     assert service_lines(check.run.output, RAMP_TASK) == [f"changed {SERVICE}"]
-    assert "--- before: user-service mirror (before)" in check.run.output
+    output = check.run.output
+    assert "--- before: user-service mirror (before)" in output
+    # The restart as a real run would write it: stopped at 0 % -> ramping at 0.5 %, as 5/1000.
+    assert re.search(r"^-\s+state: stopped$", output, re.M), output[-4000:]
+    assert re.search(r"^\+\s+state: ramping$", output, re.M)
+    assert re.search(r"^-\s+percent: 0.0$", output, re.M)
+    assert re.search(r"^\+\s+percent: 0.5$", output, re.M)
+    assert len(re.findall(r"^\+\s+numerator: 5$", output, re.M)) == len(MIRROR_SERVICES)
+    assert len(re.findall(r"^\+\s+denominator: 1000$", output, re.M)) == len(MIRROR_SERVICES)
 
 
 # -- 6. the breach --------------------------------------------------------------------------------
