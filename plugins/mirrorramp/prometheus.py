@@ -34,6 +34,7 @@ from typing import TypeVar
 
 from mirrorramp.errors import PrometheusError, QueryRejectedError
 from mirrorramp.http_retry import backoff_delay, redact, retry_after, safe_url
+from mirrorramp.kept_alive import Answer, KeptAliveConnections
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,6 @@ BACKOFF_CAP_SECONDS = 5.0
 MAX_CONCURRENT_QUERIES = 8
 # Kept-alive connections a client keeps between queries: one per query in flight.
 MAX_IDLE_CONNECTIONS = MAX_CONCURRENT_QUERIES
-# A reused connection the server had already closed fails at once; such a request (a GET, safe to
-# send again) goes out once more on a new connection, not counted as an attempt.
-_STALE_CONNECTION_ERRORS = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 T = TypeVar("T")
 
@@ -85,20 +83,6 @@ def _float(text: object) -> float:
     if not isinstance(text, str):
         raise ValueError(f"sample value {text!r} is not a string")
     return float(text)
-
-
-@dataclass(frozen=True)
-class _Response:
-    """One HTTP answer, read whole (its connection is then free for the next query)."""
-
-    status: int
-    reason: str
-    headers: http.client.HTTPMessage
-    body: bytes
-
-    @property
-    def text(self) -> str:
-        return self.body.decode("utf-8", errors="replace")
 
 
 @dataclass(frozen=True)
@@ -186,8 +170,8 @@ class PrometheusClient:
         elif parts.username is not None:  # user:password@ in the URL, as requests sent it
             credentials = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
             self._headers["Authorization"] = f"Basic {base64.b64encode(credentials.encode()).decode()}"
-        self._idle: list[http.client.HTTPConnection] = []
-        self._idle_lock = threading.Lock()
+        # A kept-alive connection, not counted as an attempt when the server had closed it.
+        self._connections = KeptAliveConnections(self._new_connection, MAX_IDLE_CONNECTIONS)
 
     def __repr__(self) -> str:
         has_token = self._headers.get("Authorization", "").startswith("Bearer ")
@@ -195,10 +179,7 @@ class PrometheusClient:
 
     def close(self) -> None:
         """Close the kept-alive connections (a query after this opens a new one)."""
-        with self._idle_lock:
-            idle, self._idle = self._idle, []
-        for connection in idle:
-            connection.close()
+        self._connections.close()
 
     # -- the API ---------------------------------------------------------------------------
 
@@ -235,29 +216,16 @@ class PrometheusClient:
 
     # -- HTTP on kept-alive connections ------------------------------------------------------
 
-    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
-        """An idle kept-alive connection (and True), or a new one (and False)."""
-        with self._idle_lock:
-            if self._idle:
-                return self._idle.pop(), True
+    def _new_connection(self) -> http.client.HTTPConnection:
         host, port = (self._proxy.host, self._proxy.port) if self._proxy else (self._host, self._port)
-        connection: http.client.HTTPConnection
-        if self._tls is not None:
-            connection = http.client.HTTPSConnection(host, port, timeout=self.timeout, context=self._tls)
-            if self._proxy:
-                connection.set_tunnel(self._host, self._port, headers=self._proxy.headers)
-        else:
-            connection = http.client.HTTPConnection(host, port, timeout=self.timeout)
-        return connection, False
+        if self._tls is None:
+            return http.client.HTTPConnection(host, port, timeout=self.timeout)
+        connection = http.client.HTTPSConnection(host, port, timeout=self.timeout, context=self._tls)
+        if self._proxy:
+            connection.set_tunnel(self._host, self._port, headers=self._proxy.headers)
+        return connection
 
-    def _release(self, connection: http.client.HTTPConnection) -> None:
-        with self._idle_lock:
-            if len(self._idle) < MAX_IDLE_CONNECTIONS:
-                self._idle.append(connection)
-                return
-        connection.close()
-
-    def _get(self, path: str, params: dict[str, str], timeout: float) -> _Response:
+    def _get(self, path: str, params: dict[str, str], timeout: float) -> Answer:
         """One GET (`timeout` for the connection and for each read), its answer read whole.
         Raises OSError (refused, timed out, TLS) or http.client.HTTPException."""
         target = f"{self._path}{path}"
@@ -267,28 +235,7 @@ class PrometheusClient:
         if self._proxy and self._tls is None:  # plain HTTP through a proxy: the absolute URL
             target = f"http://{self._host}:{self._port}{target}"
             headers = {**headers, **self._proxy.headers}
-        while True:
-            connection, reused = self._connection()
-            connection.timeout = timeout
-            try:
-                if connection.sock is not None:
-                    connection.sock.settimeout(timeout)
-                connection.request("GET", target, headers=headers)
-                response = connection.getresponse()
-                answer = _Response(response.status, response.reason, response.headers, response.read())
-            except _STALE_CONNECTION_ERRORS:
-                connection.close()
-                if reused:
-                    continue
-                raise
-            except BaseException:
-                connection.close()  # in an unknown state (a timeout mid-answer): never reused
-                raise
-            if response.will_close:
-                connection.close()
-            else:
-                self._release(connection)
-            return answer
+        return self._connections.get(target, headers, timeout)
 
     # -- bounded retries -------------------------------------------------------------------
 
@@ -344,7 +291,7 @@ class PrometheusClient:
                 time.sleep(delay)
         raise PrometheusError(f"{endpoint}: no answer after {attempts} attempt(s); last error: {last_error}")
 
-    def _success_data(self, endpoint: str, response: _Response) -> dict:
+    def _success_data(self, endpoint: str, response: Answer) -> dict:
         try:
             body = json.loads(response.body)
         except ValueError as e:
@@ -356,7 +303,7 @@ class PrometheusClient:
             data = {**data, "warnings": list(body["warnings"])}
         return data
 
-    def _api_error(self, response: _Response) -> str | None:
+    def _api_error(self, response: Answer) -> str | None:
         """Prometheus' own error text ("bad_data: ... parse error ..."), or None when the body
         is not the API's error answer (a proxy's page, say)."""
         try:
@@ -367,11 +314,11 @@ class PrometheusClient:
             return None
         return self._redact(f"{body.get('errorType', 'error')}: {body['error']}")
 
-    def _body_start(self, response: _Response) -> str:
+    def _body_start(self, response: Answer) -> str:
         return self._redact(" ".join(response.text.split())[:200] or response.reason or "no body")
 
     @staticmethod
-    def _redirected(response: _Response) -> str:
+    def _redirected(response: Answer) -> str:
         """Where a redirect points (redirects are not followed: the Authorization header must not
         go to another host, and the API's paths do not move): set the URL to it."""
         location = response.headers.get("Location")

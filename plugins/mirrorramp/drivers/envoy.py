@@ -38,7 +38,6 @@ import http.client
 import json
 import math
 import re
-import threading
 import time
 import urllib.parse
 import uuid
@@ -53,6 +52,7 @@ from mirrorramp.drivers.base import TargetSnapshot
 from mirrorramp.drivers.state_file import StateFile
 from mirrorramp.errors import ConfigError, DriverError
 from mirrorramp.files import write_atomically
+from mirrorramp.kept_alive import KeptAliveConnections
 from mirrorramp.state import RampState
 
 REQUIRED_OPTIONS = ("route_path", "route_config_name", "admin_url", "state_dir")
@@ -74,9 +74,6 @@ REJECTION_COUNTERS = ("update_rejected", "update_failure")
 CONFIRM_POLL_SECONDS = 0.005  # a rename is live in config_dump in about 5 ms (notes/envoy-sandbox.md)
 # Kept-alive admin connections a driver keeps: one per request in flight (a driver shared by threads).
 MAX_IDLE_ADMIN_CONNECTIONS = 2
-# A kept-alive connection Envoy had closed (idle timeout, a restart) fails at once; the GET, safe
-# to send again, goes out once more on a new connection.
-STALE_CONNECTION_ERRORS = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 
 def check_percent(percent: float) -> float:
@@ -283,12 +280,12 @@ class EnvoyDriver:
         self.route_config_name = route_config_name
         self.admin_url = admin_url.rstrip("/")
         admin = urllib.parse.urlsplit(self.admin_url)
-        self._admin_https = admin.scheme == "https"
-        self._admin_host = admin.hostname or ""
-        self._admin_port = admin.port
         self._admin_path = admin.path
-        self._idle_admin: list[http.client.HTTPConnection] = []
-        self._idle_admin_lock = threading.Lock()
+        connection_class = http.client.HTTPSConnection if admin.scheme == "https" else http.client.HTTPConnection
+        self._admin = KeptAliveConnections(
+            lambda: connection_class(admin.hostname or "", admin.port, timeout=self.http_timeout),
+            MAX_IDLE_ADMIN_CONNECTIONS,
+        )
         self.confirm_timeout = confirm_timeout
         self.http_timeout = http_timeout
         self.description = f"envoy {service} (route configuration {route_config_name})"
@@ -319,51 +316,16 @@ class EnvoyDriver:
         )
 
     # -- Envoy's admin -------------------------------------------------------------------
-    def _admin_connection(self) -> tuple[http.client.HTTPConnection, bool]:
-        """An idle kept-alive admin connection (and True), or a new one (and False)."""
-        with self._idle_admin_lock:
-            if self._idle_admin:
-                return self._idle_admin.pop(), True
-        if self._admin_https:
-            return http.client.HTTPSConnection(self._admin_host, self._admin_port, timeout=self.http_timeout), False
-        return http.client.HTTPConnection(self._admin_host, self._admin_port, timeout=self.http_timeout), False
-
-    def _admin_get(self, path: str) -> tuple[int, bytes]:
-        """GET `path` from the admin: its status and body. Raises OSError or http.client.HTTPException."""
-        while True:
-            connection, reused = self._admin_connection()
-            try:
-                connection.request("GET", f"{self._admin_path}{path}")
-                response = connection.getresponse()
-                answer = response.status, response.read()
-            except STALE_CONNECTION_ERRORS:
-                connection.close()
-                if reused:
-                    continue
-                raise
-            except BaseException:
-                connection.close()  # in an unknown state (a timeout mid-answer): never reused
-                raise
-            if response.will_close:
-                connection.close()
-                return answer
-            with self._idle_admin_lock:
-                if len(self._idle_admin) < MAX_IDLE_ADMIN_CONNECTIONS:
-                    self._idle_admin.append(connection)
-                    return answer
-            connection.close()
-            return answer
-
     def _admin_json(self, path: str) -> Any:
         url = f"{self.admin_url}{path}"
         try:
-            status, body = self._admin_get(path)
+            answer = self._admin.get(f"{self._admin_path}{path}", {}, self.http_timeout)
         except (OSError, http.client.HTTPException) as e:
             raise DriverError(f"{self.description}: cannot read Envoy's admin {url}: {e or type(e).__name__}") from e
-        if status != 200:
-            raise DriverError(f"{self.description}: cannot read Envoy's admin {url}: HTTP {status}")
+        if answer.status != 200:
+            raise DriverError(f"{self.description}: cannot read Envoy's admin {url}: HTTP {answer.status}")
         try:
-            return json.loads(body)
+            return json.loads(answer.body)
         except ValueError as e:
             raise DriverError(f"{self.description}: cannot read Envoy's admin {url}: {e}") from e
 
