@@ -18,7 +18,6 @@ import copy
 import itertools
 import json
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from tests.support.ansible_run import REPO_ROOT, PlaybookRun, recap_counts, run_
 from tests.support.istio_metrics_source import IstioMetricsSource
 from tests.support.prometheus_server import PrometheusServer, poll_until
 from tests.support.rule_loader import PrometheusRuleLoader
+from tests.support.traffic_feeder import TrafficFeeder
 
 pytestmark = pytest.mark.slow
 
@@ -62,36 +62,6 @@ EXPECTED_KINDS = {
     "Telemetry",
     "HorizontalPodAutoscaler",
 }
-
-
-class TrafficFeeder:
-    """Serves requests on every dev workload every half second; `failing` ones answer 5xx half the time."""
-
-    def __init__(self, source: IstioMetricsSource, max_seconds: float = 1200.0) -> None:
-        self.source = source
-        self.failing: set[str] = set()
-        self._max_seconds = max_seconds
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="traffic-feeder", daemon=True)
-
-    def start(self) -> TrafficFeeder:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        for _ in range(int(self._max_seconds / 0.5)):  # bounded: 20 minutes at most
-            for workload in WORKLOADS:
-                if workload in self.failing:
-                    self.source.add(workload, n=10, code=200, latency_ms=20)
-                    self.source.add(workload, n=10, code=503, latency_ms=20)
-                else:
-                    self.source.add(workload, n=20, code=200, latency_ms=20)
-            if self._stop.wait(0.5):
-                return
 
 
 @dataclass
@@ -174,7 +144,7 @@ def stack(kube_api_server: KubeApiServer, tmp_path_factory: pytest.TempPathFacto
     kube_api_server.ensure_namespace(NAMESPACE)
     source = IstioMetricsSource(namespace=NAMESPACE, service="user-service").start()
     prometheus = PrometheusServer(tmp_path_factory.mktemp("prometheus"), targets=[source.target])
-    feeder = TrafficFeeder(source)
+    feeder = TrafficFeeder(source, WORKLOADS)
     # As prometheus-operator: the rules rollout.yml applies are loaded (the alert gate needs them).
     loader = PrometheusRuleLoader(kube_api_server, prometheus)
     try:
