@@ -2,13 +2,15 @@
 
 The Kubernetes API test double and a real Prometheus scraping Istio-shaped request metrics of the
 three staging workloads, as in test_rollout_istio.py; staging's gates but its judges (those pass
-on thousands of requests over whole minutes, not in holds of a second). Six ansible-playbook runs
+on thousands of requests over whole minutes, not in holds of a second). Nine ansible-playbook runs
 for the module, the tests then look at what each run left behind:
 
 1. rollout.yml in watch mode, steps 0.5 -> 1 -> 5 -> 10 -> 20 % with short holds: every manifest
    is applied (the HTTPRoute and the version Services, no VirtualService or DestinationRule) and
    the ramp completes with the exact share of each step;
 2. the same run scheduled: nothing changes;
+   then a changed route (another timeout) is applied while the mirror is live, and
+   playbooks/rollback.yml (--check, then for real) puts the first route back, the mirror kept;
 3. playbooks/emergency-stop.yml removes the mirror, 4. playbooks/status.yml shows the stop;
 5. the candidate answers 5xx; rollout.yml -e restart=true --check --diff persists nothing;
 6. the same run for real: the ramp restarts at 0.5 % and rolls back (mirror filters removed, the
@@ -97,6 +99,16 @@ class Stage:
 
     def writes(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.method in ("POST", "PUT", "PATCH", "DELETE")]
+
+
+# The route change of the "changed" run: a request timeout the inventory does not set.
+CHANGED_TIMEOUT = "7s"
+
+
+def services_with_timeout(timeout: str) -> list[dict[str, Any]]:
+    """staging's mirror_services with every service's timeout set to `timeout`."""
+    services = yaml.safe_load((INVENTORY / "group_vars" / "all" / "services.yml").read_text())["mirror_services"]
+    return [{**service, "timeout": timeout} for service in services]
 
 
 def rule(route: dict[str, Any], name: str) -> dict[str, Any]:
@@ -244,6 +256,11 @@ def stages(stack: dict[str, Any], build_dir: Path) -> dict[str, Stage]:
     finally:
         watcher.stop()
     run("again", extra={"mirror_ramp_mode": "scheduled"})
+    # A changed route (another timeout) is applied while the mirror is live at 20 % (a second copy
+    # of the manifests is kept), then playbooks/rollback.yml puts the first route back.
+    run("changed", extra={"mirror_ramp_mode": "scheduled", "mirror_services": services_with_timeout(CHANGED_TIMEOUT)})
+    run("rollback-check", "playbooks/rollback.yml", check=True)
+    run("rollback", "playbooks/rollback.yml")
     run("stop", "playbooks/emergency-stop.yml")
     run("status", "playbooks/status.yml")
 
@@ -422,3 +439,24 @@ def test_breach_rolls_back_and_removes_the_mirror_filters(stages: dict[str, Stag
     assert events[-1][0] == "rollback"
     assert f"{ENVIRONMENT}/{SERVICE}: rolled back from step 1 (0.5%)" in breach.run.output, breach.run.output[-4000:]
     assert service_lines(breach.run.output, RAMP_TASK) == [f"changed {SERVICE}"]
+
+
+# -- rollback of the manifests while the mirror is live --------------------------------------------
+
+
+def test_rollback_reapplies_the_previous_route_and_keeps_the_live_mirror(
+    stages: dict[str, Stage], build_dir: Path
+) -> None:
+    again, changed, rolled = stages["again"], stages["changed"], stages["rollback"]
+    assert {r["timeouts"]["request"] for r in changed.route()["spec"]["rules"]} == {CHANGED_TIMEOUT}
+    assert mirror_filters(changed.route()) == mirror_filters(again.route()), "the apply kept the live mirror"
+    copies = sorted(path.name for path in (build_dir / "applied").iterdir())
+    assert len(copies) >= 2, copies
+    # Check mode changes nothing; the rollback puts the first route back, the ramp's mirror and
+    # state stay as they are live (the rollback is not the ramp's business).
+    assert stages["rollback-check"].objects == changed.objects
+    assert "re-applying " in rolled.run.output, rolled.run.output[-3000:]
+    assert without_mirror_filters(rolled.route()) == without_mirror_filters(again.route())
+    assert mirror_filters(rolled.route()) == mirror_filters(changed.route())
+    assert mirror_filters(rolled.route()), "no mirror was live at the rollback"
+    assert rolled.state() == changed.state()
