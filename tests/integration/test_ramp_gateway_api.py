@@ -28,6 +28,7 @@ from mirrorramp.wiring import build_driver
 from tests.fakes.kube_api import KubeApiServer
 from tests.fakes.kube_fixtures import kube_api, kube_api_server  # noqa: F401
 from tests.support.prometheus_server import ScriptedPrometheus, vector_reply
+from tests.support.ramp_states import ramping_state
 from tests.support.task_arguments import double_arguments
 
 pytestmark = pytest.mark.slow
@@ -107,20 +108,7 @@ def seed(kube: KubeApiServer, step_index: int | None, *, held_for: float = 60.0)
     """The rendered HTTPRoute, ramping at `step_index` for `held_for` seconds (None: never ramped)."""
     route = rendered_route()
     if step_index is not None:
-        started = time.time() - held_for
-        history = [{"at": started - 60 * (step_index + 1), "event": "start", "step": 0, "percent": PERCENTS[0]}]
-        history += [
-            {"at": started - 60 * (step_index - i), "event": "advance", "step": i, "percent": PERCENTS[i]}
-            for i in range(1, step_index + 1)
-        ]
-        state = RampState(
-            status="ramping",
-            step_index=step_index,
-            percent=PERCENTS[step_index],
-            step_started_at=started,
-            updated_at=started,
-            history=[{**event, "detail": ""} for event in history],
-        )
+        state = ramping_state(PERCENTS, step_index, held_for)
         route = with_mirror_percent(route, PERCENTS[step_index])
         route["metadata"]["annotations"][STATE_ANNOTATION] = state.to_json()
     return kube.put_object(route)

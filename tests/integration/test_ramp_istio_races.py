@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from tests.fakes.kube_api import KubeApiServer
 from tests.fakes.kube_fixtures import kube_api, kube_api_server  # noqa: F401
 from tests.support.ansible_run import REPO_ROOT
 from tests.support.prometheus_server import ScriptedPrometheus, poll_until, vector_reply
+from tests.support.ramp_states import ramping_state
 from tests.support.task_arguments import double_arguments
 
 pytestmark = pytest.mark.slow
@@ -91,20 +91,7 @@ def seed(kube: KubeApiServer, step_index: int | None, *, held_for: float = 60.0)
         },
     }
     if step_index is not None:
-        started = time.time() - held_for
-        history = [{"at": started - 60 * (step_index + 1), "event": "start", "step": 0, "percent": PERCENTS[0]}]
-        history += [
-            {"at": started - 60 * (step_index - i), "event": "advance", "step": i, "percent": PERCENTS[i]}
-            for i in range(1, step_index + 1)
-        ]
-        state = RampState(
-            status="ramping",
-            step_index=step_index,
-            percent=PERCENTS[step_index],
-            step_started_at=started,
-            updated_at=started,
-            history=[{**event, "detail": ""} for event in history],
-        )
+        state = ramping_state(PERCENTS, step_index, held_for)
         vs = with_mirror_percent(vs, PERCENTS[step_index])
         vs["metadata"]["annotations"][STATE_ANNOTATION] = state.to_json()
     kube.ensure_namespace(NAMESPACE)

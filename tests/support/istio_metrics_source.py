@@ -16,47 +16,8 @@ import threading
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
-# Istio's default buckets for istio_request_duration_milliseconds.
-ISTIO_DURATION_BUCKETS_MS = (
-    0.5,
-    1,
-    5,
-    10,
-    25,
-    50,
-    100,
-    250,
-    500,
-    1000,
-    2500,
-    5000,
-    10000,
-    30000,
-    60000,
-    300000,
-    600000,
-    1800000,
-    3600000,
-)
-LABELS = (
-    "reporter",
-    "source_workload",
-    "source_workload_namespace",
-    "destination_workload",
-    "destination_workload_namespace",
-    "destination_app",
-    "destination_version",
-    "destination_service",
-    "destination_service_name",
-    "destination_service_namespace",
-    "destination_canonical_service",
-    "destination_canonical_revision",
-    "request_protocol",
-    "response_code",
-    "response_flags",
-    "grpc_response_status",
-    "connection_security_policy",
-)
+# Istio's names, labels and buckets: the sandbox backend's, which exports them as a mesh would.
+from mirrorsandbox.backend import ISTIO_DURATION_BUCKETS_MS, LABELS
 
 
 class IstioMetricsSource:
