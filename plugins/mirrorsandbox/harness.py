@@ -1,6 +1,6 @@
 """The sandbox's data plane without Ansible, for the benchmarks and the tests: backends, Envoy, Prometheus.
 
-    resources = local_resources(traffic_policy=DOWN_CANDIDATE_POLICY)
+    resources = local_resources()
     with running_harness(tmp_path, resources) as harness:
         harness.set_percent(20)
         harness.control("candidate", error_ratio=1.0)
@@ -20,8 +20,8 @@ and stops by that PID (never by name), every file under one work directory:
 - with `load_seconds`, the project's bounded load generator against Envoy.
 
 The VirtualService and DestinationRule come from `local_resources` (built here from the local
-inventory's service as the role mirror_istio renders it, with a traffic policy of the caller's
-choosing) or `rendered_resources` (read from a render's build directory).
+inventory's service as the role mirror_istio renders it; the DestinationRule by the role's own
+builder, mirrorramp.destinationrule) or `rendered_resources` (read from a render's build directory).
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ from typing import Any
 
 import yaml
 
+from mirrorramp.destinationrule import destination_rule
 from mirrorramp.drivers.envoy import EnvoyDriver
+from mirrorramp.errors import ConfigError
 from mirrorramp.state import RampState
 from mirrorramp.virtualservice import MIRROR_ROUTE_NAME, TARGETS_ANNOTATION
 from mirrorsandbox.envoy_config import sidecar_config
@@ -71,6 +73,7 @@ SERVICE_FIELDS = frozenset(
         "mirror_all_methods",
         "timeout",
         "retries",
+        "load_balancer",
         "connection_pool",
         "outlier_detection",
     }
@@ -98,6 +101,12 @@ class Resources:
     def namespace(self) -> str:
         return self.virtual_service["metadata"]["namespace"]
 
+    @property
+    def subset_traffic_policies(self) -> dict[str, dict[str, Any]]:
+        """The DestinationRule subsets' own trafficPolicy, by subset (those that have one)."""
+        subsets = self.destination_rule["spec"]["subsets"]
+        return {subset["name"]: subset["trafficPolicy"] for subset in subsets if "trafficPolicy" in subset}
+
 
 # -- the resources -------------------------------------------------------------------------------
 def local_inventory_vars() -> dict[str, Any]:
@@ -108,21 +117,17 @@ def local_inventory_vars() -> dict[str, Any]:
     return merged
 
 
-def local_resources(traffic_policy: Mapping[str, Any] | None = None, service_index: int = 0) -> Resources:
+def local_resources(service_index: int = 0) -> Resources:
     """The VirtualService and DestinationRule mirror_istio renders for the local inventory's service,
-    without Ansible; `traffic_policy` (the service's `connection_pool`, `outlier_detection` in the
-    inventory's snake_case) replaces the inventory's own."""
+    without Ansible."""
     inventory = local_inventory_vars()
-    service = dict(inventory["mirror_services"][service_index])
-    if traffic_policy is not None:
-        service = {key: value for key, value in service.items() if key not in ("connection_pool", "outlier_detection")}
-        service.update(traffic_policy)
+    service = inventory["mirror_services"][service_index]
     return istio_resources(service, inventory["mirror_namespace"], inventory["mirror_environment"])
 
 
 def istio_resources(service: Mapping[str, Any], namespace: str, environment: str) -> Resources:
-    """roles/mirror_istio/templates/{virtualservice,destinationrule}.yml.j2 for the fields of
-    SERVICE_FIELDS (the local inventory's), as data."""
+    """roles/mirror_istio/templates/virtualservice.yml.j2 for the fields of SERVICE_FIELDS (the
+    local inventory's), as data, and the DestinationRule the role renders (the same builder)."""
     unknown = sorted(set(service) - SERVICE_FIELDS)
     if unknown:
         raise HarnessError(f"service {service.get('name')!r}: {', '.join(unknown)} not translated by the harness")
@@ -175,60 +180,16 @@ def istio_resources(service: Mapping[str, Any], namespace: str, environment: str
         },
         "spec": {"hosts": [name], "http": http},
     }
-    spec: dict[str, Any] = {
-        "host": name,
-        "subsets": [{"name": s["name"], "labels": s["labels"]} for s in service["subsets"]],
-    }
-    policy = _traffic_policy(service)
-    if policy:
-        spec["trafficPolicy"] = policy
-    destination_rule = {
-        "apiVersion": "networking.istio.io/v1",
-        "kind": "DestinationRule",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
-        "spec": spec,
-    }
+    try:
+        rule = destination_rule(service, host=name, namespace=namespace, labels=labels)
+    except ConfigError as e:
+        raise HarnessError(str(e)) from e
     return Resources(
         virtual_service=virtual_service,
-        destination_rule=destination_rule,
+        destination_rule=rule,
         workloads={s["name"]: s.get("workload") or f"{name}-{s['name']}" for s in service["subsets"]},
         primary_subset=service["primary_subset"],
     )
-
-
-def _traffic_policy(service: Mapping[str, Any]) -> dict[str, Any]:
-    """The DestinationRule's trafficPolicy from the inventory's snake_case, as the template maps it."""
-    policy: dict[str, Any] = {}
-    pool = service.get("connection_pool") or {}
-    tcp_fields = {"max_connections": "maxConnections", "connect_timeout": "connectTimeout"}
-    http_fields = {
-        "http1_max_pending_requests": "http1MaxPendingRequests",
-        "http2_max_requests": "http2MaxRequests",
-        "max_requests_per_connection": "maxRequestsPerConnection",
-    }
-    converted = {
-        group: {camel: _typed(pool[group][snake]) for snake, camel in fields.items() if snake in pool.get(group, {})}
-        for group, fields in (("tcp", tcp_fields), ("http", http_fields))
-    }
-    if any(converted.values()):
-        policy["connectionPool"] = {group: values for group, values in converted.items() if values}
-    outlier = service.get("outlier_detection") or {}
-    outlier_fields = {
-        "consecutive_5xx_errors": "consecutive5xxErrors",
-        "consecutive_gateway_errors": "consecutiveGatewayErrors",
-        "interval": "interval",
-        "base_ejection_time": "baseEjectionTime",
-        "max_ejection_percent": "maxEjectionPercent",
-    }
-    detection = {camel: _typed(outlier[snake]) for snake, camel in outlier_fields.items() if snake in outlier}
-    if detection:
-        policy["outlierDetection"] = detection
-    return policy
-
-
-def _typed(value: Any) -> Any:
-    """Numbers stay numbers, durations ("1s") stay strings, as the template's int/string filters."""
-    return value if isinstance(value, int) and not isinstance(value, bool) else str(value)
 
 
 def rendered_resources(build_dir: Path, service: str, namespace: str, workloads: Mapping[str, str]) -> Resources:

@@ -456,6 +456,7 @@ def measure(args: argparse.Namespace) -> dict:
             + [g.name for g in request.config.gates.alerts],
             "min_requests": request.config.gates.min_requests,
             "destination_rule_traffic_policy": resources.destination_rule["spec"].get("trafficPolicy", {}),
+            "destination_rule_subset_traffic_policies": resources.subset_traffic_policies,
         },
         "trials": [asdict(t) for t in trials],
         "redone_trials": redone,
@@ -549,6 +550,10 @@ def table(document: dict) -> str:
 def doc_section(document: dict) -> str:
     s, setup = document["summary"], document["setup"]
     policy = json.dumps(setup["destination_rule_traffic_policy"], sort_keys=True)
+    subset_policies = "".join(
+        f", subset {subset}'s `{json.dumps(own, sort_keys=True)}`"
+        for subset, own in setup.get("destination_rule_subset_traffic_policies", {}).items()
+    )
     return "\n".join(
         [
             results.run_line(document),
@@ -558,7 +563,8 @@ def doc_section(document: dict) -> str:
             f"window {setup['window_s']:g}s, poll interval {setup['poll_interval_s']:g}s, Prometheus scrape and "
             f"rule evaluation every {setup['scrape_interval_s']:g}s; the gates of inventories/local "
             f"({', '.join(setup['gates'])}; min_requests {setup['min_requests']}); the rendered DestinationRule's "
-            f"trafficPolicy `{policy}`. {document['redone_trials']} trial(s) redone because a gate tripped before t0.",
+            f"trafficPolicy `{policy}`{subset_policies}. {document['redone_trials']} trial(s) redone because a gate "
+            "tripped before t0.",
             "",
             results.markdown_table(HEADER, rows(document)),
             "",
