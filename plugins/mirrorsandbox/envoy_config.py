@@ -6,9 +6,12 @@ pilot/pkg/networking/core/route/route.go, retry/retry.go and the cluster builder
 sandbox's loopback backends as the clusters' only endpoints:
 
 - clusters `outbound|<port>|<subset>|<host FQDN>`, one per DestinationRule subset and service
-  port, with the connection pool as circuit breakers (istiod's defaults: 2^32-1 each) and
-  connect timeout, the outlier detection (panic threshold 0, as istiod sets it), the consistent
-  hash as a ring hash;
+  port, each from the subset's traffic policy merged over the top-level one as istiod merges
+  them (MergeSubsetTrafficPolicy: a subset's connectionPool, outlierDetection or loadBalancer
+  replaces the top-level one whole): the connection pool as circuit breakers (istiod's
+  defaults: 2^32-1 each) and connect timeout, the outlier detection (panic threshold 0, as
+  istiod sets it), the consistent hash as a ring hash (and the route's hash policy, from the
+  policy of the subset the route goes to);
 - one route per http route and match entry, in order: the match (uri, method, headers, query
   parameters, case sensitive), the cluster, the timeout (0s = none when unset), the retry policy (istiod's default
   when unset, none at 0 attempts), the fault as the fault filter's per-route config;
@@ -106,29 +109,31 @@ _VIRTUAL_SERVICE = {
     "metadata": METADATA_SHAPE,
     "spec": {"hosts": [STR], "http": [_HTTP_ROUTE]},
 }
+_TRAFFIC_POLICY = {
+    "loadBalancer": {"consistentHash": {"httpHeaderName": STR}},
+    "connectionPool": {
+        "tcp": {"maxConnections": int, "connectTimeout": STR},
+        "http": {"http1MaxPendingRequests": int, "http2MaxRequests": int, "maxRequestsPerConnection": int},
+    },
+    "outlierDetection": {
+        "consecutive5xxErrors": int,
+        "consecutiveGatewayErrors": int,
+        "interval": STR,
+        "baseEjectionTime": STR,
+        "maxEjectionPercent": int,
+    },
+}
 _DESTINATION_RULE = {
     "apiVersion": STR,
     "kind": STR,
     "metadata": METADATA_SHAPE,
     "spec": {
         "host": STR,
-        "subsets": [{"name": STR, "labels": Names(STR)}],
-        "trafficPolicy": {
-            "loadBalancer": {"consistentHash": {"httpHeaderName": STR}},
-            "connectionPool": {
-                "tcp": {"maxConnections": int, "connectTimeout": STR},
-                "http": {"http1MaxPendingRequests": int, "http2MaxRequests": int, "maxRequestsPerConnection": int},
-            },
-            "outlierDetection": {
-                "consecutive5xxErrors": int,
-                "consecutiveGatewayErrors": int,
-                "interval": STR,
-                "baseEjectionTime": STR,
-                "maxEjectionPercent": int,
-            },
-        },
+        "subsets": [{"name": STR, "labels": Names(STR), "trafficPolicy": _TRAFFIC_POLICY}],
+        "trafficPolicy": _TRAFFIC_POLICY,
     },
 }
+_TOP_POLICY_PATH = "DestinationRule.spec.trafficPolicy"
 
 
 def sidecar_config(
@@ -150,18 +155,19 @@ def sidecar_config(
     check_kind(destination_rule, "DestinationRule")
     service = _Service.of(virtual_service, destination_rule, domain_suffix)
     endpoints = backend_endpoints(backends, service.subsets, what="DestinationRule subset")
-    traffic_policy = destination_rule["spec"].get("trafficPolicy", {})
-    hash_header = traffic_policy.get("loadBalancer", {}).get("consistentHash", {}).get("httpHeaderName")
+    policies = subset_policies(destination_rule)
 
     http_routes = require(virtual_service["spec"], "http", "VirtualService.spec")
     routes = [
         route
         for index, http_route in enumerate(http_routes)
-        for route in _routes(http_route, f"VirtualService.spec.http[{index}]", service, virtual_service, hash_header)
+        for route in _routes(http_route, f"VirtualService.spec.http[{index}]", service, virtual_service, policies)
     ]
     ports = sorted({port for route in routes for port in _route_ports(route)})
     clusters = [
-        outbound_cluster(service.cluster_name(port, subset), endpoints[subset], traffic_policy)
+        outbound_cluster(
+            service.cluster_name(port, subset), endpoints[subset], policies[subset].policy, policies[subset].paths
+        )
         for port in ports
         for subset in service.subsets
     ]
@@ -184,6 +190,37 @@ def sidecar_config(
     fault_filter = {"name": FAULT_FILTER_NAME, "typed_config": {"@type": _FAULT_TYPE}}
     # istiod puts the fault filter on every sidecar HTTP listener; without per-route config it does nothing.
     return SidecarConfig(route_configuration=route_configuration, clusters=clusters, http_filters=[fault_filter])
+
+
+@dataclass(frozen=True)
+class SubsetPolicy:
+    """The traffic policy istiod applies to one subset's clusters, where each of its keys was
+    written (the messages name that path), and the header the routes to the subset hash."""
+
+    policy: dict[str, Any]
+    paths: dict[str, str]
+    hash_header: str | None
+
+
+def subset_policies(destination_rule: Mapping[str, Any]) -> dict[str, SubsetPolicy]:
+    """Each subset's traffic policy as istiod merges it (pilot/pkg/networking/util
+    MergeSubsetTrafficPolicy): the top-level policy, with each of connectionPool, outlierDetection
+    and loadBalancer that the subset sets replacing the top-level one whole, nothing merged inside.
+    The routes' hash (route.go hashForHTTPDestination) is the subset's consistent hash if it sets
+    one, else the top-level one."""
+    top = destination_rule["spec"].get("trafficPolicy", {})
+    policies = {}
+    for index, subset in enumerate(destination_rule["spec"]["subsets"]):
+        own = subset.get("trafficPolicy", {})
+        paths = {key: f"{_TOP_POLICY_PATH}.{key}" for key in top}
+        paths.update({key: f"DestinationRule.spec.subsets[{index}].trafficPolicy.{key}" for key in own})
+        hash_header = _hash_header(own) or _hash_header(top)
+        policies[subset["name"]] = SubsetPolicy(policy={**top, **own}, paths=paths, hash_header=hash_header)
+    return policies
+
+
+def _hash_header(policy: Mapping[str, Any]) -> str | None:
+    return policy.get("loadBalancer", {}).get("consistentHash", {}).get("httpHeaderName")
 
 
 def mirror_numerator(percent: float) -> int:
@@ -244,7 +281,7 @@ def _routes(
     path: str,
     service: _Service,
     virtual_service: Mapping[str, Any],
-    hash_header: str | None,
+    policies: Mapping[str, SubsetPolicy],
 ) -> list[dict[str, Any]]:
     """The Envoy routes of one http route."""
     destinations = require(http_route, "route", path)
@@ -252,10 +289,11 @@ def _routes(
         raise ConfigError(
             f"{path}.route: {len(destinations)} destinations: the sandbox translates exactly one (no weights)"
         )
+    destination = require(destinations[0], "destination", f"{path}.route[0]")
+    cluster = service.destination_cluster(destination, f"{path}.route[0].destination")
+    hash_header = policies[destination["subset"]].hash_header
     action: dict[str, Any] = {
-        "cluster": service.destination_cluster(
-            require(destinations[0], "destination", f"{path}.route[0]"), f"{path}.route[0].destination"
-        ),
+        "cluster": cluster,
         "timeout": envoy_duration(http_route["timeout"], f"{path}.timeout") if "timeout" in http_route else "0s",
     }
     if hash_header is not None:
@@ -455,9 +493,16 @@ def _marked_clusters(
     return annotated
 
 
-def outbound_cluster(name: str, endpoint: tuple[str, int], traffic_policy: Mapping[str, Any]) -> dict[str, Any]:
+def outbound_cluster(
+    name: str,
+    endpoint: tuple[str, int],
+    traffic_policy: Mapping[str, Any],
+    paths: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """A STATIC cluster on one endpoint with the connection pool, load balancer and outlier
-    detection of a DestinationRule `traffic_policy` ({} gives istiod's defaults)."""
+    detection of a DestinationRule `traffic_policy` ({} gives istiod's defaults); `paths` says
+    where each key of the policy was written (default: the top-level trafficPolicy)."""
+    paths = {key: f"{_TOP_POLICY_PATH}.{key}" for key in traffic_policy} | dict(paths or {})
     pool = traffic_policy.get("connectionPool", {})
     tcp, http = pool.get("tcp", {}), pool.get("http", {})
     address, port = endpoint
@@ -466,7 +511,7 @@ def outbound_cluster(name: str, endpoint: tuple[str, int], traffic_policy: Mappi
         "type": "STATIC",
         "connect_timeout": envoy_duration(
             tcp.get("connectTimeout", _DEFAULT_CONNECT_TIMEOUT),
-            "DestinationRule.spec.trafficPolicy.connectionPool.tcp.connectTimeout",
+            f"{paths.get('connectionPool', _TOP_POLICY_PATH + '.connectionPool')}.tcp.connectTimeout",
         ),
         "lb_policy": "LEAST_REQUEST",
         "load_assignment": {
@@ -503,14 +548,13 @@ def outbound_cluster(name: str, endpoint: tuple[str, int], traffic_policy: Mappi
         cluster["lb_policy"] = "RING_HASH"
         cluster["ring_hash_lb_config"] = {"minimum_ring_size": _RING_HASH_MINIMUM_SIZE}
     if "outlierDetection" in traffic_policy:
-        cluster["outlier_detection"] = _outlier_detection(traffic_policy["outlierDetection"])
+        cluster["outlier_detection"] = _outlier_detection(traffic_policy["outlierDetection"], paths["outlierDetection"])
         # istiod: with outlier detection the panic threshold is 0, so ejected hosts stay ejected.
         cluster["common_lb_config"] = {"healthy_panic_threshold": {"value": 0}}
     return cluster
 
 
-def _outlier_detection(outlier: Mapping[str, Any]) -> dict[str, Any]:
-    path = "DestinationRule.spec.trafficPolicy.outlierDetection"
+def _outlier_detection(outlier: Mapping[str, Any], path: str) -> dict[str, Any]:
     out: dict[str, Any] = {"enforcing_success_rate": 0}  # istiod turns success-rate ejection off
     # istiod: each count given is enforced at 100 %, or not at all at 0. One left unset keeps
     # Envoy's default: consecutive_5xx 5 enforced, so gateway errors alone need consecutive5xxErrors 0.

@@ -429,6 +429,106 @@ def test_connection_pool_and_outlier_detection_on_every_subset() -> None:
         assert cluster["common_lb_config"] == {"healthy_panic_threshold": {"value": 0}}
 
 
+GATEWAY_ERRORS = {
+    "consecutive5xxErrors": 0,
+    "consecutiveGatewayErrors": 3,
+    "interval": "1s",
+    "baseEjectionTime": "5s",
+    "maxEjectionPercent": 100,
+}
+
+
+def with_subset_policy(dr: dict, subset: int, traffic_policy: dict[str, Any]) -> dict:
+    return _with(dr, ("spec", "subsets", subset, "trafficPolicy"), traffic_policy)
+
+
+def test_a_candidate_only_outlier_detection_ejects_the_candidate_only() -> None:
+    """inventories/local: the subset's own policy; the single-host primary keeps istiod's defaults
+    (no outlier detection, no panic threshold 0 that would let it be ejected)."""
+    clusters = clusters_of(with_subset_policy(destination_rule(), 1, {"outlierDetection": GATEWAY_ERRORS}))
+
+    assert clusters[CANDIDATE]["outlier_detection"] == {
+        "enforcing_success_rate": 0,
+        "consecutive_5xx": 0,
+        "enforcing_consecutive_5xx": 0,
+        "consecutive_gateway_failure": 3,
+        "enforcing_consecutive_gateway_failure": 100,
+        "interval": "1s",
+        "base_ejection_time": "5s",
+        "max_ejection_percent": 100,
+    }
+    assert clusters[CANDIDATE]["common_lb_config"] == {"healthy_panic_threshold": {"value": 0}}
+    for other in (PRIMARY, PERF):
+        assert not {"outlier_detection", "common_lb_config"} & set(clusters[other]), other
+    assert clusters[PRIMARY] == clusters_of(destination_rule())[PRIMARY]
+
+
+def test_a_subset_connection_pool_replaces_the_top_level_one_whole() -> None:
+    """istiod's MergeSubsetTrafficPolicy: the subset's connectionPool is taken as it is, so what it
+    leaves out (the top-level tcp settings here) falls back to istiod's defaults, not the top level's."""
+    top = {
+        "connectionPool": {
+            "tcp": {"maxConnections": 100, "connectTimeout": "1s"},
+            "http": {"http1MaxPendingRequests": 10, "maxRequestsPerConnection": 7},
+        },
+        "outlierDetection": {"consecutive5xxErrors": 5},
+    }
+    dr = with_subset_policy(destination_rule(top), 1, {"connectionPool": {"http": {"http2MaxRequests": 50}}})
+
+    clusters = clusters_of(dr)
+
+    candidate = clusters[CANDIDATE]
+    assert candidate["connect_timeout"] == "10s"
+    assert candidate["circuit_breakers"]["thresholds"][0] == {
+        "max_connections": 4294967295,
+        "max_pending_requests": 4294967295,
+        "max_requests": 50,
+        "max_retries": 4294967295,
+        "track_remaining": True,
+    }
+    assert "typed_extension_protocol_options" not in candidate
+    # The subset did not set outlierDetection: the top-level one applies to it too.
+    assert candidate["outlier_detection"]["consecutive_5xx"] == 5
+    for other in (PRIMARY, PERF):
+        assert clusters[other]["connect_timeout"] == "1s"
+        assert clusters[other]["circuit_breakers"]["thresholds"][0]["max_connections"] == 100
+        assert clusters[other]["circuit_breakers"]["thresholds"][0]["max_requests"] == 4294967295
+
+
+def test_a_subset_outlier_detection_replaces_the_top_level_one_whole() -> None:
+    top = {"outlierDetection": {"consecutive5xxErrors": 5, "interval": "10s", "maxEjectionPercent": 50}}
+    dr = with_subset_policy(destination_rule(top), 1, {"outlierDetection": {"consecutiveGatewayErrors": 3}})
+
+    clusters = clusters_of(dr)
+
+    assert clusters[CANDIDATE]["outlier_detection"] == {
+        "enforcing_success_rate": 0,
+        "consecutive_gateway_failure": 3,
+        "enforcing_consecutive_gateway_failure": 100,
+    }
+    assert clusters[PRIMARY]["outlier_detection"]["interval"] == "10s"
+
+
+def test_a_subset_consistent_hash_hashes_the_routes_to_that_subset_only() -> None:
+    """istiod's hashForHTTPDestination: the hash of the destination's subset, else the top level's."""
+    by_user = {"loadBalancer": {"consistentHash": {"httpHeaderName": "x-user-id"}}}
+    dr = with_subset_policy(destination_rule(), 0, by_user)
+
+    clusters = clusters_of(dr)
+    routes = routes_of(virtual_service(), dr)
+
+    assert [route["route"]["hash_policy"] for route in routes] == [[{"header": {"header_name": "x-user-id"}}]] * 2
+    assert clusters[PRIMARY]["lb_policy"] == "RING_HASH"
+    assert clusters[CANDIDATE]["lb_policy"] == "LEAST_REQUEST"
+    by_session = {"loadBalancer": {"consistentHash": {"httpHeaderName": "x-session"}}}
+    overridden = with_subset_policy(destination_rule(by_user), 0, by_session)
+    assert routes_of(virtual_service(), overridden)[0]["route"]["hash_policy"] == [
+        {"header": {"header_name": "x-session"}}
+    ]
+    to_candidate_only = with_subset_policy(destination_rule(), 1, by_user)
+    assert all("hash_policy" not in route["route"] for route in routes_of(virtual_service(), to_candidate_only))
+
+
 @pytest.mark.parametrize(
     ("outlier", "expected"),
     [
@@ -609,9 +709,38 @@ DR = destination_rule()
         ),
         pytest.param(
             VS,
-            _with(DR, ("spec", "subsets", 1, "trafficPolicy"), {}),
-            r"spec\.subsets\[1\]\.trafficPolicy: not supported",
-            id="subset-policy",
+            _with(DR, ("spec", "subsets", 1, "trafficPolicy"), {"tls": {"mode": "ISTIO_MUTUAL"}}),
+            r"DestinationRule\.spec\.subsets\[1\]\.trafficPolicy\.tls: not supported .*loadBalancer, connectionPool",
+            id="subset-policy-tls",
+        ),
+        pytest.param(
+            VS,
+            _with(
+                DR,
+                ("spec", "subsets", 1, "trafficPolicy"),
+                {"outlierDetection": {"consecutiveGatewayErrors": 3, "splitExternalLocalOriginErrors": True}},
+            ),
+            r"^DestinationRule\.spec\.subsets\[1\]\.trafficPolicy\.outlierDetection\.splitExternalLocalOriginErrors: "
+            r"not supported",
+            id="subset-policy-unknown-field",
+        ),
+        pytest.param(
+            VS,
+            _with(DR, ("spec", "subsets", 1, "trafficPolicy"), {"connectionPool": {"tcp": {"maxConnections": "10"}}}),
+            r"subsets\[1\]\.trafficPolicy\.connectionPool\.tcp\.maxConnections: '10' is not a int",
+            id="subset-policy-type",
+        ),
+        pytest.param(
+            VS,
+            _with(DR, ("spec", "subsets", 1, "trafficPolicy"), {"outlierDetection": {"interval": "1 s"}}),
+            r"^DestinationRule\.spec\.subsets\[1\]\.trafficPolicy\.outlierDetection\.interval: '1 s' is not a duration",
+            id="subset-policy-duration",
+        ),
+        pytest.param(
+            VS,
+            _with(DR, ("spec", "trafficPolicy"), {"connectionPool": {"tcp": {"connectTimeout": "1 s"}}}),
+            r"^DestinationRule\.spec\.trafficPolicy\.connectionPool\.tcp\.connectTimeout: '1 s' is not a duration",
+            id="top-policy-duration",
         ),
         pytest.param(
             VS,

@@ -4,6 +4,7 @@ the real processes it starts, mirrors through and stops by PID."""
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from mirrorsandbox.envoy_process import admin_get
 from mirrorsandbox.harness import (
     Harness,
     HarnessError,
@@ -78,18 +80,17 @@ def test_a_percent_and_all_methods_render_one_catch_all_route_with_its_mirror() 
 
 
 def test_the_traffic_policy_is_the_golden_renders_for_the_dev_service() -> None:
-    """The dev inventory's user-service pool and outlier detection give the golden's trafficPolicy
-    (its load balancer aside: the harness does not translate it)."""
+    """The dev inventory's user-service load balancer, pool and outlier detection give the golden's
+    trafficPolicy: the harness builds the DestinationRule with the role's builder."""
     (user_service,) = [
         s for s in yaml.safe_load(DEV_SERVICES.read_text())["mirror_services"] if s["name"] == "user-service"
     ]
     golden = yaml.safe_load((GOLDEN / "destinationrule-shop-dev-user-service.yml.golden").read_text())
-    policy = {key: user_service[key] for key in ("connection_pool", "outlier_detection")}
+    policy = {key: user_service[key] for key in ("load_balancer", "connection_pool", "outlier_detection")}
 
     resources = istio_resources(local_service(**policy), "sandbox", "local")
 
-    expected = {key: value for key, value in golden["spec"]["trafficPolicy"].items() if key != "loadBalancer"}
-    assert resources.destination_rule["spec"]["trafficPolicy"] == expected
+    assert resources.destination_rule["spec"]["trafficPolicy"] == golden["spec"]["trafficPolicy"]
 
 
 def test_a_field_the_harness_does_not_translate_is_refused_by_name() -> None:
@@ -97,11 +98,28 @@ def test_a_field_the_harness_does_not_translate_is_refused_by_name() -> None:
         istio_resources(local_service(grpc={"port": 50051}, mirror_match={"uri": {"prefix": "/"}}), "sandbox", "local")
 
 
-def test_local_resources_take_the_callers_traffic_policy() -> None:
-    policy = {"outlier_detection": {"consecutive_5xx_errors": 3, "interval": "1s"}}
-    resources = local_resources(traffic_policy=policy)
-    assert resources.destination_rule["spec"]["trafficPolicy"] == {
-        "outlierDetection": {"consecutive5xxErrors": 3, "interval": "1s"}
+def test_a_value_the_builder_cannot_write_is_refused_with_its_path() -> None:
+    subsets = local_service()["subsets"]
+    subsets[1]["outlier_detection"] = {"consecutive_gateway_errors": "three"}
+    with pytest.raises(HarnessError, match=r"subsets\[1\]\.outlier_detection\.consecutive_gateway_errors = 'three'"):
+        istio_resources(local_service(subsets=subsets), "sandbox", "local")
+
+
+def test_the_local_candidate_alone_has_outlier_detection_on_gateway_errors() -> None:
+    """inventories/local: a down candidate is ejected, the single-host primary never."""
+    resources = local_resources()
+
+    assert "trafficPolicy" not in resources.destination_rule["spec"]
+    assert resources.subset_traffic_policies == {
+        "candidate": {
+            "outlierDetection": {
+                "consecutive5xxErrors": 0,
+                "consecutiveGatewayErrors": 3,
+                "interval": "1s",
+                "baseEjectionTime": "5s",
+                "maxEjectionPercent": 100,
+            }
+        }
     }
 
 
@@ -154,3 +172,48 @@ def test_the_harness_mirrors_through_envoy_and_stops_every_process_by_pid(tmp_pa
         assert harness.served("candidate", "/")["count"] == 0, "started again: a new process"
     for name, pid in pids.items():
         assert not Path(f"/proc/{pid}").exists(), f"{name} (PID {pid}) still runs"
+
+
+def outlier_ejected(harness: Harness) -> dict[str, bool]:
+    """subset -> Envoy's outlier detection holds its host out now (admin /clusters)."""
+    assert harness.envoy is not None
+    statuses = json.loads(admin_get(harness.envoy.admin_url, "/clusters?format=json"))["cluster_statuses"]
+    return {
+        cluster["name"].split("|")[2]: any(
+            host.get("health_status", {}).get("failed_outlier_check", False)
+            for host in cluster.get("host_statuses", [])
+        )
+        for cluster in statuses
+        if cluster["name"].startswith("outbound|")
+    }
+
+
+def ejected_within(harness: Harness, subset: str, timeout: float) -> bool:
+    """The subset's host is ejected now or within `timeout` seconds (copies land after the answer)."""
+    deadline = time.monotonic() + timeout
+    while not (ejected := outlier_ejected(harness)[subset]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return ejected
+
+
+@pytest.mark.slow
+def test_the_local_policy_ejects_a_down_candidate_and_never_watches_the_primary(tmp_path: Path) -> None:
+    """inventories/local's candidate-only outlier detection in the running Envoy: copies to a
+    candidate that refuses connections get it ejected; the primary's cluster has none to eject it."""
+    with running_harness(tmp_path, local_resources()) as harness:
+        assert harness.envoy is not None
+        dump = json.loads(admin_get(harness.envoy.admin_url, "/config_dump?resource=static_clusters"))
+        clusters = {entry["cluster"]["name"].split("|")[2]: entry["cluster"] for entry in dump["configs"]}
+        assert "outlier_detection" not in clusters["primary"]
+        assert clusters["candidate"]["outlier_detection"]["consecutive_gateway_failure"] == 3
+
+        harness.set_percent(100)
+        harness.backends["candidate"].stop()
+        # 3 refused connects eject it: a batch of 5 copies is enough, 4 batches are the bound.
+        for batch in range(4):
+            assert get(harness, [f"/down/{batch}/{n}" for n in range(5)]) == [200] * 5, "the primary answers"
+            if ejected_within(harness, "candidate", 0.5):
+                break
+        else:
+            pytest.fail("the down candidate was not ejected after 20 mirrored requests")
+        assert outlier_ejected(harness) == {"primary": False, "candidate": True}
