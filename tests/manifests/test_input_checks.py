@@ -323,6 +323,25 @@ CASES = [
         "mirror_monitoring.interval",
         '"15"',
     ),
+    # A subset's own connection pool and outlier detection: their durations as the service's.
+    (
+        "duration-subset-connect-timeout",
+        services(set_key("0.subsets.1.connection_pool", {"tcp": {"connect_timeout": "2 s"}})),
+        "mirror_services[0].subsets[1].connection_pool.tcp.connect_timeout",
+        '"2 s"',
+    ),
+    (
+        "duration-subset-outlier-interval",
+        services(set_key("0.subsets.1.outlier_detection.interval", "1")),
+        "mirror_services[0].subsets[1].outlier_detection.interval",
+        '"1"',
+    ),
+    (
+        "duration-subset-base-ejection-time",
+        services(set_key("0.subsets.0.outlier_detection", {"base_ejection_time": 5})),
+        "mirror_services[0].subsets[0].outlier_detection.base_ejection_time",
+        "5",
+    ),
     (
         "retries-attempts-negative",
         services(set_key("0.retries", {"attempts": -1, "per_try_timeout": "2s"})),
@@ -448,6 +467,8 @@ UNKNOWN_KEYS = {
         set_key("0.mirror_precent", 5),
         set_key("0.colour", "red"),
         set_key("0.subsets.1.lables", {"version": "v2"}),
+        set_key("0.subsets.1.outlier_detection", {"intervall": "1s"}),
+        set_key("0.subsets.0.connection_pool", {"tcp": {"max_connection": 10}}),
         set_key("0.mirrors.0.subnet", "candidate"),
         # `{retry_on: a,b}` in a flow mapping splits at the comma into a key without a value.
         set_key("0.retries", {"attempts": 2, "retry_on": "connect-failure", "refused-stream": None}),
@@ -489,6 +510,20 @@ KEY_CASES = [
     ("key-service-near-miss", "mirror_services[0].mirror_precent", "5", " (did you mean mirror_percent?)", None),
     ("key-service-far-miss", "mirror_services[0].colour", '"red"', "", None),
     ("key-subset", "mirror_services[0].subsets[1].lables", '{"version": "v2"}', " (did you mean labels?)", None),
+    (
+        "key-subset-outlier-detection",
+        "mirror_services[0].subsets[1].outlier_detection.intervall",
+        '"1s"',
+        " (did you mean interval?)",
+        None,
+    ),
+    (
+        "key-subset-connection-pool-tcp",
+        "mirror_services[0].subsets[0].connection_pool.tcp.max_connection",
+        "10",
+        " (did you mean max_connections?)",
+        "connect_timeout, max_connections",
+    ),
     ("key-mirror", "mirror_services[0].mirrors[0].subnet", '"candidate"', " (did you mean subset?)", None),
     (
         "key-retries-unquoted",
@@ -668,7 +703,26 @@ GOOD = [
                     "mirrors": [{"subset": "candidate", "host": "demo-service-mirror"}],
                     "subsets": [
                         *BASE["mirror_services"][0]["subsets"],
-                        {"name": "baseline", "labels": {"version": "v1-baseline"}, "workload": "demo-baseline"},
+                        {
+                            "name": "baseline",
+                            "labels": {"version": "v1-baseline"},
+                            "workload": "demo-baseline",
+                            "connection_pool": {
+                                "tcp": {"max_connections": 10, "connect_timeout": "2s"},
+                                "http": {
+                                    "http1_max_pending_requests": 10,
+                                    "http2_max_requests": 10,
+                                    "max_requests_per_connection": 1,
+                                },
+                            },
+                            "outlier_detection": {
+                                "consecutive_5xx_errors": 0,
+                                "consecutive_gateway_errors": 3,
+                                "interval": "1s",
+                                "base_ejection_time": "5s",
+                                "max_ejection_percent": 100,
+                            },
+                        },
                     ],
                     "baseline_subset": "baseline",
                     "mirror_match": {"headers": {"x-user-type": {"exact": "beta-tester"}}},
@@ -720,8 +774,8 @@ def host_failures(report: dict) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def preflight_outcome(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], dict]:
-    """Run every case in one ansible-playbook run; return (failures by host, stats)."""
+def preflight_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Run every case in one ansible-playbook run; return its JSON report (ansible.posix.json)."""
     root = tmp_path_factory.mktemp("preflight")
     inventory = root / "inventory"
     inventory.mkdir()
@@ -750,8 +804,34 @@ def preflight_outcome(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[st
         env={"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json", "ANSIBLE_FORKS": "16"},
         timeout=600,
     )
-    report = json.loads(run.stdout[run.stdout.index("{") :])
-    return host_failures(report), report["stats"]
+    return json.loads(run.stdout[run.stdout.index("{") :])
+
+
+@pytest.fixture(scope="module")
+def preflight_outcome(preflight_report: dict) -> tuple[dict[str, str], dict]:
+    """(failures by host, stats) of the run of every case."""
+    return host_failures(preflight_report), preflight_report["stats"]
+
+
+def loop_messages(report: dict, task_name: str, host: str) -> list[str]:
+    """The `msg` of every loop item of the task `task_name` on `host`."""
+    return [
+        str(item.get("msg"))
+        for play in report["plays"]
+        for task in play["tasks"]
+        if task["task"]["name"].endswith(task_name) and host in task["hosts"]
+        for item in task["hosts"][host].get("results", [])
+    ]
+
+
+@pytest.mark.slow
+def test_gateway_api_says_a_subsets_own_policy_is_not_rendered(preflight_report):
+    """The local candidate subset's outlier detection has no Gateway API standard form."""
+    messages = loop_messages(
+        preflight_report, "Say which settings a Gateway API service does not render", CASE_HOST["gateway-api-service"]
+    )
+    assert len(messages) == 1, messages
+    assert "which has no standard form for subsets[1].outlier_detection: they are not rendered" in messages[0]
 
 
 @pytest.mark.slow
