@@ -77,6 +77,26 @@ CUSTOM_SERVICES = [
         baseline_subset="base",
     ),
     _service("baseline-percent-zero", subsets=_subsets("v1", "v2", "base"), mirror_percent=0, baseline_subset="base"),
+    # A subset's own traffic policy, beside the service's.
+    _service(
+        "subset-policy",
+        subsets=[
+            *_subsets("v1"),
+            {
+                **_subsets("v2")[0],
+                "connection_pool": {"tcp": {"connect_timeout": "2s"}, "http": {"http2_max_requests": 50}},
+                "outlier_detection": {
+                    "consecutive_5xx_errors": 0,
+                    "consecutive_gateway_errors": 3,
+                    "interval": "1s",
+                    "base_ejection_time": "5s",
+                    "max_ejection_percent": 100,
+                },
+            },
+            *_subsets("v3"),
+        ],
+        connection_pool={"tcp": {"max_connections": 100}},
+    ),
 ]
 
 
@@ -608,6 +628,33 @@ def test_destination_rule(
     assert spec["host"] == name
     assert spec["subsets"] == [{"name": sub, "labels": {"version": version}} for sub, version in subsets]
     assert spec.get("trafficPolicy") == policy
+
+
+def test_a_subset_policy_is_that_subsets_traffic_policy(custom: Render) -> None:
+    text = custom.text("DestinationRule", "sandbox", "subset-policy")
+    spec = yaml.safe_load(text)["spec"]
+
+    assert spec["trafficPolicy"] == {"connectionPool": {"tcp": {"maxConnections": 100}}}
+    assert spec["subsets"] == [
+        {"name": "v1", "labels": {"version": "v1"}},
+        {
+            "name": "v2",
+            "labels": {"version": "v2"},
+            "trafficPolicy": {
+                "connectionPool": {"tcp": {"connectTimeout": "2s"}, "http": {"http2MaxRequests": 50}},
+                "outlierDetection": {
+                    "consecutive5xxErrors": 0,
+                    "consecutiveGatewayErrors": 3,
+                    "interval": "1s",
+                    "baseEjectionTime": "5s",
+                    "maxEjectionPercent": 100,
+                },
+            },
+        },
+        {"name": "v3", "labels": {"version": "v3"}},
+    ]
+    # Counts as YAML integers, durations as strings, as for the service's own policy.
+    assert "        consecutiveGatewayErrors: 3\n" in text and "        interval: 1s\n" in text
 
 
 # --- determinism, check mode ------------------------------------------------------------------
