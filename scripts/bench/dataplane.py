@@ -2,8 +2,9 @@
 a failing and a down candidate, against mirroring off; and the copies Envoy delivers.
 
 The data plane of mirrorsandbox.harness (no Ansible): the two sandbox backends, Envoy configured
-by `sidecar_config` from the local inventory's VirtualService and a DestinationRule with outlier
-detection (POLICY), the mirror set through the `envoy` driver. Then in one run:
+by `sidecar_config` from the local inventory's VirtualService and DestinationRule (whose candidate
+subset has its own outlier detection on gateway errors: a down candidate is ejected, the primary
+never), the mirror set through the `envoy` driver. Then in one run:
 
   1. capacity: the project's load generator (mirrorsandbox.loadgen.run, bounded) flat out against
      Envoy for a few seconds, with the mirror off and mirroring 100% to a healthy candidate;
@@ -74,26 +75,6 @@ from scripts.bench.results import log
 
 SCRIPT = "scripts/bench/dataplane.py"
 SECTION = "dataplane"
-# The DestinationRule's traffic policy, as mirror_istio renders the service's outlier_detection
-# {consecutive_5xx_errors: 0, consecutive_gateway_errors: 3, interval: 1s, base_ejection_time:
-# 5s, max_ejection_percent: 100}. Gateway errors only: a candidate that refuses connections is
-# ejected after 3 (Envoy counts a refused connect as a 503), so the copies to a down candidate
-# fail inside Envoy ("no healthy upstream") instead of each opening a connection that the kernel
-# refuses; a candidate that answers 500 is not (consecutive5xxErrors 0: Envoy's own default
-# would eject it after 5), so it keeps its copies and the gates see its errors. Ejected for 5 s,
-# longer at each ejection in a row: measured, an ejection of 1 s let the host back in within the
-# cell and a second of refused connects (about 250) followed before the next ejection. Set on the
-# DestinationRule itself, in Istio's fields: mirrorsandbox.harness does not translate
-# consecutive_gateway_errors from the inventory's snake_case.
-POLICY = {
-    "outlierDetection": {
-        "consecutive5xxErrors": 0,
-        "consecutiveGatewayErrors": 3,
-        "interval": "1s",
-        "baseEjectionTime": "5s",
-        "maxEjectionPercent": 100,
-    }
-}
 # The candidate cluster's counters (Envoy /stats) kept per cell: what a down candidate costs Envoy.
 CANDIDATE_COUNTERS = {
     "upstream_cx_total": "connects",
@@ -244,10 +225,13 @@ def candidate_counters(harness: Harness) -> dict[str, int]:
     return totals
 
 
-def with_traffic_policy(resources: Resources, policy: dict) -> Resources:
-    """The resources with `policy` as the DestinationRule's trafficPolicy."""
+def without_subset_policy(resources: Resources, subset: str) -> Resources:
+    """The resources with no trafficPolicy of the DestinationRule subset `subset` (the cost its
+    outlier detection removes)."""
     destination_rule = copy.deepcopy(resources.destination_rule)
-    destination_rule["spec"]["trafficPolicy"] = copy.deepcopy(policy)
+    for entry in destination_rule["spec"]["subsets"]:
+        if entry["name"] == subset:
+            entry.pop("trafficPolicy", None)
     return replace(resources, destination_rule=destination_rule)
 
 
@@ -530,8 +514,9 @@ def measure(args: argparse.Namespace) -> dict:
     latencies: dict[str, list[np.ndarray]] = {key(*condition): [] for condition in chosen}
     all_cores = os.sched_getaffinity(0)
     load_rps = float(local_inventory_vars()["mirror_sandbox"]["load"]["rps"])
-    # Without outlier detection: the DestinationRule of inventories/local as it is, the cost the fix removes.
-    resources = local_resources() if args.no_outlier_detection else with_traffic_policy(local_resources(), POLICY)
+    resources = local_resources()
+    if args.no_outlier_detection:
+        resources = without_subset_policy(resources, resources.destination_rule["spec"]["subsets"][1]["name"])
     with (
         results.stopped_on_sigterm(),
         tempfile.TemporaryDirectory(prefix="bench-dataplane-") as tmp,
@@ -582,6 +567,7 @@ def measure(args: argparse.Namespace) -> dict:
             "method": "GET",
             "candidates": CANDIDATES,
             "destination_rule_traffic_policy": resources.destination_rule["spec"].get("trafficPolicy", {}),
+            "destination_rule_subset_traffic_policies": resources.subset_traffic_policies,
             "bootstrap": {"resamples": RESAMPLES, "confidence": CONFIDENCE, "seed": SEED},
             "share_rps": load_rps,
             "share_seconds": args.share_seconds,
@@ -691,6 +677,10 @@ def setup_line(document: dict) -> str:
         f"{setup['cell_seconds']:g} s, {setup['rounds']} rounds of {len(document['conditions'])} cells, GET, "
         f"{setup['concurrency']} client connections; DestinationRule trafficPolicy "
         f"`{json.dumps(setup['destination_rule_traffic_policy'], sort_keys=True)}`"
+        + "".join(
+            f", subset {subset}'s `{json.dumps(policy, sort_keys=True)}`"
+            for subset, policy in setup.get("destination_rule_subset_traffic_policies", {}).items()
+        )
     )
 
 
@@ -789,7 +779,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-outlier-detection",
         action="store_true",
-        help="the local inventory's DestinationRule as it is, without the outlier detection of POLICY",
+        help="the local inventory's DestinationRule without the candidate subset's trafficPolicy "
+        "(its outlier detection): the cost of a down candidate it removes",
     )
     parser.add_argument(
         "--only",
