@@ -1,4 +1,5 @@
-"""What every benchmark of scripts/bench does with its numbers: JSON, the machine, docs/benchmarks.md.
+"""What every benchmark of scripts/bench does with its numbers: JSON, the machine, docs/benchmarks.md;
+and what they share to get them: tables, an inventory's variables, ansible-playbook's environment.
 
 Each benchmark writes build/bench/<name>.json ({"benchmark", "command", "when", "seconds",
 "machine", ...}) and, with --write-doc, rewrites its own section of docs/benchmarks.md: the text
@@ -25,6 +26,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+from jinja2 import StrictUndefined
+from jinja2.nativetypes import NativeEnvironment
+
 from mirrorsandbox.envoy_process import EnvoyError, envoy_binary
 
 # Benchmarks import no test module: the repository root from this file, not from tests.support.
@@ -33,9 +38,10 @@ BENCH_DIR = REPO_ROOT / "build" / "bench"
 DOC = REPO_ROOT / "docs" / "benchmarks.md"
 
 
-def _first_line(argv: list[str]) -> str:
+def first_line(argv: list[str], timeout_s: float = 60.0) -> str:
+    """The first line a command prints (a tool's version), "?" when it cannot run."""
     with contextlib.suppress(OSError, subprocess.SubprocessError, IndexError):
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
         return (proc.stdout or proc.stderr).splitlines()[0].strip()
     return "?"
 
@@ -59,7 +65,7 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "envoy": _envoy_version(),
-        "prometheus": _first_line(["/usr/bin/prometheus", "--version"]),
+        "prometheus": first_line(["/usr/bin/prometheus", "--version"]),
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
@@ -133,19 +139,42 @@ def run_line(document: dict) -> str:
     )
 
 
-def text_table(header: list[str], rows: list[list[str]]) -> str:
-    """A table for the terminal: columns right-aligned, a rule under the header."""
-    body = [header, *rows]
+def text_table(header: list[str], rows: list[list[Any]]) -> str:
+    """A table for the terminal: words to the left, numbers to the right, a rule under the header."""
+    body = [[str(cell) for cell in row] for row in [header, *rows]]
     widths = [max(len(row[i]) for row in body) for i in range(len(header))]
-    lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) for row in body]
+
+    def aligned(cell: str, width: int) -> str:
+        return cell.rjust(width) if _numeric(cell) else cell.ljust(width)
+
+    lines = ["  ".join(aligned(cell, width) for cell, width in zip(row, widths, strict=True)) for row in body]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
+
+
+def _numeric(cell: str) -> bool:
+    """A number, a bound ("<= 20") or a share ("5.3%"), or "-" for none: right-aligned."""
+    number = cell.removeprefix("<= ").removesuffix("%").replace(",", "")
+    try:
+        float(number)
+    except ValueError:
+        return cell == "-"
+    return True
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+# The header of a table of (setting, value) rows: a run's setup, as data rather than a sentence.
+SETTING_HEADER = ["setting", "value"]
+
+
+def met(flag: bool) -> str:
+    """A target's cell in a table."""
+    return "met" if flag else "NOT met"
 
 
 def machine_markdown(info: dict[str, Any]) -> str:
@@ -225,6 +254,27 @@ def finish(
     if args.write_doc:
         write_doc(section, doc_section(document), document["machine"])
     return 0
+
+
+def inventory_vars(inventory: Path) -> dict[str, Any]:
+    """An inventory's group_vars/all/*.yml merged (Jinja left as written: see resolve)."""
+    merged: dict[str, Any] = {}
+    for path in sorted((inventory / "group_vars" / "all").glob("*.yml")):
+        merged.update(yaml.safe_load(path.read_text()) or {})
+    return merged
+
+
+def resolve(value: Any, context: dict[str, Any]) -> Any:
+    """`value` with its Jinja expressions rendered against `context`, native types kept
+    ("{{ mirror_thresholds.error_ratio.critical }}" -> 0.05). An undefined name raises."""
+    environment = NativeEnvironment(undefined=StrictUndefined)
+    if isinstance(value, dict):
+        return {key: resolve(item, context) for key, item in value.items()}
+    if isinstance(value, list):
+        return [resolve(item, context) for item in value]
+    if isinstance(value, str) and "{{" in value:
+        return environment.from_string(value).render(**context)
+    return value
 
 
 # The playbook runs of a benchmark: this checkout's venv and ansible.cfg, as `make` sets them.

@@ -1,9 +1,10 @@
 """Benchmark 3, scheduled-run scale: rollout.yml in scheduled mode for 1, 10 and 100 services.
 
-Everything runs against the Kubernetes API test double (tests/fakes/kube_api.py) and a real
-Prometheus (tests/support/prometheus_server.py) scraping the Istio metrics of N healthy
-services (tests/support/istio_metrics_source.py). The inventory is inventories/dev with N
-services in mirror_services and 1h holds, written to a temporary directory.
+Everything runs against the Kubernetes API test double (tests/fakes/kube_api.py, run by its
+command line in a process of its own: a benchmark imports no test module) and a real Prometheus
+(mirrorsandbox.harness.start_prometheus) scraping the Istio metrics of N healthy services
+(mirrorsandbox.istio_metrics_source). The inventory is inventories/dev with N services in
+mirror_services and 1h holds, written to a temporary directory.
 
 1. whole start (N = 1, 10 and 100; --whole-sizes): `ansible-playbook rollout.yml -i <inventory>`,
    render + apply + ramp with dev's ramp report, split into its parts with the
@@ -35,8 +36,9 @@ services in mirror_services and 1h holds, written to a temporary directory.
 
 Counted per run: the queries Prometheus answered and the seconds it spent on them (its own
 prometheus_http_requests_total and ..._duration_seconds_sum), and the requests the API double
-served (LIST, GET, writes), split into the apply's and the ramp's by when they arrived. What the
-numbers mean is written in docs/benchmarks.md, section 3, beside the tables this writes.
+served (LIST, GET, writes: its request log), split into the apply's and the ramp's by when they
+arrived. What the numbers mean is written in docs/benchmarks.md, section 3, beside the tables
+this writes.
 
 Run from the repository root with the venv (`make bench` runs every benchmark):
 
@@ -67,6 +69,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import re
+import select
 import shutil
 import subprocess
 import tempfile
@@ -87,11 +90,10 @@ from mirrorramp.adapter import execute_all
 from mirrorramp.arguments import ARGUMENT_RULES, ARGUMENT_SPEC, requests_from_arguments
 from mirrorramp.batch import BatchedPrometheus
 from mirrorramp.prometheus import PrometheusClient
-from mirrorsandbox.harness import Prometheus, start_prometheus
+from mirrorsandbox.harness import Prometheus, free_ports, start_prometheus, stop_pid
+from mirrorsandbox.istio_metrics_source import IstioMetricsSource
 from scripts.bench import results
 from scripts.bench.results import REPO_ROOT, VENV_BIN, ansible_env, log
-from tests.fakes.kube_api import KubeApiServer, Route, route
-from tests.support.istio_metrics_source import IstioMetricsSource
 
 SCRIPT = "scripts/bench/scale.py"
 SECTION = "scale"
@@ -116,6 +118,7 @@ SCRAPE_INTERVAL_S = 2.0
 TRAFFIC_TIMEOUT_S = 300.0  # a loaded machine (load 12 on 2 cores) took more than 90 s at 100 services
 MIN_REQUESTS = 50
 PLAYBOOK_TIMEOUT = 1800
+KUBE_API_START_TIMEOUT_S = 60.0
 # dev's steps with 1h holds instead of 10m: on a slow machine no hold may end mid-benchmark, or
 # a "steady" run would advance a step (more queries, a write).
 STEPS = [{"percent": percent, "hold": "1h"} for percent in (1, 5, 10, 20)]
@@ -157,31 +160,97 @@ def write_inventory(directory: Path, n: int) -> Path:
 # -- the servers -----------------------------------------------------------------------------
 
 
-def request_kind(method: str, path: str) -> str:
-    """LIST (a collection), GET (one object, or discovery) or the write's verb (PATCH, PUT, ...)."""
-    if method != "GET":
-        return method
-    found = route(path.split("?", 1)[0])
-    return "LIST" if isinstance(found, Route) and found.name is None else "GET"
-
-
 WRITES = ("PATCH", "PUT", "POST", "DELETE")
 
 
-class TimedKubeApi(KubeApiServer):
-    """The API double, and when each request arrived (to tell the apply's from the ramp's)."""
+@dataclass(frozen=True)
+class Served:
+    """One request the API double served, from its request log."""
+
+    at: float  # time.time() when it arrived: the json callback's spans are on the same clock
+    kind: str  # LIST (a collection), GET (one object, or discovery) or the write's method
+
+
+class KubeApiDouble:
+    """The Kubernetes API test double in a process of its own, started by its command line
+    (`python -m tests.fakes.kube_api`), its PID known and stopped by it. Its request log (one
+    JSON line per request, written before the answer goes out) says what it served and when.
+
+    restart() empties it: a new process on the same port and work directory, so the discovery
+    cache kubernetes.core keeps by host in the double's TMPDIR stays warm, as against one cluster.
+    """
 
     def __init__(self, work_dir: Path) -> None:
-        self.arrivals: list[tuple[float, str]] = []  # (time.time(), request_kind)
-        super().__init__(work_dir)
+        self.work_dir = work_dir
+        self.request_log = work_dir / "requests.jsonl"
+        self.url = f"http://127.0.0.1:{free_ports(1)[0]}"
+        self.token = ""
+        self._process: subprocess.Popen[str] | None = None
 
-    def handle(self, method, raw_path, headers, body):
-        self.arrivals.append((time.time(), request_kind(method, raw_path)))
-        return super().handle(method, raw_path, headers, body)
+    @property
+    def tmpdir(self) -> Path:
+        """The TMPDIR of the double's clients (the double creates it)."""
+        return self.work_dir / "tmp"
 
-    def reset(self) -> None:
-        super().reset()
-        self.arrivals = []
+    def start(self) -> KubeApiDouble:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        stderr_log = self.work_dir / "stderr.log"
+        port = self.url.rsplit(":", 1)[1]
+        argv = ["--work-dir", str(self.work_dir), "--port", port, "--request-log", str(self.request_log)]
+        with stderr_log.open("a") as stderr:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "tests.fakes.kube_api", *argv],
+                cwd=REPO_ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+            )
+        assert self._process.stdout is not None
+        # The double prints its URL once it serves, its kubeconfig (with the token) written.
+        readable, _, _ = select.select([self._process.stdout], [], [], KUBE_API_START_TIMEOUT_S)
+        served = self._process.stdout.readline().strip() if readable else ""
+        if served != self.url:
+            self.stop()
+            raise RuntimeError(
+                f"the API double did not serve {self.url} within {KUBE_API_START_TIMEOUT_S:g} s:\n"
+                f"{stderr_log.read_text()[-2000:]}"
+            )
+        kubeconfig = yaml.safe_load((self.work_dir / "kubeconfig").read_text())
+        self.token = kubeconfig["users"][0]["user"]["token"]
+        return self
+
+    def stop(self) -> None:
+        if self._process is not None:
+            stop_pid(self._process)
+            if self._process.stdout is not None:
+                self._process.stdout.close()
+            self._process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log_offset(self) -> int:
+        """Where the next request's line will start in the request log."""
+        return self.request_log.stat().st_size if self.request_log.exists() else 0
+
+    def served_since(self, offset: int) -> list[Served]:
+        with self.request_log.open("rb") as lines:
+            lines.seek(offset)
+            return [Served(entry["at"], entry["kind"]) for entry in map(json.loads, lines.read().splitlines())]
+
+    def create(self, path: str, obj: dict[str, Any], field_manager: str) -> None:
+        """POST `obj` to the collection at `path`, as `field_manager`."""
+        answer = requests.post(
+            f"{self.url}{path}",
+            params={"fieldManager": field_manager},
+            json=obj,
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=10,
+        )
+        if answer.status_code != 201:
+            raise RuntimeError(f"POST {path}: {answer.status_code} {answer.text[:500]}")
 
 
 class ServiceMetricsSource(IstioMetricsSource):
@@ -266,17 +335,24 @@ class PrometheusCounters:
 @dataclass
 class Stack:
     n: int
-    kube: TimedKubeApi
+    kube: KubeApiDouble
     prometheus: Prometheus
     workdir: Path
     inventory: Path
 
 
+def empty_cluster(kube: KubeApiDouble) -> None:
+    """The API double restarted (nothing stored but the default namespaces) and dev's namespace
+    created, by the manager the double gives its own namespaces."""
+    kube.restart()
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+    kube.create("/api/v1/namespaces", namespace, field_manager="kube-apiserver")
+
+
 @contextlib.contextmanager
-def stack(n: int, kube: TimedKubeApi, workdir: Path) -> Iterator[Stack]:
+def stack(n: int, kube: KubeApiDouble, workdir: Path) -> Iterator[Stack]:
     """The API double emptied, a fresh Prometheus scraping N services' healthy traffic, an inventory."""
-    kube.reset()
-    kube.ensure_namespace(NAMESPACE)
+    empty_cluster(kube)
     inventory = write_inventory(workdir, n)
     rules = alert_rules(n)
     with metrics_source(n) as target:
@@ -347,10 +423,13 @@ def wait_for_traffic(prometheus: Prometheus, n: int) -> None:
     raise RuntimeError(f"no traffic of {n} mirror workloads in Prometheus within {TRAFFIC_TIMEOUT_S:g} s")
 
 
-def seed_virtual_services(kube: KubeApiServer, rendered: str, n: int) -> None:
-    """N VirtualServices as mirror_istio renders them: `rendered` is svc-001's, renamed per service."""
+def seed_virtual_services(kube: KubeApiDouble, rendered: str, n: int) -> None:
+    """N VirtualServices as mirror_istio renders them, created through the API: `rendered` is
+    svc-001's, renamed per service."""
     for i in range(1, n + 1):
-        kube.put_object(yaml.safe_load(rendered.replace(service_name(1), service_name(i))))
+        virtual_service = yaml.safe_load(rendered.replace(service_name(1), service_name(i)))
+        path = f"/apis/{virtual_service['apiVersion']}/namespaces/{NAMESPACE}/virtualservices"
+        kube.create(path, virtual_service, field_manager="seed")
 
 
 # -- one ansible-playbook run ----------------------------------------------------------------
@@ -508,8 +587,7 @@ def run_rollout(s: Stack, label: str, *, ramp_only: bool, reports: bool = True) 
         ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
         ANSIBLE_JSON_INDENT="0",
     )
-    kube.clear_requests()
-    kube.arrivals = []
+    offset = kube.log_offset()
     load = os.getloadavg()[0]
     before = PrometheusCounters.read(s.prometheus.url)
     started = time.monotonic()
@@ -527,8 +605,9 @@ def run_rollout(s: Stack, label: str, *, ramp_only: bool, reports: bool = True) 
     output, printed = callback_output(process.stdout)
     parts = spans(output)
     ramp, apply = parts["ramp"], parts.get("apply")
-    in_ramp = [kind for at, kind in kube.arrivals if ramp.holds(at)]
-    in_apply = [kind for at, kind in kube.arrivals if apply and apply.holds(at)]
+    served = kube.served_since(offset)
+    in_ramp = [r.kind for r in served if ramp.holds(r.at)]
+    in_apply = [r.kind for r in served if apply and apply.holds(r.at)]
     queries, query_seconds = after.since(before, QUERY_HANDLER)
     rules, _ = after.since(before, RULES_HANDLER)
     rendered = sorted((s.workdir / "build" / "k8s").glob("*.yml")) if apply else []
@@ -547,7 +626,7 @@ def run_rollout(s: Stack, label: str, *, ramp_only: bool, reports: bool = True) 
         queries_per_service=round(queries / s.n, 2),
         rules_requests=rules,
         prometheus_query_s=round(query_seconds, 3),
-        api_requests=len(kube.arrivals),
+        api_requests=len(served),
         api_requests_apply=len(in_apply),
         api_requests_ramp=len(in_ramp),
         api_requests_ramp_per_service=round(len(in_ramp) / s.n, 2),
@@ -644,20 +723,9 @@ def metered_calls() -> list[tuple[Any, str, str, str | None]]:
 def dev_ramp_arguments(s: Stack) -> dict[str, Any]:
     """The mirror_ramp arguments of roles/mirror_ramp with dev's ramp.yml: every service of the
     stack in `services`, as mirror_ramp_targets gives them."""
-    from jinja2 import Template
-
-    group_vars = DEV_INVENTORY / "group_vars" / "all"
-    ramp = yaml.safe_load((group_vars / "ramp.yml").read_text())
-    thresholds = yaml.safe_load((group_vars / "thresholds.yml").read_text())
-
-    def render(value: Any) -> Any:  # dev's gates take their values from mirror_thresholds
-        if isinstance(value, dict):
-            return {key: render(item) for key, item in value.items()}
-        if isinstance(value, list):
-            return [render(item) for item in value]
-        if isinstance(value, str) and "{{" in value:
-            return yaml.safe_load(Template(value).render(**thresholds))
-        return value
+    # dev's gates take their values from mirror_thresholds, its driver from mirror_mesh_api
+    dev = results.inventory_vars(DEV_INVENTORY)
+    ramp = {name: results.resolve(value, dev) for name, value in dev.items() if name.startswith("mirror_ramp_")}
 
     return {
         "operation": "ramp",
@@ -675,7 +743,7 @@ def dev_ramp_arguments(s: Stack) -> dict[str, Any]:
         "api_key": s.kube.token,
         "validate_certs": False,
         "steps": STEPS,
-        "gates": render(ramp["mirror_ramp_gates"]),
+        "gates": ramp["mirror_ramp_gates"],
         "min_requests": ramp["mirror_ramp_min_requests"],
         "window": ramp["mirror_ramp_window"],
         "prometheus": {"url": s.prometheus.url, "timeout": "10s", "retries": 3},
@@ -694,7 +762,7 @@ class EngineResult:
     # ms per run, where the run went (exclusive times of the metered calls):
     arguments_ms: float  # the argument spec's checks and requests_from_arguments
     clients_ms: float  # the Prometheus and Kubernetes clients, the drivers, the batch
-    kube_ms: float  # CustomObjectsApi calls (the test double answers in this process)
+    kube_ms: float  # CustomObjectsApi calls (HTTP to the test double, in its own process)
     prometheus_ms: float  # PrometheusClient calls (HTTP and parsing)
     rest_ms: float  # gates, splitting the grouped answers, the state machine, the result
     queries: int  # sent by the client (PrometheusClient.query)
@@ -718,7 +786,7 @@ def run_engine(s: Stack, label: str) -> EngineResult:
     validator = ArgumentSpecValidator(ARGUMENT_SPEC, **ARGUMENT_RULES)
     arguments = dev_ramp_arguments(s)
     meter = Meter()
-    s.kube.clear_requests()
+    offset = s.kube.log_offset()
     before = PrometheusCounters.read(s.prometheus.url)
     with contextlib.ExitStack() as patches:
         for owner, name, bucket, counter in metered_calls():
@@ -760,7 +828,7 @@ def run_engine(s: Stack, label: str) -> EngineResult:
         api_lists=meter.calls["LIST"],
         api_gets=meter.calls["GET"],
         api_writes=meter.calls["PATCH"] + meter.calls["PUT"],
-        api_requests_server=len(s.kube.requests),
+        api_requests_server=len(s.kube.served_since(offset)),
         changed=sum(1 for row in rows if row.get("changed")),
         failed=sum(1 for row in rows if row.get("failed")),
     )
@@ -865,21 +933,10 @@ def _engine_row(e: dict) -> list[Any]:
     ]
 
 
-def _text_table(header: list[str], rows: list[list[Any]]) -> str:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
-
-    def cell(value: Any, width: int) -> str:  # words to the left, numbers to the right
-        return f"{value:<{width}}" if isinstance(value, str) and value[:1].isalpha() else f"{value!s:>{width}}"
-
-    lines = ["  ".join(cell(value, width) for value, width in zip(row, widths, strict=True)) for row in [header, *rows]]
-    lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(lines)
-
-
 def table(document: dict) -> str:
     parts = [
         "rollout.yml in scheduled mode (wall: the whole ansible-playbook; ramp task: the one mirror_ramp task)",
-        _text_table(RUN_HEADER, [_run_row(r) for r in document["runs"]]),
+        results.text_table(RUN_HEADER, [_run_row(r) for r in document["runs"]]),
     ]
     for r in document["runs"]:
         if r["slowest_tasks"]:
@@ -888,20 +945,23 @@ def table(document: dict) -> str:
     if document["engine"]:
         parts += [
             "\nthe engine alone, in this process: requests_from_arguments + execute_all (ms per run, counts per run)",
-            _text_table(ENGINE_HEADER, [_engine_row(e) for e in document["engine"]]),
+            results.text_table(ENGINE_HEADER, [_engine_row(e) for e in document["engine"]]),
         ]
     parts.append(f"\nimports paid once per task run (s): {document['imports_once_per_task_s']}")
     return "\n".join(parts)
 
 
+def _settings(document: dict) -> list[list[Any]]:
+    return [["ansible", document["ansible"]], ["USER", "set" if document["user_env_set"] else "unset"]]
+
+
 def doc_section(document: dict) -> str:
     """The measured part of section 3: the command, the machine's load, the tables. What the
     columns and the numbers mean is the section's fixed text, above the markers."""
-    load = ", ".join(f"{x:g}" for x in document["machine"]["load_average"])
     lines = [
-        f"Command: `{document['command']}` ({document['when']}, {document['seconds']:.0f} s in all; "
-        f"load average at the start: {load}); {document['ansible']}, USER "
-        f"{'set' if document['user_env_set'] else 'unset (the task runs `id -un` once per run)'}.",
+        results.run_line(document),
+        "",
+        results.markdown_table(results.SETTING_HEADER, _settings(document)),
         "",
         results.markdown_table(RUN_HEADER, [_run_row(r) for r in document["runs"]]),
     ]
@@ -953,7 +1013,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     engine: list[EngineResult] = []
     rendered = ""
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
-        kube = TimedKubeApi(Path(tmp) / "kube-api").start()
+        kube = KubeApiDouble(Path(tmp) / "kube-api")  # started by each stack's empty_cluster
         try:
             # 1 first: its whole run renders the VirtualService every ramp run is seeded from.
             for n in sorted({1, *args.whole_sizes, *args.sizes}):
@@ -967,8 +1027,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                             ).read_text()
                     if n not in args.sizes:
                         continue
-                    kube.reset()  # the ramp runs start from the rendered VirtualServices alone
-                    kube.ensure_namespace(NAMESPACE)
+                    empty_cluster(kube)  # the ramp runs start from the rendered VirtualServices alone
                     seed_virtual_services(kube, rendered, n)
                     runs.append(_progress(run_rollout(s, "start", ramp_only=True, reports=False)))
                     # the first look at step 1's gates, written once
@@ -988,7 +1047,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     document: dict[str, Any] = {
         "benchmark": SECTION,
         "quick": args.quick,
-        "ansible": _first_line([str(VENV_BIN / "ansible"), "--version"]),
+        "ansible": results.first_line([str(VENV_BIN / "ansible"), "--version"]),
         # Unset, the ramp task's `by` argument runs `id -un` (lookup pipe), once per run.
         "user_env_set": bool(os.environ.get("USER")),
         "setup": {
@@ -1012,12 +1071,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
     document["seconds"] = round(time.monotonic() - started, 1)
     return document
-
-
-def _first_line(argv: list[str]) -> str:
-    with contextlib.suppress(OSError, subprocess.SubprocessError, IndexError):
-        return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False).stdout.splitlines()[0]
-    return "?"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,16 +54,30 @@ Not modelled (a real server does these; tests must not rely on them here):
 - deleting a namespace removes it and everything in it at once (no Terminating phase);
 - DELETE of a custom resource or a namespace returns the object; of another built-in kind, a
   Status of Success (as a real server does for kinds without graceful deletion).
+
+On its own, for a program that must not import a test module (the scale benchmark):
+
+    python -m tests.fakes.kube_api --work-dir DIR [--port N] [--request-log FILE]
+
+serves on 127.0.0.1 (port 0, the default: a free one), writes DIR/kubeconfig (the URL and the
+token; DIR/tmp is the TMPDIR its clients' discovery caches belong in), prints its URL on stdout
+once it serves, and stops on SIGTERM or SIGINT. With --request-log it appends one JSON object
+per line for every request, written before the answer goes out: ``at`` (time.time() at arrival,
+comparable with other processes' clocks), ``seconds`` (to the answer), ``method``, ``path``
+(without the query), ``kind`` (request_kind) and ``status``.
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import copy
 import importlib
 import json
 import re
 import secrets
+import signal
+import sys
 import threading
 import time
 import uuid
@@ -72,7 +86,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import parse_qs, urlsplit
 
 import jsonpatch
@@ -1017,6 +1031,14 @@ def route(path: str) -> Route | dict[str, Any] | None:
     return Route(rt, version, namespace, name)
 
 
+def request_kind(method: str, path: str) -> str:
+    """LIST (a GET of a collection), GET (of one object, or discovery) or the method of a write."""
+    if method != "GET":
+        return method
+    found = route(path)
+    return "LIST" if isinstance(found, Route) and found.name is None else "GET"
+
+
 def _version_entry(group: str, version: str) -> dict[str, str]:
     return {"groupVersion": f"{group}/{version}", "version": version}
 
@@ -1068,7 +1090,7 @@ class _Answer:
 class KubeApiServer:
     """The test double: start(), then talk to .url with .token (or use .kubeconfig_path)."""
 
-    def __init__(self, work_dir: Path, *, field_validation: str = "Warn") -> None:
+    def __init__(self, work_dir: Path, *, field_validation: str = "Warn", request_log: Path | None = None) -> None:
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.tmpdir = self.work_dir / "tmp"  # TMPDIR of subprocesses: their own discovery cache
@@ -1085,17 +1107,24 @@ class KubeApiServer:
         self._requests: list[RecordedRequest] = []
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        # One JSON line per request (see the module's docstring), appended, never reset.
+        self._request_log_path = request_log
+        self._request_log: TextIO | None = None
+        self._request_log_lock = threading.Lock()
         self.reset()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> KubeApiServer:
+    def start(self, port: int = 0) -> KubeApiServer:
+        """Serve on 127.0.0.1:`port` (0: a free port)."""
         api = self
 
         class Handler(_Handler):
             server_api = api
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if self._request_log_path is not None:
+            self._request_log = self._request_log_path.open("a", encoding="utf-8")
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="kube-api-double", daemon=True)
         self._thread.start()
@@ -1110,6 +1139,10 @@ class KubeApiServer:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+        with self._request_log_lock:
+            if self._request_log is not None:
+                self._request_log.close()
+                self._request_log = None
 
     def __enter__(self) -> KubeApiServer:
         return self.start()
@@ -1273,6 +1306,7 @@ class KubeApiServer:
     # -- HTTP entry point --------------------------------------------------------------------
 
     def handle(self, method: str, raw_path: str, headers: Any, body: bytes) -> _Answer:
+        arrived, started = time.time(), time.perf_counter()
         parts = urlsplit(raw_path)
         path = parts.path
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
@@ -1280,7 +1314,25 @@ class KubeApiServer:
         answer = self._serve(method, path, query, content_type, headers, body)
         with self._lock:
             self._requests.append(RecordedRequest(method, path, query, content_type, answer.code))
+        # Before the answer goes out: a client that has its answer finds the request in the log.
+        self._log_request(arrived, time.perf_counter() - started, method, path, answer.code)
         return answer
+
+    def _log_request(self, arrived: float, seconds: float, method: str, path: str, status: int) -> None:
+        if self._request_log_path is None:
+            return
+        entry = {
+            "at": arrived,
+            "seconds": round(seconds, 6),
+            "method": method,
+            "path": path,
+            "kind": request_kind(method, path),
+            "status": status,
+        }
+        with self._request_log_lock:
+            if self._request_log is not None:
+                self._request_log.write(json.dumps(entry) + "\n")
+                self._request_log.flush()
 
     def _take_fault(self, method: str, path: str) -> Fault | None:
         with self._lock:
@@ -1845,3 +1897,30 @@ class _Handler(BaseHTTPRequestHandler):
             pass  # the client gave up first (a test of its timeout): as a real API server, carry on
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+
+
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.fakes.kube_api", description="The Kubernetes API test double, on 127.0.0.1."
+    )
+    parser.add_argument("--work-dir", type=Path, required=True, help="where its kubeconfig and TMPDIR go")
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: a free one)")
+    parser.add_argument("--request-log", type=Path, help="append one JSON line per request served")
+    args = parser.parse_args(argv)
+    # Blocked before the server's threads start (they inherit the mask), so a stop signal waits
+    # for sigwait below and the server stops through stop(), its request log closed.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    server = KubeApiServer(args.work_dir, request_log=args.request_log).start(args.port)
+    try:
+        print(server.url, flush=True)
+        signal.sigwait(STOP_SIGNALS)
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -34,6 +34,7 @@ from mirrorramp.model import Verdict
 from mirrorramp.runner import Runner, RunOutcome
 from mirrorramp.state import RampState
 from mirrorramp.wiring import build_prometheus
+from mirrorsandbox.istio_metrics_source import IstioMetricsSource
 from tests.fakes.kube_api import RESOURCE_TYPES, KubeApiServer
 from tests.fakes.kube_fixtures import kube_api, kube_api_server  # noqa: F401
 from tests.integration.test_ramp_istio_races import (
@@ -52,7 +53,6 @@ from tests.integration.test_ramp_istio_races import (
 from tests.integration.test_ramp_istio_races import (
     request_for as kube_request,
 )
-from tests.support.istio_metrics_source import IstioMetricsSource
 from tests.support.prometheus_server import PrometheusServer, ScriptedPrometheus, poll_until, vector_reply
 from tests.support.recording_target import RecordingTarget
 from tests.support.slow_proxy import SlowProxy

@@ -17,7 +17,7 @@ from mirrorramp.gates import check_queries, evaluate, parse_gates
 from mirrorramp.model import Verdict
 from mirrorramp.prometheus import PrometheusClient
 from mirrorramp.promql import QueryContext
-from tests.support.istio_metrics_source import IstioMetricsSource
+from mirrorsandbox.istio_metrics_source import IstioMetricsSource
 from tests.support.prometheus_server import PrometheusServer, poll_until
 
 pytestmark = pytest.mark.slow

@@ -34,11 +34,11 @@ import yaml
 
 from mirrorramp import promql
 from mirrorramp.promql import QueryContext
+from mirrorsandbox.istio_metrics_source import IstioMetricsSource
 from tests.fakes.kube_api import KubeApiServer, RecordedRequest
 from tests.fakes.kube_fixtures import kube_api_server  # noqa: F401
 from tests.integration.test_rollout_istio import service_lines, stored_objects, task_lines
 from tests.support.ansible_run import REPO_ROOT, PlaybookRun, recap_counts, run_playbook
-from tests.support.istio_metrics_source import IstioMetricsSource
 from tests.support.prometheus_server import PrometheusServer, poll_until
 from tests.support.rule_loader import PrometheusRuleLoader
 from tests.support.traffic_feeder import TrafficFeeder

@@ -342,7 +342,7 @@ _CAPTURE_QUERIES = {
 
 def capture_fixtures(out_dir: Path, workdir: Path) -> None:
     """Record each fixture's answer from a real Prometheus scraping a real metrics source."""
-    from tests.support.istio_metrics_source import IstioMetricsSource
+    from mirrorsandbox.istio_metrics_source import IstioMetricsSource
 
     out_dir.mkdir(parents=True, exist_ok=True)
     source = IstioMetricsSource().start()

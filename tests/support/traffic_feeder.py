@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from tests.support.istio_metrics_source import IstioMetricsSource
+from mirrorsandbox.istio_metrics_source import IstioMetricsSource
 
 
 class TrafficFeeder:

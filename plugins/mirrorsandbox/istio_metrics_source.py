@@ -1,8 +1,9 @@
-"""A metrics endpoint on 127.0.0.1 that exposes Istio's standard request metrics, driven by the test.
+"""A metrics endpoint on 127.0.0.1 that exposes Istio's standard request metrics, driven by its caller.
 
 The names and labels are Istio's own (`istio_requests_total`,
 `istio_request_duration_milliseconds` histogram, `reporter="destination"`, ...), so the gate
-queries that run against a mesh run against this too. The test says what was served:
+queries that run against a mesh run against this too. The caller (the tests, the scale
+benchmark) says what was served, with no backend serving it:
 
     source = IstioMetricsSource(namespace="shop").start()
     source.add("user-service-v2", n=50, code=503, latency_ms=40)
@@ -21,7 +22,7 @@ from mirrorsandbox.backend import ISTIO_DURATION_BUCKETS_MS, LABELS
 
 
 class IstioMetricsSource:
-    """An HTTP /metrics server the test feeds with requests 'served' by workloads."""
+    """An HTTP /metrics server its caller feeds with requests 'served' by workloads."""
 
     def __init__(self, namespace: str = "shop", service: str = "user-service") -> None:
         self.namespace = namespace
