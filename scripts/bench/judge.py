@@ -77,7 +77,6 @@ import math
 import multiprocessing
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -98,6 +97,7 @@ from mirrorramp.model import Verdict
 from mirrorramp.prometheus import PrometheusClient
 from mirrorramp.promql import QueryContext
 from mirrorsandbox.backend import ISTIO_DURATION_BUCKETS_MS
+from mirrorsandbox.harness import free_ports, stop_pid
 from scripts.bench import results
 
 SCRIPT = "scripts/bench/judge.py"
@@ -782,12 +782,6 @@ def openmetrics(cum: dict[str, np.ndarray], start: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _wait_ready(url: str, process: subprocess.Popen, deadline_s: float) -> None:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
@@ -850,7 +844,7 @@ def live_step(scenario: Scenario, share: float, seed: int, workdir: Path) -> dic
     )
     config = workdir / "prometheus.yml"
     config.write_text("global: {}\n")
-    port = _free_port()
+    (port,) = free_ports(1)
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
         [
@@ -867,12 +861,7 @@ def live_step(scenario: Scenario, share: float, seed: int, workdir: Path) -> dic
         _wait_ready(url, process, 60)
         outcome, look, verdicts = _judge_live(PrometheusClient(url, timeout=30), start)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_pid(process, grace_s=30.0)  # a Prometheus with a backfilled TSDB may take a while
     simulated = run_step((scenario, share, seed, 0.0, 0.0))
     return {
         "scenario": scenario.name,
@@ -932,10 +921,7 @@ def _count(value: float | None) -> str:
 
 def _row(row: dict) -> list[str]:
     regression = row["floor"] is not None
-    if regression:
-        target = ("met" if row["target_met"] else "NOT met") + " (grid)"
-    else:
-        target = "met" if row["target_met"] else "NOT met"
+    target = results.met(row["target_met"]) + (" (grid)" if regression else "")
     return [
         row["scenario"],
         f"{row['share'] * 100:g}%",
@@ -979,14 +965,36 @@ def _judge_ends(document: dict) -> list[list[str]]:
     ]
 
 
-def _checks(document: dict) -> str:
-    return (
-        f"Looks judged: {document['looks']:,}; engine theta_of_shift at {document['theta_checks']:,} of them "
-        f"(largest difference from the numpy theta {document['theta_max_difference']:.1e}; "
-        f"{document['engine_theta']:,} looks within {THETA_BAND:g} of a boundary decided by the engine's value); "
-        f"full judge_latency + judge_error_ratio at {document['full_checks']:,} looks (every decisive look and "
-        f"{document['settings']['verify'] * 100:g} % of the others): {document['mismatches']} mismatches"
-    )
+def _checks(document: dict) -> list[list[str]]:
+    return [
+        ["looks judged", f"{document['looks']:,}"],
+        ["looks whose theta the engine's theta_of_shift recomputed", f"{document['theta_checks']:,}"],
+        ["largest difference from the numpy theta", f"{document['theta_max_difference']:.1e}"],
+        [f"looks within {THETA_BAND:g} of a boundary, decided by the engine's theta", f"{document['engine_theta']:,}"],
+        [
+            f"looks judged in full by judge_latency + judge_error_ratio (every decisive look and "
+            f"{document['settings']['verify'] * 100:g} % of the others)",
+            f"{document['full_checks']:,}",
+        ],
+        ["mismatches", str(document["mismatches"])],
+    ]
+
+
+def _settings(document: dict) -> list[list[str]]:
+    s = document["settings"]
+    return [
+        ["load at the primary req/s", f"{s['primary_rate']:g}"],
+        ["mirrored to the candidate and its baseline shadow", ", ".join(f"{x * 100:g} %" for x in s["shares"])],
+        ["baseline latency median ms (log-normal)", f"{s['baseline']['median_ms']:g}"],
+        ["baseline latency log-sd", f"{s['baseline']['spread']:g}"],
+        ["baseline 5xx", f"{s['baseline']['errors'] * 100:g} %"],
+        ["hold, looks (one a minute over the step so far)", str(s["hold_looks"])],
+        ["looks at most (inconclusive at the hold's end)", str(s["max_looks"])],
+        ["A/A steps per share", str(s["aa_trials"])],
+        ["steps per regression per share", str(s["trials"])],
+        ["seed", str(s["seed"])],
+        ["processes", str(s["processes"])],
+    ]
 
 
 LIVE_HEADER = [
@@ -1017,11 +1025,14 @@ def _live_rows(document: dict) -> list[list[str]]:
     ]
 
 
+CHECKS_HEADER = ["check of the cheap verdicts", "value"]
+
+
 def table(document: dict) -> str:
     parts = [
         results.text_table(HEADER, [_row(r) for r in document["rows"]]),
         results.text_table(ENDS_HEADER, _judge_ends(document)),
-        _checks(document),
+        results.text_table(CHECKS_HEADER, _checks(document)),
     ]
     if document.get("live"):
         parts.append(results.text_table(LIVE_HEADER, _live_rows(document)))
@@ -1029,20 +1040,13 @@ def table(document: dict) -> str:
 
 
 def doc_section(document: dict) -> str:
-    s = document["settings"]
     return "\n\n".join(
         [
             results.run_line(document),
-            f"Load {s['primary_rate']:g} req/s at the primary, mirrored at "
-            f"{', '.join(f'{x * 100:g} %' for x in s['shares'])} to the candidate and its baseline shadow; "
-            f"baseline log-normal median {s['baseline']['median_ms']:g} ms, log-sd {s['baseline']['spread']:g}, "
-            f"5xx {s['baseline']['errors'] * 100:g} %; a look every minute over the step so far, hold "
-            f"{s['hold_looks']} looks (1 day), up to {s['max_looks']} when inconclusive; "
-            f"{s['aa_trials']} A/A steps and {s['trials']} steps per regression per share (seed {s['seed']}, "
-            f"{s['processes']} processes).",
+            results.markdown_table(results.SETTING_HEADER, _settings(document)),
             results.markdown_table(HEADER, [_row(r) for r in document["rows"]]),
             results.markdown_table(ENDS_HEADER, _judge_ends(document)),
-            _checks(document) + ".",
+            results.markdown_table(CHECKS_HEADER, _checks(document)),
             *([results.markdown_table(LIVE_HEADER, _live_rows(document))] if document.get("live") else []),
         ]
     )

@@ -66,7 +66,6 @@ if __package__ in (None, ""):  # python scripts/bench/reaction.py
 import argparse
 import json
 import math
-import os
 import random
 import statistics
 import subprocess
@@ -75,12 +74,9 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
 from unittest import mock
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
-from jinja2 import StrictUndefined
-from jinja2.nativetypes import NativeEnvironment
 
 from mirrorramp import gates as gate_module
 from mirrorramp import runner as runner_module
@@ -94,7 +90,7 @@ from mirrorramp.wiring import build_prometheus
 from mirrorsandbox.envoy_process import admin_get
 from mirrorsandbox.harness import Harness, local_inventory_vars, local_resources, rendered_resources, running_harness
 from scripts.bench import results
-from scripts.bench.results import REPO_ROOT, log
+from scripts.bench.results import REPO_ROOT, VENV_BIN, ansible_env, log, resolve
 
 SCRIPT = "scripts/bench/reaction.py"
 SECTION = "reaction"
@@ -167,19 +163,6 @@ class EngineRun:
             self.first_pass.set()
 
 
-def resolve(value: Any, context: dict[str, Any]) -> Any:
-    """`value` with its Jinja expressions rendered against `context`, native types kept
-    ("{{ mirror_thresholds.error_ratio.critical }}" -> 0.05). An undefined name raises."""
-    environment = NativeEnvironment(undefined=StrictUndefined)
-    if isinstance(value, dict):
-        return {key: resolve(item, context) for key, item in value.items()}
-    if isinstance(value, list):
-        return [resolve(item, context) for item in value]
-    if isinstance(value, str) and "{{" in value:
-        return environment.from_string(value).render(**context)
-    return value
-
-
 def ramp_arguments(harness: Harness, percent: float, window_s: float, poll_s: float) -> dict:
     """The mirror_ramp task's arguments as rollout.yml passes them for the local inventory, with the
     envoy driver on the harness's Envoy and a one-step plan at `percent` that outlasts any trial.
@@ -223,13 +206,8 @@ def render_local(build_dir: Path) -> float:
     """playbooks/render.yml for inventories/local into `build_dir` (the alert rules Prometheus
     loads, the VirtualService and DestinationRule Envoy is configured from); its seconds."""
     started = time.monotonic()
-    venv_bin = Path(sys.executable).parent
-    env = dict(os.environ)
-    env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"
-    env["ANSIBLE_CONFIG"] = str(REPO_ROOT / "ansible.cfg")
-    env["ANSIBLE_NOCOLOR"] = "1"
     command = [
-        str(venv_bin / "ansible-playbook"),
+        str(VENV_BIN / "ansible-playbook"),
         "playbooks/render.yml",
         "-i",
         "inventories/local",
@@ -237,7 +215,7 @@ def render_local(build_dir: Path) -> float:
         json.dumps({"mirror_build_dir": str(build_dir)}),
     ]
     proc = subprocess.run(
-        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=RENDER_TIMEOUT_S, check=False
+        command, cwd=REPO_ROOT, env=ansible_env(), capture_output=True, text=True, timeout=RENDER_TIMEOUT_S, check=False
     )
     if proc.returncode != 0:
         raise RuntimeError(f"playbooks/render.yml failed:\n{(proc.stdout + proc.stderr)[-4000:]}")
@@ -524,31 +502,61 @@ def rows(document: dict) -> list[list[str]]:
     ]
 
 
-def verdicts(document: dict) -> str:
+SUMMARY_HEADER = ["over the trials", "median", "max", "target (median)", "target"]
+
+
+def summary_rows(document: dict) -> list[list[str]]:
     s = document["summary"]
-    reaction = "met" if s["target_met"] else "MISSED"
-    removal = "met" if s["removal_target_met"] else "MISSED"
-    return (
-        f"reaction median {s['median_s']:.2f} s (max {s['max_s']:.2f} s) over {s['trials']} trials, floor "
-        f"{s['floor_s']:.2f} s (scrape + poll), target median <= 2x floor = {s['target_s']:.2f} s: {reaction}; "
-        f"removal median {s['median_removal_s'] * 1000:.1f} ms (max {s['max_removal_s'] * 1000:.1f} ms: "
-        f"{s['median_to_write_s'] * 1000:.1f} ms from the deciding pass to the write ("
-        f"{s.get('median_gates_s', math.nan) * 1000:.1f} ms to the end of its gate evaluation, "
-        f"{s.get('median_driver_to_write_s', math.nan) * 1000:.1f} ms from there to the write; a check of every gate "
-        f"alone: {s['median_gate_check_s'] * 1000:.1f} ms, its queries one after another "
-        f"{s.get('median_gate_check_one_by_one_s', math.nan) * 1000:.1f} ms), "
-        f"{s['median_write_to_live_s'] * 1000:.1f} ms from the write to Envoy running it; the last copy at most "
-        f"{s['max_last_copy_after_live_s'] * 1000:+.1f} ms after that), target median <= "
-        f"{s['removal_target_s'] * 1000:.0f} ms: {removal}"
-    )
+
+    def ms(key: str, sign: str = "") -> str:  # runs from before a split was measured have none
+        return f"{s.get(key, math.nan) * 1000:{sign}.1f}"
+
+    return [
+        ["floor s", f"{s['floor_s']:.2f}", "-", "-", "-"],
+        [
+            "reaction s",
+            f"{s['median_s']:.2f}",
+            f"{s['max_s']:.2f}",
+            f"<= {s['target_s']:.2f}",
+            results.met(s["target_met"]),
+        ],
+        ["detect s", f"{s['median_detect_s']:.2f}", "-", "-", "-"],
+        [
+            "removal ms",
+            ms("median_removal_s"),
+            ms("max_removal_s"),
+            f"<= {s['removal_target_s'] * 1000:.0f}",
+            results.met(s["removal_target_met"]),
+        ],
+        ["to the write ms", ms("median_to_write_s"), "-", "-", "-"],
+        ["gates ms", ms("median_gates_s"), "-", "-", "-"],
+        ["driver ms", ms("median_driver_to_write_s"), "-", "-", "-"],
+        ["write to live ms", ms("median_write_to_live_s"), "-", "-", "-"],
+        ["last copy after ms", "-", ms("max_last_copy_after_live_s", "+"), "-", "-"],
+        ["a check of every gate ms", ms("median_gate_check_s"), "-", "-", "-"],
+        ["the same, its queries one after another ms", ms("median_gate_check_one_by_one_s"), "-", "-", "-"],
+    ]
+
+
+DECIDED_HEADER = ["gate that decided", "trials"]
+
+
+def decided_rows(document: dict) -> list[list[str]]:
+    return [[name, str(count)] for name, count in document["summary"]["gates"].items()]
 
 
 def table(document: dict) -> str:
-    return "\n".join([results.text_table(HEADER, rows(document)), "", verdicts(document)])
+    return "\n\n".join(
+        [
+            results.text_table(HEADER, rows(document)),
+            results.text_table(SUMMARY_HEADER, summary_rows(document)),
+            results.text_table(DECIDED_HEADER, decided_rows(document)),
+        ]
+    )
 
 
 def doc_section(document: dict) -> str:
-    s, setup = document["summary"], document["setup"]
+    setup = document["setup"]
     policy = json.dumps(setup["destination_rule_traffic_policy"], sort_keys=True)
     subset_policies = "".join(
         f", subset {subset}'s `{json.dumps(own, sort_keys=True)}`"
@@ -568,10 +576,9 @@ def doc_section(document: dict) -> str:
             "",
             results.markdown_table(HEADER, rows(document)),
             "",
-            f"**{verdicts(document)[0].upper()}{verdicts(document)[1:]}.** 500s served: mirrored requests the "
-            "candidate answered after t0, before the mirror was gone. Gates that decided: "
-            + ", ".join(f"{name} {count}" for name, count in s["gates"].items())
-            + ".",
+            results.markdown_table(SUMMARY_HEADER, summary_rows(document)),
+            "",
+            results.markdown_table(DECIDED_HEADER, decided_rows(document)),
         ]
     )
 
