@@ -134,6 +134,17 @@ def _entries(raw: Mapping, key: str) -> list[Mapping]:
     return entries
 
 
+# The keys the parser reads, per kind of gate entry and in the gates mapping itself; any other is
+# refused. The preflight allows exactly these (filter mirror_ramp_input_options).
+GATE_ENTRY_KEYS: dict[str, tuple[str, ...]] = {
+    "thresholds": ("name", "query", "metric", "operator", "value", "severity"),
+    "alerts": ("name", "alertname", "matchers", "severity"),
+    "comparisons": ("name", "metric", "max_delta", "max_ratio", "severity"),
+    "judges": ("name", "metric", "tolerance", "confidence", "min_samples", "min_difference", "severity"),
+}
+GATES_KEYS = ("min_requests", "request_query", *GATE_ENTRY_KEYS)
+
+
 def _no_unknown_keys(entry: Mapping, allowed: tuple[str, ...], where: str) -> None:
     unknown = sorted(str(k) for k in entry if k not in allowed)
     if unknown:
@@ -145,7 +156,7 @@ def _severity(entry: Mapping, where: str) -> str:
 
 
 def _parse_threshold(entry: Mapping, where: str) -> ThresholdGate:
-    _no_unknown_keys(entry, ("name", "query", "metric", "operator", "value", "severity"), where)
+    _no_unknown_keys(entry, GATE_ENTRY_KEYS["thresholds"], where)
     name = _text(entry, "name", where)
     if ("query" in entry) == ("metric" in entry):
         raise ConfigError(f"{where}: give either query (PromQL) or metric ({', '.join(promql.DEFAULT_QUERIES)})")
@@ -170,7 +181,7 @@ def _parse_threshold(entry: Mapping, where: str) -> ThresholdGate:
 
 
 def _parse_alert(entry: Mapping, where: str) -> AlertGate:
-    _no_unknown_keys(entry, ("name", "alertname", "matchers", "severity"), where)
+    _no_unknown_keys(entry, GATE_ENTRY_KEYS["alerts"], where)
     name = _text(entry, "name", where)
     matchers_raw = entry.get("matchers") or {}
     if not isinstance(matchers_raw, Mapping):
@@ -196,7 +207,7 @@ def _parse_alert(entry: Mapping, where: str) -> AlertGate:
 
 
 def _parse_comparison(entry: Mapping, where: str) -> ComparisonGate:
-    _no_unknown_keys(entry, ("name", "metric", "max_delta", "max_ratio", "severity"), where)
+    _no_unknown_keys(entry, GATE_ENTRY_KEYS["comparisons"], where)
     name = _text(entry, "name", where)
     metric = entry.get("metric")
     if metric not in COMPARISON_LIMITS:
@@ -215,11 +226,8 @@ def _parse_comparison(entry: Mapping, where: str) -> ComparisonGate:
     return ComparisonGate(name, metric, float(limit), _severity(entry, where))
 
 
-JUDGE_KEYS = ("name", "metric", "tolerance", "confidence", "min_samples", "min_difference", "severity")
-
-
 def _parse_judge(entry: Mapping, where: str) -> JudgeGate:
-    _no_unknown_keys(entry, JUDGE_KEYS, where)
+    _no_unknown_keys(entry, GATE_ENTRY_KEYS["judges"], where)
     name = _text(entry, "name", where)
     metric = entry.get("metric")
     if metric not in judge.METRICS:
@@ -251,7 +259,7 @@ def parse_gates(raw: Mapping | None) -> GateSet:
         raw = {}
     if not isinstance(raw, Mapping):
         raise ConfigError(f"gates: got {type(raw).__name__}, expected a mapping")
-    _no_unknown_keys(raw, ("min_requests", "request_query", "thresholds", "alerts", "comparisons", "judges"), "gates")
+    _no_unknown_keys(raw, GATES_KEYS, "gates")
     min_requests = raw.get("min_requests", DEFAULT_MIN_REQUESTS)
     if not isinstance(min_requests, int) or isinstance(min_requests, bool) or min_requests < 0:
         raise ConfigError(f"gates.min_requests: got {min_requests!r}, expected an integer >= 0")

@@ -33,7 +33,7 @@ from ansible.errors import AnsibleFilterError
 from mirrorramp.arguments import ARGUMENT_SPEC
 from mirrorramp.drivers.envoy import check_percent
 from mirrorramp.errors import ConfigError
-from mirrorramp.gates import parse_gates
+from mirrorramp.gates import GATES_KEYS, parse_gates
 from mirrorramp.plan import STEP_KEYS
 from tests.support.ansible_run import REPO_ROOT, run_playbook
 
@@ -951,15 +951,36 @@ def engine_allowed_keys(raw: dict) -> list[str]:
 
 
 def test_gate_keys_are_the_ones_the_engine_reads() -> None:
-    """min_requests aside: the ramp refuses it inside the gates (mirror_ramp_min_requests sets it)."""
-    options = role_vars("mirror_preflight")["__mirror_preflight_gate_options"]
-    assert sorted([*options, "min_requests"]) == engine_allowed_keys({"unknown": 1})
+    """The filter's keys against the parser's refusals: what the preflight allows, the ramp reads."""
+    options = mirror_ramp_input_options("gates")
+    assert sorted(options) == engine_allowed_keys({"unknown": 1})
     for kind in ("thresholds", "alerts", "comparisons", "judges"):
         assert sorted(options[kind]["options"]) == engine_allowed_keys({kind: [{"unknown": 1}]}), kind
 
 
+def test_the_preflight_takes_the_gate_and_step_keys_from_the_engine() -> None:
+    """min_requests left out: the ramp refuses it inside the gates (mirror_ramp_min_requests sets it)."""
+    preflight = role_vars("mirror_preflight")
+    assert "mirror_ramp_input_options(without=['min_requests'])" in preflight["__mirror_preflight_gate_options"]
+    assert "mirror_ramp_input_options" in preflight["__mirror_preflight_step_options"]
+    assert mirror_ramp_input_options("gates", without=["min_requests"]).keys() == set(GATES_KEYS) - {"min_requests"}
+
+
 def test_step_keys_are_the_ones_the_engine_reads() -> None:
-    assert sorted(role_vars("mirror_preflight")["__mirror_preflight_step_options"]) == sorted(STEP_KEYS)
+    assert sorted(mirror_ramp_input_options("steps")) == sorted(STEP_KEYS)
+
+
+@pytest.mark.parametrize(
+    ("engine_input", "without", "says"),
+    [
+        ("services", (), "input = 'services': must be one of gates, steps"),
+        ("gates", "min_requests", "without = 'min_requests': must be a list of keys"),
+        ("gates", ["min_request"], "'min_request' is not a key of the gates"),
+    ],
+)
+def test_input_options_refuse_what_is_not_an_engine_input_or_key(engine_input: str, without: Any, says: str) -> None:
+    with pytest.raises(AnsibleFilterError, match=re.escape(says)):
+        mirror_ramp_input_options(engine_input, without)
 
 
 def leaf_paths(options: dict, prefix: str = "") -> set[str]:
@@ -1012,10 +1033,8 @@ def test_driver_resolutions_are_what_each_driver_sets() -> None:
         check_percent(envoy / 2)
 
 
-def load_filter(name: str) -> Callable[..., Any]:
-    spec = importlib.util.spec_from_file_location(
-        "mirror_input_keys", REPO_ROOT / "filter_plugins" / "mirror_input_keys.py"
-    )
+def load_filter(name: str, module_name: str = "mirror_input_keys") -> Callable[..., Any]:
+    spec = importlib.util.spec_from_file_location(module_name, REPO_ROOT / "filter_plugins" / f"{module_name}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -1023,6 +1042,7 @@ def load_filter(name: str) -> Callable[..., Any]:
 
 
 UNKNOWN_KEYS_FILTER = load_filter("mirror_unknown_keys")
+mirror_ramp_input_options = load_filter("mirror_ramp_input_options", "mirror_ramp_input_options")
 FILTER_OPTIONS = {
     "svc": {"options": {"name": {}, "labels": {}, "subsets": {"type": "list", "options": {"name": {}}}}},
 }
