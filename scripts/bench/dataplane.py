@@ -62,7 +62,9 @@ import re
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -75,6 +77,8 @@ from scripts.bench.results import log
 
 SCRIPT = "scripts/bench/dataplane.py"
 SECTION = "dataplane"
+# A --no-outlier-detection run: its own JSON and its own block of the doc, shown beside the main run.
+NO_OUTLIER_SECTION = "dataplane-no-outlier"
 # The candidate cluster's counters (Envoy /stats) kept per cell: what a down candidate costs Envoy.
 CANDIDATE_COUNTERS = {
     "upstream_cx_total": "connects",
@@ -107,6 +111,11 @@ CONCURRENCY = 16  # client connections opened before a cell; more open only if e
 REQUEST_TIMEOUT_S = 5.0
 MAX_RATE = 800.0
 EJECTION_WAIT_S = 60.0  # the longest a cell waits for the candidate's host to be let back in
+
+
+def section_of(args: argparse.Namespace) -> str:
+    """The doc block and JSON name of a run: a --no-outlier-detection run never writes the main one."""
+    return NO_OUTLIER_SECTION if args.no_outlier_detection else SECTION
 
 
 def key(candidate: str, percent: int) -> str:
@@ -405,7 +414,7 @@ def pooled(
     band = band_of(conditions)
     for condition in conditions:
         if condition.percent:
-            within = condition.p50_vs_off <= band["p50"][1] and condition.p99_vs_off <= band["p99"][1]
+            within = within_band(condition.p50_vs_off, condition.p99_vs_off, band)
             condition.verdict = "within" if within else "ABOVE"
     return conditions
 
@@ -515,8 +524,9 @@ def measure(args: argparse.Namespace) -> dict:
     all_cores = os.sched_getaffinity(0)
     load_rps = float(local_inventory_vars()["mirror_sandbox"]["load"]["rps"])
     resources = local_resources()
+    candidate_subset = resources.destination_rule["spec"]["subsets"][1]["name"]
     if args.no_outlier_detection:
-        resources = without_subset_policy(resources, resources.destination_rule["spec"]["subsets"][1]["name"])
+        resources = without_subset_policy(resources, candidate_subset)
     with (
         results.stopped_on_sigterm(),
         tempfile.TemporaryDirectory(prefix="bench-dataplane-") as tmp,
@@ -552,7 +562,7 @@ def measure(args: argparse.Namespace) -> dict:
     mirrored_conditions = [c for c in conditions if c.percent]
     band = band_of(conditions)
     return {
-        "benchmark": SECTION,
+        "benchmark": section_of(args),
         "quick": args.quick,
         "setup": {
             "capacity_rps": {"mirror_off": round(capacity[0], 1), "mirror_100_healthy": round(capacity[100], 1)},
@@ -566,6 +576,7 @@ def measure(args: argparse.Namespace) -> dict:
             "cores": cores,
             "method": "GET",
             "candidates": CANDIDATES,
+            "candidate_subset": candidate_subset,
             "destination_rule_traffic_policy": resources.destination_rule["spec"].get("trafficPolicy", {}),
             "destination_rule_subset_traffic_policies": resources.subset_traffic_policies,
             "bootstrap": {"resamples": RESAMPLES, "confidence": CONFIDENCE, "seed": SEED},
@@ -643,119 +654,247 @@ def share_rows(document: dict) -> list[list[str]]:
     ]
 
 
-def verdict(document: dict) -> str:
-    s = document["summary"]
-    state = "met" if s["target_met"] else "MISSED"
-    p50, p99 = s["band"]["p50"], s["band"]["p99"]
-    return (
-        f"{s['within']} of {s['judged']} within the A/A band (p50 {p50[0]:.2f}-{p50[1]:.2f}x, p99 "
-        f"{p99[0]:.2f}-{p99[1]:.2f}x): {state}"
-    )
+def within_band(p50_vs_off: float, p99_vs_off: float, band: dict[str, tuple[float, float]]) -> bool:
+    """A mirrored condition is within when both its ratios are at or below the upper ends of the
+    A/A band: a cost the run cannot tell from noise (a condition faster than off is no cost)."""
+    return p50_vs_off <= band["p50"][1] and p99_vs_off <= band["p99"][1]
 
 
-def shares_verdict(document: dict) -> str:
+def _fields(value: dict[str, Any], path: str = "") -> list[tuple[str, str]]:
+    """A nested mapping as (dotted path, value) pairs: outlierDetection.interval, 1s."""
+    pairs: list[tuple[str, str]] = []
+    for field, item in value.items():
+        dotted = f"{path}.{field}" if path else field
+        pairs += _fields(item, dotted) if isinstance(item, dict) and item else [(dotted, str(item))]
+    return pairs
+
+
+def _policy_rows(label: str, policy: dict[str, Any]) -> list[list[str]]:
+    """A trafficPolicy as one row per field ("<label> outlierDetection.interval" | "1s"), "none" when empty."""
+    return [[f"{label} {dotted}", value] for dotted, value in _fields(policy)] or [[label, "none"]]
+
+
+def _placement(cores: dict[str, list[int]] | None) -> str:
+    """'candidate: 1; primary, envoy, client: 0' from the cores of each process."""
+    if not cores:
+        return "every process on every core"
+    by_cores: dict[str, list[str]] = {}
+    for name, pinned in cores.items():
+        by_cores.setdefault(", ".join(str(core) for core in pinned), []).append(name)
+    return "; ".join(f"{', '.join(names)}: {pinned}" for pinned, names in by_cores.items())
+
+
+def _behaviour(behaviour: dict[str, float] | None) -> str:
+    if behaviour is None:
+        return "stopped (connection refused)"
+    return f"error ratio {behaviour['error_ratio']:g}, latency {behaviour['latency_ms']:g} ms"
+
+
+def setting_rows(document: dict) -> list[list[str]]:
     setup = document["setup"]
-    state = "met" if document["summary"]["shares_inside"] else "MISSED"
-    return (
-        f"{setup['share_rps']:g} requests/s for {setup['share_seconds']:g} s per percent: every copy delivered at "
-        f"100% and each observed share inside its 95% Wilson interval: {state}"
-    )
-
-
-def setup_line(document: dict) -> str:
-    setup = document["setup"]
-    cores = setup.get("cores")
-    placement = (
-        f"the candidate on core {cores['candidate']}, the client, Envoy and the primary on {cores['client']}"
-        if cores
-        else "every process on every core"
-    )
-    return (
-        f"{placement}; capacity (flat out): {setup['capacity_rps']['mirror_off']:.0f} requests/s "
-        f"with the mirror off, {setup['capacity_rps']['mirror_100_healthy']:.0f} mirroring 100% to a healthy "
-        f"candidate; every cell {setup['rate_rps']:.0f} requests/s ({setup['load_fraction']:g} of the lower) for "
-        f"{setup['cell_seconds']:g} s, {setup['rounds']} rounds of {len(document['conditions'])} cells, GET, "
-        f"{setup['concurrency']} client connections; DestinationRule trafficPolicy "
-        f"`{json.dumps(setup['destination_rule_traffic_policy'], sort_keys=True)}`"
-        + "".join(
-            f", subset {subset}'s `{json.dumps(policy, sort_keys=True)}`"
+    bootstrap = setup["bootstrap"]
+    return [
+        ["cores", _placement(setup.get("cores"))],
+        ["capacity, mirror off (flat out) req/s", f"{setup['capacity_rps']['mirror_off']:.0f}"],
+        ["capacity, mirroring 100% to a healthy candidate req/s", f"{setup['capacity_rps']['mirror_100_healthy']:.0f}"],
+        ["load fraction (of the lower capacity)", f"{setup['load_fraction']:g}"],
+        ["every cell req/s", f"{setup['rate_rps']:.0f}"],
+        ["cell s", f"{setup['cell_seconds']:g}"],
+        ["rounds", str(setup["rounds"])],
+        ["cells per round", str(len(document["conditions"]))],
+        ["method", setup["method"]],
+        ["client connections", str(setup["concurrency"])],
+        *[[f"candidate {name}", _behaviour(behaviour)] for name, behaviour in setup["candidates"].items()],
+        ["only (--only)", ", ".join(setup["only"]) if setup.get("only") else "every condition"],
+        [
+            "candidate subset's trafficPolicy dropped (--no-outlier-detection)",
+            "yes" if setup.get("no_outlier_detection") else "no",
+        ],
+        *_policy_rows("DestinationRule trafficPolicy (every subset)", setup["destination_rule_traffic_policy"]),
+        *[
+            row
             for subset, policy in setup.get("destination_rule_subset_traffic_policies", {}).items()
-        )
-    )
+            for row in _policy_rows(f"subset {subset}'s own trafficPolicy", policy)
+        ],
+        [
+            "bootstrap over rounds: draws, confidence, seed",
+            f"{bootstrap['resamples']}, {bootstrap['confidence']:.0%}, {bootstrap['seed']}",
+        ],
+        ["delivery check req/s", f"{setup['share_rps']:g}"],
+        ["delivery check s per percent", f"{setup['share_seconds']:g}"],
+    ]
 
 
-def off_line(document: dict) -> str:
-    per_cell = sorted(r["p99_ms"] for r in document["cells"] if (r["candidate"], r["percent"]) == OFF)
+CELLS_HEADER = ["over the cells", "value"]
+
+
+def cell_rows(document: dict) -> list[list[str]]:
+    """The drift the rounds are there to cancel (the off cells' own p99), the waits for the
+    candidate's host, and the errors."""
+    off_p99 = sorted(r["p99_ms"] for r in document["cells"] if (r["candidate"], r["percent"]) == OFF)
     waits = [r["ejection_wait_s"] for r in document["cells"] if r["ejection_wait_s"]]
-    return (
-        f"the off cells' own p99 ranged from {per_cell[0]:.2f} to {per_cell[-1]:.2f} ms (median "
-        f"{per_cell[len(per_cell) // 2]:.2f}): the drift the rounds are there to cancel; {len(waits)} cells waited "
-        f"for the candidate's host to be let back in (longest {max(waits, default=0):.1f} s)"
-    )
-
-
-def counters_line(document: dict) -> str:
-    """Per mirrored condition, its cells' CANDIDATE_COUNTERS summed: what the copies cost Envoy."""
-    parts = []
-    for condition in document["conditions"]:
-        if not condition["percent"]:
-            continue
-        mine = [
-            r.get("candidate_counters", {})
-            for r in document["cells"]
-            if (r["candidate"], r["percent"]) == (condition["candidate"], condition["percent"])
-        ]
-        totals = {label: sum(c.get(name, 0) for c in mine) for name, label in CANDIDATE_COUNTERS.items()}
-        parts.append(f"{condition['candidate']}: " + ", ".join(f"{label} {n}" for label, n in totals.items()))
-    return "Envoy's counters of the candidate's cluster in the measured cells: " + "; ".join(parts)
-
-
-def errors_by_kind(document: dict) -> str:
     kinds = document["summary"].get("error_kinds") or {}
-    return ", ".join(f"{kind}: {count}" for kind, count in kinds.items()) or "none"
+    return [
+        ["off cells' own p99 ms, lowest", f"{off_p99[0]:.2f}"],
+        ["off cells' own p99 ms, median", f"{off_p99[len(off_p99) // 2]:.2f}"],
+        ["off cells' own p99 ms, highest", f"{off_p99[-1]:.2f}"],
+        ["cells that waited for the candidate's host to be let back in", str(len(waits))],
+        ["longest wait s", f"{max(waits, default=0):.1f}"],
+        ["errors in all cells", str(document["summary"]["errors"])],
+        ["errors by kind", ", ".join(f"{kind}: {count}" for kind, count in kinds.items()) or "none"],
+    ]
+
+
+COUNTERS_HEADER = ["candidate (measured cells)", *CANDIDATE_COUNTERS.values()]
+
+
+def _counter_totals(document: dict, candidate: str, percent: int) -> dict[str, int]:
+    """A mirrored condition's cells' CANDIDATE_COUNTERS summed: what its copies cost Envoy."""
+    mine = [
+        r.get("candidate_counters", {})
+        for r in document["cells"]
+        if (r["candidate"], r["percent"]) == (candidate, percent)
+    ]
+    return {name: sum(counters.get(name, 0) for counters in mine) for name in CANDIDATE_COUNTERS}
+
+
+def counter_rows(document: dict) -> list[list[str]]:
+    return [
+        [
+            f"{c['candidate']} {c['percent']}%",
+            *map(str, _counter_totals(document, c["candidate"], c["percent"]).values()),
+        ]
+        for c in document["conditions"]
+        if c["percent"]
+    ]
+
+
+TARGET_HEADER = ["target", "measured", "met"]
+
+
+def target_rows(document: dict) -> list[list[str]]:
+    """Each mirrored condition against the upper ends of the A/A band, the data-plane target, and
+    delivery."""
+    summary = document["summary"]
+    band = summary["band"]
+    mirrored = [c for c in document["conditions"] if c["percent"]]
+    exact = [s for s in document["shares"] if s["percent"] == 100]
+    sampled = [s for s in document["shares"] if s["percent"] != 100]
+    sampled_percents = ", ".join(f"{s['percent']:g}" for s in sampled)
+    return [
+        [
+            "A/A band (1 ± the A/A interval's farthest end from 1)",
+            f"p50 {band['p50'][0]:.2f}-{band['p50'][1]:.2f}x, p99 {band['p99'][0]:.2f}-{band['p99'][1]:.2f}x",
+            "-",
+        ],
+        *[
+            [
+                f"{c['candidate']} {c['percent']}%: p50/off <= {band['p50'][1]:.2f}x and p99/off <= {band['p99'][1]:.2f}x",
+                f"{c['p50_vs_off']:.2f}x, {c['p99_vs_off']:.2f}x",
+                results.met(within_band(c["p50_vs_off"], c["p99_vs_off"], band)),
+            ]
+            for c in mirrored
+        ],
+        [summary["target"], f"{summary['within']} of {summary['judged']} within", results.met(summary["target_met"])],
+        *[["every copy delivered at 100%", f"{s['mirrored']} of {s['sent']}", results.met(s["inside"])] for s in exact],
+        [
+            f"{sampled_percents}%: each observed share inside its 95% Wilson interval",
+            f"{sum(s['inside'] for s in sampled)} of {len(sampled)} inside",
+            results.met(all(s["inside"] for s in sampled)),
+        ],
+    ]
+
+
+DOWN = ("down", 100)
+COMPARISON_HEADER = [
+    "down candidate 100%",
+    "run",
+    "candidate's outlier detection",
+    f"p50/off ({CONFIDENCE:.0%})",
+    f"p99/off ({CONFIDENCE:.0%})",
+    "A/A band p50",
+    "A/A band p99",
+    "refused",
+    "no healthy upstream",
+    "ejections",
+    "verdict",
+]
+
+
+def with_outlier_path(quick: bool) -> Path:
+    """The JSON of the run with the candidate's outlier detection that a --no-outlier-detection
+    run is shown beside: the main run's, quick beside quick."""
+    return results.BENCH_DIR / (f"{SECTION}.quick.json" if quick else f"{SECTION}.json")
+
+
+def _outlier_detection_of(setup: dict) -> str:
+    """Where the candidate's outlier detection came from: its subset's own trafficPolicy (istiod's
+    merge: it replaces the DestinationRule's whole), the DestinationRule's, or none."""
+    subset = setup.get("candidate_subset", "candidate")
+    if "outlierDetection" in setup.get("destination_rule_subset_traffic_policies", {}).get(subset, {}):
+        return f"subset {subset}'s own"
+    if "outlierDetection" in setup["destination_rule_traffic_policy"]:
+        return "the DestinationRule's (every subset)"
+    return "none"
+
+
+def comparison_rows(documents: list[dict]) -> list[list[str]]:
+    """The down candidate of each run, side by side: with and without its outlier detection."""
+    rows = []
+    for document in documents:
+        down = next(c for c in document["conditions"] if (c["candidate"], c["percent"]) == DOWN)
+        band = document["summary"]["band"]
+        counters = _counter_totals(document, *DOWN)
+        rows.append(
+            [
+                "without (--no-outlier-detection)" if document["setup"].get("no_outlier_detection") else "with",
+                f"{document['when']}, {document['setup']['rounds']} rounds",
+                _outlier_detection_of(document["setup"]),
+                _ratio(down["p50_vs_off"], down["p50_interval"]),
+                _ratio(down["p99_vs_off"], down["p99_interval"]),
+                f"{band['p50'][0]:.2f}-{band['p50'][1]:.2f}x",
+                f"{band['p99'][0]:.2f}-{band['p99'][1]:.2f}x",
+                str(counters["upstream_cx_connect_fail"]),
+                str(counters["upstream_cx_none_healthy"]),
+                str(counters["outlier_detection.ejections_enforced_total"]),
+                down["verdict"],
+            ]
+        )
+    return rows
+
+
+def beside(document: dict) -> list[dict]:
+    """A --no-outlier-detection run with the down candidate, after the run with outlier detection
+    (its JSON, when there is one): the documents of the comparison; none for any other run."""
+    if not document["setup"].get("no_outlier_detection") or not any(
+        (c["candidate"], c["percent"]) == DOWN for c in document["conditions"]
+    ):
+        return []
+    path = with_outlier_path(document["quick"])
+    return [results.read_json(path), document] if path.exists() else [document]
+
+
+def tables(document: dict, render: Callable[[list[str], list[list[Any]]], str]) -> list[str]:
+    """Every table of a run, drawn by `render` (text for the terminal, markdown for the doc)."""
+    parts = [
+        render(results.SETTING_HEADER, setting_rows(document)),
+        render(HEADER, rows(document)),
+        render(CELLS_HEADER, cell_rows(document)),
+        render(COUNTERS_HEADER, counter_rows(document)),
+        render(TARGET_HEADER, target_rows(document)),
+        render(SHARE_HEADER, share_rows(document)),
+    ]
+    if compared := beside(document):
+        parts.append(render(COMPARISON_HEADER, comparison_rows(compared)))
+    return parts
 
 
 def table(document: dict) -> str:
-    return "\n".join(
-        [
-            setup_line(document),
-            "",
-            results.text_table(HEADER, rows(document)),
-            "",
-            f"{off_line(document)}; errors {document['summary']['errors']} ({errors_by_kind(document)})",
-            counters_line(document),
-            f"target ({document['summary']['target']}): {verdict(document)}",
-            "",
-            results.text_table(SHARE_HEADER, share_rows(document)),
-            "",
-            shares_verdict(document),
-        ]
-    )
+    return "\n\n".join(tables(document, results.text_table))
 
 
 def doc_section(document: dict) -> str:
-    return "\n".join(
-        [
-            results.run_line(document),
-            "",
-            f"Setup: {setup_line(document)}; latencies as the client sees them, each condition pooled over its "
-            "rounds. p50/off, p99/off: against both off cells of every round, pooled (the A/A control: the second "
-            f"off cells against the first), with the {CONFIDENCE:.0%} interval of a bootstrap over rounds.",
-            "",
-            results.markdown_table(HEADER, rows(document)),
-            "",
-            f"{off_line(document)[0].upper()}{off_line(document)[1:]}. Errors in all cells: "
-            f"{document['summary']['errors']} ({errors_by_kind(document)}).",
-            "",
-            f"{counters_line(document)}.",
-            "",
-            f"Target ({document['summary']['target']}): **{verdict(document)}**.",
-            "",
-            results.markdown_table(SHARE_HEADER, share_rows(document)),
-            "",
-            f"Delivery: **{shares_verdict(document)}**.",
-        ]
-    )
+    return "\n\n".join([results.run_line(document), *tables(document, results.markdown_table)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -780,7 +919,8 @@ def main(argv: list[str] | None = None) -> int:
         "--no-outlier-detection",
         action="store_true",
         help="the local inventory's DestinationRule without the candidate subset's trafficPolicy "
-        "(its outlier detection): the cost of a down candidate it removes",
+        "(its outlier detection): the cost of a down candidate it removes; written to dataplane-no-outlier.json "
+        "and, with --write-doc, to its own block of the doc beside the main run's down candidate",
     )
     parser.add_argument(
         "--only",
@@ -798,15 +938,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             f"--load-fraction {args.load_fraction}, --capacity-seconds {args.capacity_seconds}: allowed (0, 1] and 1..30"
         )
-    out = results.output_path(args, SECTION)
-    if args.write_doc and (args.quick or args.only or args.no_outlier_detection):
-        parser.error("--write-doc needs a full run, not --quick, --only or --no-outlier-detection")
+    section = section_of(args)
+    out = results.output_path(args, section)
+    if args.write_doc and args.quick:
+        parser.error("--write-doc needs a full run, not --quick")
+    if args.write_doc and not args.from_json:
+        if not args.no_outlier_detection and args.only:
+            parser.error("--write-doc of the main block needs every condition, not --only")
+        if args.no_outlier_detection and DOWN not in (args.only or MIRRORED):
+            parser.error("--write-doc --no-outlier-detection needs the down candidate (--only down-100)")
 
     return results.finish(
         args,
         argv,
         script=SCRIPT,
-        section=SECTION,
+        section=section,
         out=out,
         measure=measure,
         table=table,
