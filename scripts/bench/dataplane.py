@@ -41,8 +41,12 @@ Run from the repository root with the venv (`make bench` runs every benchmark):
     python scripts/bench/dataplane.py --quick         # smoke run: 2 rounds of 1 s cells, dataplane.quick.json
     python scripts/bench/dataplane.py --write-doc     # and rewrite its section of docs/benchmarks.md
     python scripts/bench/dataplane.py --from-json --write-doc   # the doc from the last build/bench/dataplane.json
+    python scripts/bench/dataplane.py --no-outlier-detection --only down-100 --rounds 12 --write-doc
 
-(`python -m scripts.bench.dataplane` works too.) Prints a table, writes build/bench/dataplane.json.
+(`python -m scripts.bench.dataplane` works too.) Prints tables, writes build/bench/dataplane.json. A
+--no-outlier-detection run writes build/bench/dataplane-no-outlier.json and, with --write-doc, only
+its own block of the doc (`<!-- bench:dataplane-no-outlier -->`), which adds the down candidate of
+the last run with outlier detection beside its own.
 """
 
 from __future__ import annotations
