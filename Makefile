@@ -62,6 +62,7 @@ test: setup lint pytest molecule
 bench: setup
 	python -m scripts.bench.reaction --write-doc
 	python -m scripts.bench.dataplane --write-doc
+	python -m scripts.bench.dataplane --no-outlier-detection --only down-100 --write-doc
 	python -m scripts.bench.scale --write-doc
 	python -m scripts.bench.judge --write-doc
 

@@ -184,8 +184,7 @@ def machine_markdown(info: dict[str, Any]) -> str:
             f"- CPUs (nproc): {info['nproc']}, {info['cpu']}",
             f"- Memory: {info['memory']}",
             f"- Debian {info['debian']}, kernel {info['kernel']}, Python {info['python']}",
-            # Runs before Envoy replaced nginx recorded the nginx version.
-            f"- {info.get('envoy') or info.get('nginx', '?')}; {info['prometheus']}",
+            f"- {info['envoy']}; {info['prometheus']}",
             f"- Load average (1, 5, 15 min) at the start of the last run written here: {load}",
         ]
     )
