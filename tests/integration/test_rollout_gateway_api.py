@@ -32,16 +32,19 @@ from typing import Any
 import pytest
 import yaml
 
-from mirrorramp import promql
-from mirrorramp.promql import QueryContext
-from mirrorsandbox.istio_metrics_source import IstioMetricsSource
 from tests.fakes.kube_api import KubeApiServer, RecordedRequest
 from tests.fakes.kube_fixtures import kube_api_server  # noqa: F401
-from tests.integration.test_rollout_istio import service_lines, stored_objects, task_lines
 from tests.support.ansible_run import REPO_ROOT, PlaybookRun, recap_counts, run_playbook
-from tests.support.prometheus_server import PrometheusServer, poll_until
-from tests.support.rule_loader import PrometheusRuleLoader
-from tests.support.traffic_feeder import TrafficFeeder
+from tests.support.prometheus_server import poll_until
+from tests.support.rollout_stack import (
+    RolloutStack,
+    error_ratio_query,
+    rendered_manifests,
+    rollout_stack,
+    service_lines,
+    stored_objects,
+    task_lines,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -147,11 +150,6 @@ def shared_percent(filters: list[dict[str, Any]]) -> Fraction:
     return share
 
 
-def error_ratio_query(workload: str) -> str:
-    context = QueryContext(SERVICE, NAMESPACE, ENVIRONMENT, "user-service-v1", (workload,), WINDOW)
-    return promql.render(promql.ERROR_RATIO, context)
-
-
 class RouteWatcher:
     """Polls the live HTTPRoute from a bounded background thread; keeps each new set of mirror filters."""
 
@@ -168,7 +166,8 @@ class RouteWatcher:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.ident is not None:  # started: stopping twice, or before a start, is fine
+            self._thread.join(timeout=5)
 
     def _run(self) -> None:
         # Every 50 ms: a step holds at least a second, so no step is missed.
@@ -182,32 +181,25 @@ class RouteWatcher:
                 return
 
 
-def rendered_manifests(build_dir: Path) -> list[dict[str, Any]]:
-    return [yaml.safe_load(path.read_text()) for path in sorted((build_dir / "k8s").glob("*.yml"))]
+@pytest.fixture(scope="module")
+def stack(kube_api_server: KubeApiServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RolloutStack]:  # noqa: F811
+    with rollout_stack(
+        kube_api_server,
+        tmp_path_factory.mktemp("prometheus"),
+        namespace=NAMESPACE,
+        service=SERVICE,
+        workloads=WORKLOADS,
+    ) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
-def stack(kube_api_server: KubeApiServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:  # noqa: F811
-    kube_api_server.reset()
-    kube_api_server.ensure_namespace(NAMESPACE)
-    source = IstioMetricsSource(namespace=NAMESPACE, service=SERVICE).start()
-    prometheus = PrometheusServer(tmp_path_factory.mktemp("prometheus"), targets=[source.target])
-    feeder = TrafficFeeder(source, WORKLOADS)
-    watcher = RouteWatcher(kube_api_server)
-    # As prometheus-operator: the rules rollout.yml applies are loaded (the alert gate needs them).
-    loader = PrometheusRuleLoader(kube_api_server, prometheus)
+def watcher(stack: RolloutStack) -> Iterator[RouteWatcher]:
+    route_watcher = RouteWatcher(stack.kube)
     try:
-        prometheus.start()
-        feeder.start()
-        loader.start()
-        yield {"kube": kube_api_server, "prometheus": prometheus, "feeder": feeder, "watcher": watcher}
+        yield route_watcher
     finally:
-        watcher.stop()
-        loader.stop()
-        feeder.stop()
-        prometheus.stop()
-        source.stop()
-        kube_api_server.reset()
+        route_watcher.stop()
 
 
 @pytest.fixture(scope="module")
@@ -216,10 +208,8 @@ def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def stages(stack: dict[str, Any], build_dir: Path) -> dict[str, Stage]:
-    kube: KubeApiServer = stack["kube"]
-    prometheus: PrometheusServer = stack["prometheus"]
-    feeder: TrafficFeeder = stack["feeder"]
+def stages(stack: RolloutStack, watcher: RouteWatcher, build_dir: Path) -> dict[str, Stage]:
+    kube, prometheus, feeder = stack.kube, stack.prometheus, stack.feeder
     extra_vars = {
         "mirror_mesh_api": "gateway-api",
         "mirror_build_dir": str(build_dir),
@@ -250,7 +240,7 @@ def stages(stack: dict[str, Any], build_dir: Path) -> dict[str, Stage]:
         assert result.returncode == 0, f"run {label} failed:\n{result.output[-5000:]}"
         out[label] = Stage(result, kube.requests, stored_objects(kube), kube.resource_version)
 
-    watcher = stack["watcher"].start()
+    watcher.start()
     try:
         run("first")
     finally:
@@ -265,7 +255,7 @@ def stages(stack: dict[str, Any], build_dir: Path) -> dict[str, Stage]:
     run("status", "playbooks/status.yml")
 
     feeder.failing.add(FAILING)
-    query = error_ratio_query(FAILING)
+    query = error_ratio_query(SERVICE, NAMESPACE, ENVIRONMENT, FAILING, WINDOW)
     poll_until(
         lambda: any(float(s["value"][1]) > 0.2 for s in prometheus.query(query)),
         timeout=30,
@@ -342,10 +332,10 @@ def test_first_run_ramps_through_every_step_to_20_percent(stages: dict[str, Stag
 
 
 def test_every_step_wrote_its_exact_share_and_the_half_percent_as_a_fraction(
-    stages: dict[str, Stage], stack: dict[str, Any]
+    stages: dict[str, Stage], watcher: RouteWatcher
 ) -> None:
     """The live route as seen while the first run ramped: one share per step, 0.5 % as 5/1000."""
-    seen: list[list[dict[str, Any]]] = stack["watcher"].seen
+    seen = watcher.seen
     mirrored = [filters for filters in seen if filters]
     assert [shared_percent(filters) for filters in mirrored] == [Fraction(p).limit_denominator(1000) for p in PERCENTS]
     half = mirrored[0]

@@ -27,15 +27,19 @@ import pytest
 import requests
 import yaml
 
-from mirrorramp import promql
-from mirrorramp.promql import QueryContext
-from mirrorsandbox.istio_metrics_source import IstioMetricsSource
-from tests.fakes.kube_api import RESOURCE_TYPES, KubeApiServer, RecordedRequest
+from tests.fakes.kube_api import KubeApiServer, RecordedRequest
 from tests.fakes.kube_fixtures import kube_api_server  # noqa: F401
 from tests.support.ansible_run import REPO_ROOT, PlaybookRun, recap_counts, run_playbook
-from tests.support.prometheus_server import PrometheusServer, poll_until
-from tests.support.rule_loader import PrometheusRuleLoader
-from tests.support.traffic_feeder import TrafficFeeder
+from tests.support.prometheus_server import poll_until
+from tests.support.rollout_stack import (
+    RolloutStack,
+    error_ratio_query,
+    rendered_manifests,
+    rollout_stack,
+    service_lines,
+    stored_objects,
+    task_lines,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -83,17 +87,6 @@ class Stage:
         return json.loads(self.vs(name)["metadata"]["annotations"][STATE_ANNOTATION])
 
 
-def stored_objects(server: KubeApiServer) -> dict[tuple[str, str, str], dict[str, Any]]:
-    """Every object of every served kind but namespaces: (kind, namespace, name) -> object."""
-    out = {}
-    for rt in RESOURCE_TYPES:
-        if rt.kind == "Namespace":
-            continue
-        for obj in server.list_objects(rt.group, rt.versions[0], rt.kind):
-            out[(rt.kind, obj["metadata"].get("namespace", ""), obj["metadata"]["name"])] = obj
-    return out
-
-
 def mirror_keys(node: Any, path: str = "") -> list[str]:
     """Paths of every mirror field anywhere in `node`."""
     found = []
@@ -121,43 +114,16 @@ def without_mirror_fields(vs: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def task_lines(output: str, task: str) -> list[str]:
-    """The result lines (ok/changed/failed ...) of one task."""
-    section = output.split(f"TASK [{task}]", 1)[1].split("\nTASK [", 1)[0].split("\nPLAY RECAP", 1)[0]
-    return [line for line in section.splitlines() if re.match(r"^(ok|changed|failed|fatal|skipping): ", line)]
-
-
-def service_lines(output: str, task: str) -> list[str]:
-    """What the one ramp task printed for each service: "changed user-service", "ok order-service"."""
-    pattern = r"^(ok|changed|failed): \[[a-z]+\] (?:\(check mode, nothing written\) )?([a-z0-9-]+): "
-    return [" ".join(m.groups()) for line in task_lines(output, task) if (m := re.match(pattern, line))]
-
-
-def error_ratio_query(workload: str) -> str:
-    context = QueryContext("user-service", NAMESPACE, "dev", "user-service-v1", (workload,), WINDOW)
-    return promql.render(promql.ERROR_RATIO, context)
-
-
 @pytest.fixture(scope="module")
-def stack(kube_api_server: KubeApiServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:  # noqa: F811
-    kube_api_server.reset()
-    kube_api_server.ensure_namespace(NAMESPACE)
-    source = IstioMetricsSource(namespace=NAMESPACE, service="user-service").start()
-    prometheus = PrometheusServer(tmp_path_factory.mktemp("prometheus"), targets=[source.target])
-    feeder = TrafficFeeder(source, WORKLOADS)
-    # As prometheus-operator: the rules rollout.yml applies are loaded (the alert gate needs them).
-    loader = PrometheusRuleLoader(kube_api_server, prometheus)
-    try:
-        prometheus.start()
-        feeder.start()
-        loader.start()
-        yield {"kube": kube_api_server, "prometheus": prometheus, "feeder": feeder, "loader": loader}
-    finally:
-        loader.stop()
-        feeder.stop()
-        prometheus.stop()
-        source.stop()
-        kube_api_server.reset()
+def stack(kube_api_server: KubeApiServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RolloutStack]:  # noqa: F811
+    with rollout_stack(
+        kube_api_server,
+        tmp_path_factory.mktemp("prometheus"),
+        namespace=NAMESPACE,
+        service="user-service",
+        workloads=WORKLOADS,
+    ) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -166,10 +132,8 @@ def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def stages(stack: dict[str, Any], build_dir: Path) -> dict[str, Stage]:
-    kube: KubeApiServer = stack["kube"]
-    prometheus: PrometheusServer = stack["prometheus"]
-    feeder: TrafficFeeder = stack["feeder"]
+def stages(stack: RolloutStack, build_dir: Path) -> dict[str, Stage]:
+    kube, prometheus, feeder = stack.kube, stack.prometheus, stack.feeder
     extra_vars = {
         "mirror_build_dir": str(build_dir),
         "mirror_kube": {
@@ -213,7 +177,7 @@ def stages(stack: dict[str, Any], build_dir: Path) -> dict[str, Stage]:
     )
     assert patched.status_code == 200, patched.text
     feeder.failing.add(FAILING)
-    query = error_ratio_query(FAILING)
+    query = error_ratio_query("user-service", NAMESPACE, "dev", FAILING, WINDOW)
     poll_until(
         lambda: any(float(s["value"][1]) > 0.2 for s in prometheus.query(query)),
         timeout=30,
@@ -245,14 +209,10 @@ def stages(stack: dict[str, Any], build_dir: Path) -> dict[str, Stage]:
 # -- 1. first run ----------------------------------------------------------------------------
 
 
-def rendered_manifests(build_dir: Path) -> list[dict[str, Any]]:
-    return [yaml.safe_load(path.read_text()) for path in sorted((build_dir / "k8s").glob("*.yml"))]
-
-
-def test_the_applied_alert_rules_were_loaded_into_prometheus(stages: dict[str, Stage], stack: dict[str, Any]) -> None:
-    loader: PrometheusRuleLoader = stack["loader"]
+def test_the_applied_alert_rules_were_loaded_into_prometheus(stages: dict[str, Stage], stack: RolloutStack) -> None:
+    loader = stack.loader
     assert loader.error is None and loader.loads >= 1
-    answer = requests.get(f"{stack['prometheus'].url}/api/v1/rules", params={"type": "alert"}, timeout=5).json()
+    answer = requests.get(f"{stack.prometheus.url}/api/v1/rules", params={"type": "alert"}, timeout=5).json()
     loaded = {rule["name"] for group in answer["data"]["groups"] for rule in group["rules"]}
     assert {"MirrorErrorRatioHigh", "MirrorLatencyP99High", "MirrorNoTraffic"} <= loaded
 
