@@ -85,6 +85,23 @@ LABELS = (
     "grpc_response_status",
     "connection_security_policy",
 )
+
+
+def istio_request_metrics(registry: CollectorRegistry) -> tuple[Counter, Histogram]:
+    """The request count and duration families a sidecar exports, in `registry`: Istio's names,
+    labels and buckets (the backends and the synthetic metrics source both export them)."""
+    # prometheus_client appends _total itself: the exposed name is istio_requests_total.
+    requests = Counter("istio_requests", "Requests served.", LABELS, registry=registry)
+    duration = Histogram(
+        "istio_request_duration_milliseconds",
+        "Request duration in milliseconds.",
+        LABELS,
+        buckets=ISTIO_DURATION_BUCKETS_MS,
+        registry=registry,
+    )
+    return requests, duration
+
+
 MAX_BODY = 1 << 20  # bodies above 1 MiB are refused (413): the sandbox has no use for them
 RECENT_LIMIT = 20000  # requests kept with their details; counts cover every request served
 
@@ -164,15 +181,7 @@ class Backend:
         # 800 requests/s is 24,000).
         self.counts: dict[str, int] = {}
         self.registry = CollectorRegistry()
-        # prometheus_client appends _total itself: the exposed name is istio_requests_total.
-        self.requests = Counter("istio_requests", "Requests served.", LABELS, registry=self.registry)
-        self.duration = Histogram(
-            "istio_request_duration_milliseconds",
-            "Request duration in milliseconds.",
-            LABELS,
-            buckets=ISTIO_DURATION_BUCKETS_MS,
-            registry=self.registry,
-        )
+        self.requests, self.duration = istio_request_metrics(self.registry)
         self.base_labels = {
             "reporter": "destination",
             "source_workload": "loadgen",  # the sandbox's client: its load generator, through Envoy

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import threading
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, start_http_server
 
 # Istio's names, labels and buckets: the sandbox backend's, which exports them as a mesh would.
-from mirrorsandbox.backend import ISTIO_DURATION_BUCKETS_MS, LABELS
+from mirrorsandbox.backend import istio_request_metrics
 
 
 class IstioMetricsSource:
@@ -28,15 +28,7 @@ class IstioMetricsSource:
         self.namespace = namespace
         self.service = service
         self.registry = CollectorRegistry()
-        # prometheus_client appends _total itself: the exposed name is istio_requests_total.
-        self._requests = Counter("istio_requests", "Requests served.", LABELS, registry=self.registry)
-        self._duration = Histogram(
-            "istio_request_duration_milliseconds",
-            "Request duration in milliseconds.",
-            LABELS,
-            buckets=ISTIO_DURATION_BUCKETS_MS,
-            registry=self.registry,
-        )
+        self._requests, self._duration = istio_request_metrics(self.registry)
         self._lock = threading.Lock()
         self._server = None
         self._thread = None
