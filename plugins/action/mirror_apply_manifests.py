@@ -7,20 +7,35 @@ applies the manifests in one process, one after the other, with the same request
 server. This action runs it so and lifts what the module nests back up: a line per changed
 manifest, and each manifest's diff at the task's level, where --diff shows it. Check mode is
 the module's own (a server-side dry run). Documentation: plugins/modules/mirror_apply_manifests.py.
+
+Given a `directory` (role mirror_apply: the render's build/<env>/k8s), the action reads the files
+itself, lists the live routes and keeps their mirror (keep_live_mirror), and returns the digest
+that names the copy of what it applied: done in tasks, 600 manifests held as a fact made every
+later task of the play template them again (20 s of a 100-service apply).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
+import yaml
 from ansible import constants as C
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
+from mirrorramp.errors import MirrorRampError
+from mirrorramp.routes import keep_live_mirrors, route_collections
+
 display = Display()
 
 CONNECTION_OPTIONS = ("kubeconfig", "context", "host", "api_key", "validate_certs", "ca_cert")
 ARGUMENT_SPEC = {
-    "definitions": {"type": "list", "elements": "dict", "required": True},
+    "definitions": {"type": "list", "elements": "dict"},
+    "directory": {"type": "path"},
+    "keep_live_mirror": {"type": "bool", "default": False},
     "kube": {
         "type": "dict",
         "default": {},
@@ -34,6 +49,37 @@ ARGUMENT_SPEC = {
         },
     },
 }
+MUTUALLY_EXCLUSIVE = [("definitions", "directory")]
+REQUIRED_ONE_OF = [("definitions", "directory")]
+# The C loader where PyYAML has it: 600 files in a fraction of a second.
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def read_manifests(directory: Path) -> tuple[list[dict], list[str]]:
+    """The manifest of every *.yml file directly under `directory`, in the order of their paths,
+    and the paths (what an error names)."""
+    paths = sorted(directory.glob("*.yml"))
+    if not paths:
+        raise AnsibleActionFail(
+            f"mirror_apply_manifests: no manifest (*.yml) under {directory}: render the environment first "
+            "(ansible-playbook playbooks/render.yml -i <inventory>)"
+        )
+    manifests = []
+    for path in paths:
+        try:
+            manifest = yaml.load(path.read_text(encoding="utf-8"), Loader=YAML_LOADER)
+        except (OSError, yaml.YAMLError) as e:
+            raise AnsibleActionFail(f"mirror_apply_manifests: {path}: not one YAML document: {e}") from e
+        if not isinstance(manifest, dict):
+            raise AnsibleActionFail(f"mirror_apply_manifests: {path}: expected a manifest (a mapping)")
+        manifests.append(manifest)
+    return manifests, [str(path) for path in paths]
+
+
+def digest(manifests: list[dict]) -> str:
+    """12 hex digits of the SHA-256 of the manifests as JSON with sorted keys: the same as the
+    role's earlier `to_json(sort_keys=true) | hash('sha256')`, so kept copies keep their names."""
+    return hashlib.sha256(json.dumps(manifests, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def label(manifest: dict) -> str:
@@ -50,17 +96,31 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         del tmp
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
-        manifests = args["definitions"]
-        for index, manifest in enumerate(manifests):
+        _, args = self.validate_argument_spec(
+            argument_spec=ARGUMENT_SPEC, mutually_exclusive=MUTUALLY_EXCLUSIVE, required_one_of=REQUIRED_ONE_OF
+        )
+        if args["directory"] is None:
+            manifests = args["definitions"]
+            sources = [f"definitions[{index}]" for index in range(len(manifests))]
+        else:
+            manifests, sources = read_manifests(Path(args["directory"]))
+        for source, manifest in zip(sources, manifests, strict=True):
             if not manifest.get("kind") or not (manifest.get("metadata") or {}).get("name"):
-                raise AnsibleActionFail(f"mirror_apply_manifests: definitions[{index}] has no kind or metadata.name")
+                raise AnsibleActionFail(f"mirror_apply_manifests: {source} has no kind or metadata.name")
+        result["digest"] = digest(manifests)
         if not manifests:
             result.update(changed=False, results=[])
             return result
         kube = args["kube"] or {}
-        module_args = {"state": "present", "definition": manifests}
-        module_args |= {key: kube[key] for key in CONNECTION_OPTIONS if kube.get(key) not in (None, "")}
+        connection = {key: kube[key] for key in CONNECTION_OPTIONS if kube.get(key) not in (None, "")}
+        definitions = manifests
+        if args["keep_live_mirror"]:
+            live = self._live_routes(manifests, connection, task_vars)
+            try:
+                definitions = keep_live_mirrors(manifests, live)
+            except MirrorRampError as e:
+                raise AnsibleActionFail(f"mirror_apply_manifests: {e}") from e
+        module_args = {"state": "present", "definition": definitions} | connection
         applied = self._execute_module(module_name="kubernetes.core.k8s", module_args=module_args, task_vars=task_vars)
         if applied.get("failed"):
             # The module stops at the first manifest it cannot apply; the ones before it are applied.
@@ -72,7 +132,7 @@ class ActionModule(ActionBase):
         # One definition: the module returns its result flat; several: nested under result.results.
         outcomes = applied["result"]["results"] if len(manifests) > 1 else [applied]
         rows, diffs = [], []
-        for manifest, outcome in zip(manifests, outcomes, strict=True):
+        for manifest, outcome in zip(definitions, outcomes, strict=True):
             name = label(manifest)
             changed = bool(outcome.get("changed"))
             rows.append({"resource": name, "changed": changed, "method": outcome.get("method")})
@@ -88,3 +148,19 @@ class ActionModule(ActionBase):
         if diffs:
             result["diff"] = diffs
         return result
+
+    def _live_routes(self, manifests: list[dict], connection: dict, task_vars) -> list[dict]:
+        """The live routes of the manifests' route kinds: one kubernetes.core.k8s_info LIST per
+        apiVersion, kind and namespace (read-only, so also in check mode)."""
+        live: list[dict] = []
+        for api_version, kind, namespace in route_collections(manifests):
+            module_args = {"api_version": api_version, "kind": kind, "namespace": namespace} | connection
+            listed = self._execute_module(
+                module_name="kubernetes.core.k8s_info", module_args=module_args, task_vars=task_vars
+            )
+            if listed.get("failed"):
+                raise AnsibleActionFail(
+                    f"kubernetes.core.k8s_info: cannot list {kind} in {namespace}: {listed.get('msg', 'failed')}"
+                )
+            live.extend(listed.get("resources") or [])
+        return live

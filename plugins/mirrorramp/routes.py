@@ -9,7 +9,7 @@ API (virtualservice, httproute), each one a RouteApi; the driver, the drift chec
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from mirrorramp.errors import DriverError
@@ -69,6 +69,37 @@ def keep_live_mirror(rendered: dict, live: dict | None) -> dict:
     """`rendered` with the live mirror kept, by the route API of its kind (other kinds as they are)."""
     api = route_api_for_kind(rendered.get("kind"))
     return rendered if api is None else api.keep_live_mirror(rendered, live)
+
+
+def route_collections(manifests: Iterable[dict]) -> list[tuple[str, str, str]]:
+    """(apiVersion, kind, namespace) of every route among `manifests`, each once, in first-seen
+    order: what to LIST to know their live mirrors (a read per namespace, not one per route)."""
+    seen: dict[tuple[str, str, str], None] = {}
+    for manifest in manifests:
+        if route_api_for_kind(manifest.get("kind")) is not None:
+            namespace = (manifest.get("metadata") or {}).get("namespace")
+            seen.setdefault((manifest.get("apiVersion"), manifest["kind"], namespace), None)
+    return list(seen)
+
+
+def keep_live_mirrors(manifests: Sequence[dict], live_objects: Iterable[dict]) -> list[dict]:
+    """Each of `manifests` with the live mirror of its own live object (keep_live_mirror): the
+    object of `live_objects` with the same kind, namespace and name. Items of a LIST may come
+    without kind (the API server omits it for built-in kinds): such an object stands for any kind
+    of its namespace and name."""
+    live_by_key: dict[tuple[str | None, str | None, str | None], dict] = {}
+    for obj in live_objects:
+        if isinstance(obj, dict):
+            meta = obj.get("metadata") or {}
+            live_by_key.setdefault((obj.get("kind"), meta.get("namespace"), meta.get("name")), obj)
+
+    def live_of(manifest: dict) -> dict | None:
+        meta = manifest.get("metadata") or {}
+        namespace, name = meta.get("namespace"), meta.get("name")
+        found = live_by_key.get((manifest.get("kind"), namespace, name))
+        return found if found is not None else live_by_key.get((None, namespace, name))
+
+    return [keep_live_mirror(manifest, live_of(manifest)) for manifest in manifests]
 
 
 def owned_by_ramp(live: dict | None) -> bool:

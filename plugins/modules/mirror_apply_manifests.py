@@ -15,13 +15,26 @@ description:
     and returns each manifest's diff at the task's level, so C(--diff) shows them.
   - Check mode is the module's server-side dry run. The module stops at the first manifest the API
     server refuses; the ones before it are applied, and the task fails with the server's message.
-  - roles/mirror_apply uses it for the rendered manifests of an environment.
+  - roles/mirror_apply uses it for the rendered manifests of an environment, with O(directory) and
+    O(keep_live_mirror).
 options:
   definitions:
     description: The manifests, in the order to apply them. Each needs C(kind) and C(metadata.name).
+      One of O(definitions) and O(directory) is required.
     type: list
     elements: dict
-    required: true
+  directory:
+    description: A directory whose C(*.yml) files (not its subdirectories) hold one manifest each, applied
+      in the order of their paths - what C(playbooks/render.yml) writes under C(build/<env>/k8s). Read by
+      the action, so that the play never holds the manifests as a variable.
+    type: path
+  keep_live_mirror:
+    description: Keep the live mirror of every route (VirtualService, HTTPRoute) the ramp owns, as the
+      filter C(mirror_keep_live) does - the live routes are listed with M(kubernetes.core.k8s_info), once
+      per apiVersion, kind and namespace (also in check mode, which only reads). So a re-apply neither
+      puts back a mirror that the ramp removed nor resets the percentage it reached.
+    type: bool
+    default: false
   kube:
     description: The connection options of kubernetes.core (unset or null ones fall back to the module's
       defaults - the K8S_AUTH_* variables, then ~/.kube/config or the in-cluster service account).
@@ -41,6 +54,12 @@ author: mirror-ramp
 """
 
 EXAMPLES = r"""
+- name: Apply the rendered manifests of an environment, keeping the mirror the ramp set
+  mirror_apply_manifests:
+    directory: build/dev/k8s
+    keep_live_mirror: true
+    kube: {kubeconfig: ~/.kube/config, context: dev}
+
 - name: Apply the manifests
   mirror_apply_manifests:
     definitions: "{{ manifests }}"
@@ -48,6 +67,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+digest:
+  description: The first 12 hex digits of the SHA-256 of the manifests (before any live mirror was kept)
+    as JSON with sorted keys - role mirror_apply names its copy of the applied manifests with it.
+  type: str
+  returned: always
 results:
   description: One row per manifest - resource ("<kind> <namespace>/<name>"), changed, method (create, update, patch).
   type: list

@@ -1,16 +1,25 @@
 """mirror_apply_manifests (one run of kubernetes.core.k8s for many manifests) against the API double.
 
 One playbook, run with different manifests: what is applied, what each run prints, check mode,
-and a manifest the API server refuses in the middle of the list.
+and a manifest the API server refuses in the middle of the list. Another, as role mirror_apply
+runs it: the manifests of a directory, the live mirror of a route the ramp owns kept, the digest.
 """
 
 from __future__ import annotations
 
-import pytest
+import hashlib
+import json
+from pathlib import Path
 
+import pytest
+import yaml
+
+from mirrorramp.virtualservice import read_mirror_percent, with_mirror_percent
 from tests.fakes.kube_api import KubeApiServer
 from tests.fakes.kube_fixtures import kube_api_server  # noqa: F401
 from tests.support.ansible_run import PlaybookRun, recap_counts, run_playbook
+from tests.unit.test_virtualservice import ONE
+from tests.unit.test_virtualservice import virtual_service as owned_route
 
 pytestmark = pytest.mark.slow
 
@@ -24,6 +33,23 @@ PLAYBOOK = """\
       mirror_apply_manifests:
         definitions: "{{ manifests }}"
         kube: "{{ kube }}"
+"""
+
+DIRECTORY_PLAYBOOK = """\
+- name: Apply a directory of manifests
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Apply the manifests
+      mirror_apply_manifests:
+        directory: "{{ directory }}"
+        keep_live_mirror: true
+        kube: "{{ kube }}"
+      register: applied
+
+    - name: Say the digest
+      ansible.builtin.debug:
+        msg: "digest={{ applied.digest }}"
 """
 
 
@@ -47,14 +73,18 @@ def apply(kube_api_server: KubeApiServer, tmp_path_factory: pytest.TempPathFacto
     playbook.write_text(PLAYBOOK)
     kube = {"host": kube_api_server.url, "api_key": kube_api_server.token, "validate_certs": False}
 
-    def run(manifests: list[dict], **options) -> PlaybookRun:
+    directory_playbook = playbook.with_name("apply-directory.yml")
+    directory_playbook.write_text(DIRECTORY_PLAYBOOK)
+
+    def run(manifests: list[dict] | Path, **options) -> PlaybookRun:
+        """Apply `manifests`: a list (definitions) or a directory of files (directory, keep_live_mirror)."""
         kube_api_server.clear_requests()
+        if isinstance(manifests, Path):
+            path, extra_vars = directory_playbook, {"directory": str(manifests), "kube": kube}
+        else:
+            path, extra_vars = playbook, {"manifests": manifests, "kube": kube}
         return run_playbook(
-            str(playbook),
-            "inventories/local",
-            {"manifests": manifests, "kube": kube},
-            env={"TMPDIR": str(kube_api_server.tmpdir)},
-            **options,
+            str(path), "inventories/local", extra_vars, env={"TMPDIR": str(kube_api_server.tmpdir)}, **options
         )
 
     return kube_api_server, run
@@ -107,3 +137,53 @@ def test_a_refused_manifest_fails_the_task_with_the_server_message(apply) -> Non
     assert kube.get_object("", "v1", "ConfigMap", NS, "after-it") is None
     assert kube.get_object("networking.istio.io", "v1", "VirtualService", NS, "broken") is None
     assert kube.token not in result.output
+
+
+def route(name: str, percent: float, *, owned: bool) -> dict:
+    """A VirtualService mirroring `percent` %; `owned`: it carries the ramp's state annotation."""
+    vs = with_mirror_percent(owned_route(ONE, state="{}" if owned else None), percent)
+    vs["metadata"].update(name=name, namespace=NS)
+    return vs
+
+
+def test_a_directory_is_applied_in_path_order_keeping_the_mirror_the_ramp_set(apply, tmp_path: Path) -> None:
+    kube, run = apply
+    kube.put_object(route("ramped", 20, owned=True), field_manager="mirror-ramp")
+    kube.put_object(route("stopped", 0, owned=True), field_manager="mirror-ramp")  # rolled back by the ramp
+    rendered = {
+        "20-ramped.yml": route("ramped", 1, owned=False),
+        "10-settings.yml": config_map("settings", "1"),
+        "30-stopped.yml": route("stopped", 1, owned=False),
+    }
+    for name, manifest in rendered.items():
+        (tmp_path / name).write_text(yaml.safe_dump(manifest))
+    (tmp_path / "notes.txt").write_text("not a manifest")
+    (tmp_path / "older").mkdir()
+    (tmp_path / "older" / "00-old.yml").write_text(yaml.safe_dump(config_map("old", "1")))
+
+    result = run(tmp_path)
+    assert result.returncode == 0, result.output[-3000:]
+    assert task_output(result)[0] == "changed: ConfigMap apply-test/settings", "not in the order of the paths"
+
+    def live_percent(name: str) -> float:
+        return read_mirror_percent(kube.get_object("networking.istio.io", "v1", "VirtualService", NS, name))
+
+    assert (live_percent("ramped"), live_percent("stopped")) == (20.0, 0.0), "the re-apply undid the ramp"
+    assert kube.get_object("", "v1", "ConfigMap", NS, "settings") is not None
+    assert kube.get_object("", "v1", "ConfigMap", NS, "old") is None, "a subdirectory's file was applied"
+    # One LIST of the namespace's VirtualServices, not a read per route.
+    assert len(kube.requests_matching("GET", rf"^/apis/networking\.istio\.io/v1/namespaces/{NS}/virtualservices$")) == 1
+    in_order = [rendered[name] for name in sorted(rendered)]
+    expected = hashlib.sha256(json.dumps(in_order, sort_keys=True).encode()).hexdigest()[:12]
+    assert f"digest={expected}" in result.output
+
+    check = run(tmp_path, check=True)
+    assert check.returncode == 0 and recap_counts(check.output)["changed"] == 0, check.output[-3000:]
+
+
+def test_a_directory_without_manifests_fails_naming_it_and_writes_nothing(apply, tmp_path: Path) -> None:
+    kube, run = apply
+    result = run(tmp_path)
+    assert result.returncode != 0
+    assert f"no manifest (*.yml) under {tmp_path}" in result.output, result.output[-3000:]
+    assert not [r for r in kube.requests if r.method != "GET"]
