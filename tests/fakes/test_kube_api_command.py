@@ -22,7 +22,7 @@ from mirrorsandbox.harness import stop_pid
 from tests.fakes.kube_api import request_kind
 from tests.support.ansible_run import REPO_ROOT
 
-START_TIMEOUT_S = 60.0
+START_TIMEOUT_S = 180.0  # the double loads its CRD models before it prints its URL
 ISTIO_VS = "/apis/networking.istio.io/v1/namespaces/default/virtualservices"
 
 
