@@ -26,6 +26,9 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m compileall -q -j 0 \
 		-x '/ansible_collections/(?!(kubernetes/core|ansible/posix|ansible/utils)/)' \
 		"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+	@# And this checkout's plugins and engine, which every task's worker imports (an edited file is
+	@# compiled afresh as before: Python checks each cached file against its source).
+	$(BIN)/python -m compileall -q -j 0 plugins filter_plugins
 	@touch $@
 
 system-packages:

@@ -11,17 +11,22 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 from ansible.errors import AnsibleFilterError
 
 from mirrorramp.errors import MirrorRampError
-from mirrorramp.httproute import MirrorBackend, mirror_filters
 from mirrorramp.routes import MIRROR_RULE_NAME, TARGETS_ANNOTATION
+
+if TYPE_CHECKING:
+    from mirrorramp.httproute import MirrorBackend
 
 # The documentation is mirror_gateway_api_route.yml beside this file (ansible-doc -t filter).
 
 
 def _backend(entry: object, index: int) -> MirrorBackend:
+    from mirrorramp.httproute import MirrorBackend  # imported when used: see mirror_gateway_api_route
+
     if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str) or not entry["name"]:
         raise AnsibleFilterError(f"mirror_gateway_api_route: target [{index}] = {entry!r}, expected {{name, port}}")
     port = entry.get("port")
@@ -38,6 +43,10 @@ def mirror_gateway_api_route(targets, percent):
         raise AnsibleFilterError(f"mirror_gateway_api_route: expected a list of targets, got {type(targets).__name__}")
     if isinstance(percent, bool) or not isinstance(percent, int | float):
         raise AnsibleFilterError(f"mirror_gateway_api_route: percent {percent!r} is not a number")
+    # Imported here, not at the top: Ansible's worker for every task imports every filter file,
+    # and mirrorramp.httproute took about 0.15 s of each task's time (64 render tasks).
+    from mirrorramp.httproute import mirror_filters
+
     backends = [_backend(entry, index) for index, entry in enumerate(targets)]
     try:
         filters = mirror_filters(percent, backends)
