@@ -71,10 +71,10 @@ def keep_live_mirror(rendered: dict, live: dict | None) -> dict:
     return rendered if api is None else api.keep_live_mirror(rendered, live)
 
 
-def route_collections(manifests: Iterable[dict]) -> list[tuple[str, str, str]]:
+def route_collections(manifests: Iterable[dict]) -> list[tuple[str | None, str, str | None]]:
     """(apiVersion, kind, namespace) of every route among `manifests`, each once, in first-seen
     order: what to LIST to know their live mirrors (a read per namespace, not one per route)."""
-    seen: dict[tuple[str, str, str], None] = {}
+    seen: dict[tuple[str | None, str, str | None], None] = {}
     for manifest in manifests:
         if route_api_for_kind(manifest.get("kind")) is not None:
             namespace = (manifest.get("metadata") or {}).get("namespace")
