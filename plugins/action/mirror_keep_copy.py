@@ -54,14 +54,15 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail(f"mirror_keep_copy: keep = {keep}: must be at least 1 (the copy just applied)")
         if not src.is_dir():
             raise AnsibleActionFail(f"mirror_keep_copy: src = {src}: not a directory")
-        copies = sorted(path.name for path in history.iterdir() if path.is_dir()) if history.is_dir() else []
-        copies = [name for name in copies if not name.startswith(".")]
+        # Hidden names are never copies (below: a partial copy), as rollback.yml's find skips them.
+        listed = history.iterdir() if history.is_dir() else ()
+        copies = sorted(path.name for path in listed if path.is_dir() and not path.name.startswith("."))
         needed, removed = plan_copies(copies, digest, keep)
         copy = history / copy_name(digest, time.time()) if needed else None
         if not self._task.check_mode:
             for name in removed:
                 shutil.rmtree(history / name)
-            # What a run killed mid-copy left (below), never a copy: rollback.yml skips hidden names.
+            # What a run killed mid-copy left (below).
             for partial in history.glob(f".*{PARTIAL_SUFFIX}"):
                 shutil.rmtree(partial)
             if copy is not None:
