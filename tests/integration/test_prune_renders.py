@@ -105,6 +105,10 @@ def test_stale_files_removed_others_untouched_check_mode_and_refusals(tmp_path: 
     }
     for path, text in files.items():
         path.write_text(text)
+    # Neither a symbolic link nor a directory is a render's file, whatever its name.
+    (k8s / "alias.yml").symlink_to(k8s / "virtualservice-shop-gone.yml")
+    (k8s / "conf.yml").mkdir()
+    (k8s / "conf.yml" / "a.yml").write_text("kind: Sandbox\n")
     keep = [str(k8s / "virtualservice-shop-a.yml"), str(prometheus / "mirror-rules.yml")]
     stale = sorted(str(path) for path in (k8s / "envoyfilter-shop-gone.yml", k8s / "virtualservice-shop-gone.yml"))
     stale.append(str(prometheus / "old-rules.yml"))
@@ -136,7 +140,8 @@ def test_stale_files_removed_others_untouched_check_mode_and_refusals(tmp_path: 
     pruned = run(directories, keep)
     assert pruned.returncode == 0 and recap_counts(pruned.output)["changed"] == 1, pruned.output[-2000:]
     assert _removed(pruned.output) == stale
-    remaining = {str(path.relative_to(build)) for path in files if str(path) not in stale}
+    remaining = {str(path.relative_to(build)) for path in files if str(path) not in stale} | {"k8s/conf.yml/a.yml"}
+    assert (k8s / "alias.yml").is_symlink()
     assert set(_tree(build)) == remaining
     assert _tree(build) == {name: text for name, text in before.items() if name in remaining}
 
