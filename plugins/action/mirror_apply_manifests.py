@@ -23,10 +23,12 @@ from pathlib import Path
 import yaml
 from ansible import constants as C
 from ansible.errors import AnsibleActionFail
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
-from mirrorramp.errors import MirrorRampError
+from mirrorramp.drivers.kube import KubeConnection, api_client, list_live_routes
+from mirrorramp.errors import ConfigError, DriverError, MirrorRampError
 from mirrorramp.routes import keep_live_mirrors, route_collections
 
 display = Display()
@@ -115,12 +117,16 @@ class ActionModule(ActionBase):
         connection = {key: kube[key] for key in CONNECTION_OPTIONS if kube.get(key) not in (None, "")}
         definitions = manifests
         if args["keep_live_mirror"]:
-            live = self._live_routes(manifests, connection, task_vars)
+            live = self._live_routes(manifests, kube)
             try:
                 definitions = keep_live_mirrors(manifests, live)
             except MirrorRampError as e:
                 raise AnsibleActionFail(f"mirror_apply_manifests: {e}") from e
-        module_args = {"state": "present", "definition": definitions} | connection
+        # A JSON merge patch, not a strategic one first: custom resources (every route, rule and
+        # filter rendered here) refuse a strategic merge patch with 415, which cost a third request
+        # per changed-or-not object; and a merge patch replaces a list whole, so an entry removed
+        # from a manifest (a Service port) goes from the live object too.
+        module_args = {"state": "present", "definition": definitions, "merge_type": ["merge"]} | connection
         applied = self._execute_module(module_name="kubernetes.core.k8s", module_args=module_args, task_vars=task_vars)
         if applied.get("failed"):
             # The module stops at the first manifest it cannot apply; the ones before it are applied.
@@ -149,18 +155,35 @@ class ActionModule(ActionBase):
             result["diff"] = diffs
         return result
 
-    def _live_routes(self, manifests: list[dict], connection: dict, task_vars) -> list[dict]:
-        """The live routes of the manifests' route kinds: one kubernetes.core.k8s_info LIST per
-        apiVersion, kind and namespace (read-only, so also in check mode)."""
-        live: list[dict] = []
-        for api_version, kind, namespace in route_collections(manifests):
-            module_args = {"api_version": api_version, "kind": kind, "namespace": namespace} | connection
-            listed = self._execute_module(
-                module_name="kubernetes.core.k8s_info", module_args=module_args, task_vars=task_vars
+    def _live_routes(self, manifests: list[dict], kube: dict) -> list[dict]:
+        """The live routes of the manifests' route kinds, listed on the controller with the
+        engine's client, the one the ramp reads these routes with (read-only, so also in check
+        mode). A kubernetes.core.k8s_info run per LIST cost about 2 s: a module process that
+        imports the kubernetes client and discovers the API (docs/benchmarks.md, 3)."""
+        if not route_collections(manifests):
+            return []
+        kubeconfig = kube.get("kubeconfig")
+        if kubeconfig is not None and not isinstance(kubeconfig, str):
+            raise AnsibleActionFail(
+                f"mirror_apply_manifests: kube.kubeconfig = {type(kubeconfig).__name__}: keep_live_mirror "
+                "needs the path of a kubeconfig file (the ramp reads the same routes with it)"
             )
-            if listed.get("failed"):
-                raise AnsibleActionFail(
-                    f"kubernetes.core.k8s_info: cannot list {kind} in {namespace}: {listed.get('msg', 'failed')}"
-                )
-            live.extend(listed.get("resources") or [])
-        return live
+        validate_certs = kube.get("validate_certs")
+        try:
+            verify = None if validate_certs in (None, "") else boolean(validate_certs, strict=True)
+        except TypeError as e:
+            raise AnsibleActionFail(
+                f"mirror_apply_manifests: kube.validate_certs = {validate_certs!r}: must be true or false"
+            ) from e
+        connection = KubeConnection(
+            kubeconfig=kubeconfig or None,
+            context=kube.get("context") or None,
+            host=kube.get("host") or None,
+            api_key=kube.get("api_key") or None,
+            validate_certs=verify,
+            ca_cert=kube.get("ca_cert") or None,
+        )
+        try:
+            return list_live_routes(api_client(connection), manifests)
+        except (ConfigError, DriverError) as e:
+            raise AnsibleActionFail(f"mirror_apply_manifests: {e}") from e

@@ -10,7 +10,9 @@ description:
   - Runs M(kubernetes.core.k8s) once with every manifest of O(definitions) as its C(definition)
     (C(state=present)), instead of once per manifest in a loop - a loop starts the module, imports
     the kubernetes client and discovers the API for each manifest, seconds each. The requests to the
-    API server are the same - a read, then a create or a patch, per manifest, in order.
+    API server are the same - a read, then a create or a JSON merge patch, per manifest, in order (a
+    merge patch, not a strategic one first - custom resources refuse that with 415 - so a list of a
+    manifest replaces the live list whole).
   - Prints C(changed - <kind> <namespace>/<name>) for each manifest that changed (C(ok - ...) too with -v),
     and returns each manifest's diff at the task's level, so C(--diff) shows them.
   - Check mode is the module's server-side dry run. The module stops at the first manifest the API
@@ -30,8 +32,9 @@ options:
     type: path
   keep_live_mirror:
     description: Keep the live mirror of every route (VirtualService, HTTPRoute) the ramp owns, as the
-      filter C(mirror_keep_live) does - the live routes are listed with M(kubernetes.core.k8s_info), once
-      per apiVersion, kind and namespace (also in check mode, which only reads). So a re-apply neither
+      filter C(mirror_keep_live) does - the live routes are listed on the controller with the client the
+      ramp reads them with, once per apiVersion, kind and namespace (also in check mode, which only
+      reads); O(kube.kubeconfig) must then be a path. So a re-apply neither
       puts back a mirror that the ramp removed nor resets the percentage it reached.
     type: bool
     default: false

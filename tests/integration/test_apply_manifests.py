@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mirrorramp.drivers.kube import KubeConnection, api_client, list_live_routes
+from mirrorramp.errors import DriverError
 from mirrorramp.virtualservice import read_mirror_percent, with_mirror_percent
 from tests.fakes.kube_api import KubeApiServer
 from tests.fakes.kube_fixtures import kube_api_server  # noqa: F401
@@ -76,11 +78,11 @@ def apply(kube_api_server: KubeApiServer, tmp_path_factory: pytest.TempPathFacto
     directory_playbook = playbook.with_name("apply-directory.yml")
     directory_playbook.write_text(DIRECTORY_PLAYBOOK)
 
-    def run(manifests: list[dict] | Path, **options) -> PlaybookRun:
+    def run(manifests: list[dict] | Path, kube_options: dict | None = None, **options) -> PlaybookRun:
         """Apply `manifests`: a list (definitions) or a directory of files (directory, keep_live_mirror)."""
         kube_api_server.clear_requests()
         if isinstance(manifests, Path):
-            path, extra_vars = directory_playbook, {"directory": str(manifests), "kube": kube}
+            path, extra_vars = directory_playbook, {"directory": str(manifests), "kube": kube | (kube_options or {})}
         else:
             path, extra_vars = playbook, {"manifests": manifests, "kube": kube}
         return run_playbook(
@@ -187,3 +189,36 @@ def test_a_directory_without_manifests_fails_naming_it_and_writes_nothing(apply,
     assert result.returncode != 0
     assert f"no manifest (*.yml) under {tmp_path}" in result.output, result.output[-3000:]
     assert not [r for r in kube.requests if r.method != "GET"]
+
+
+def test_the_live_routes_are_listed_once_per_kind_and_namespace_and_a_refusal_names_the_list(apply) -> None:
+    kube, _ = apply
+    kube.put_object(route("listed", 5, owned=True), field_manager="mirror-ramp")
+    manifests = [route("listed", 1, owned=False), route("other", 1, owned=False), config_map("settings", "1")]
+    kube.clear_requests()
+    client = api_client(KubeConnection(host=kube.url, api_key=kube.token, validate_certs=False))
+    live = list_live_routes(client, manifests)
+    assert "listed" in [item["metadata"]["name"] for item in live]
+    assert [(r.method, r.path) for r in kube.requests] == [
+        ("GET", f"/apis/networking.istio.io/v1/namespaces/{NS}/virtualservices")
+    ], "one LIST for the two routes, none for the ConfigMap"
+    # A route without a namespace: the LIST of every namespace, as kubernetes.core.k8s_info did.
+    unplaced = route("listed", 1, owned=False)
+    del unplaced["metadata"]["namespace"]
+    assert "listed" in [item["metadata"]["name"] for item in list_live_routes(client, [unplaced])]
+    assert kube.requests[-1].path == "/apis/networking.istio.io/v1/virtualservices"
+    assert list_live_routes(client, [config_map("settings", "1")]) == []
+
+    refused = api_client(KubeConnection(host=kube.url, api_key="not-the-token", validate_certs=False))
+    with pytest.raises(DriverError, match=rf"^listing VirtualService in {NS} failed: HTTP 401 Unauthorized$"):
+        list_live_routes(refused, manifests)
+
+
+def test_a_bad_connection_option_is_refused_before_anything_is_applied(apply, tmp_path: Path) -> None:
+    kube, run = apply
+    (tmp_path / "route.yml").write_text(yaml.safe_dump(route("refused", 1, owned=False)))
+    result = run(tmp_path, kube_options={"validate_certs": "maybe"})
+    assert result.returncode != 0
+    assert "kube.validate_certs = 'maybe': must be true or false" in result.output, result.output[-3000:]
+    assert kube.requests == [], "nothing may be read or written"
+    assert kube.get_object("networking.istio.io", "v1", "VirtualService", NS, "refused") is None

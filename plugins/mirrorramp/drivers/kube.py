@@ -24,7 +24,14 @@ from typing import Any
 from mirrorramp import httproute, virtualservice
 from mirrorramp.drivers.base import TargetSnapshot
 from mirrorramp.errors import ConfigError, ConflictError, DriverError
-from mirrorramp.routes import MIRROR_RULE_NAME, STATE_ANNOTATION, RouteApi, mirror_drift
+from mirrorramp.routes import (
+    MIRROR_RULE_NAME,
+    STATE_ANNOTATION,
+    RouteApi,
+    mirror_drift,
+    route_api_for_kind,
+    route_collections,
+)
 from mirrorramp.state import RampState
 
 FIELD_MANAGER = "mirror-ramp"
@@ -271,6 +278,37 @@ def preload_namespaces(drivers: Iterable[KubeRouteDriver]) -> None:
         for driver in same_list:
             if driver._name in items:
                 driver.preload(items[driver._name])
+
+
+def list_live_routes(api_client, manifests: Iterable[dict], timeout: float = 15.0) -> list[dict]:
+    """The live routes of the route kinds among `manifests`: one LIST per apiVersion, kind and
+    namespace (routes.route_collections), of every namespace for a manifest without one. What
+    mirror_apply_manifests reads to keep the mirrors the ramp set."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    api = client.CustomObjectsApi(api_client)
+    live: list[dict] = []
+    for api_version, kind, namespace in route_collections(manifests):
+        route_api = route_api_for_kind(kind)
+        assert route_api is not None  # route_collections yields route kinds only
+        group, _, version = (api_version or "").rpartition("/")
+        group, version = group or route_api.GROUP, version or route_api.VERSION
+        where = f"in {namespace}" if namespace else "in every namespace"
+        try:
+            if namespace:
+                listed = api.list_namespaced_custom_object(
+                    group, version, namespace, route_api.PLURAL, _request_timeout=timeout
+                )
+            else:
+                listed = api.list_cluster_custom_object(group, version, route_api.PLURAL, _request_timeout=timeout)
+        except ApiException as e:
+            raise DriverError(f"listing {kind} {where} failed: HTTP {e.status} {_status_message(e)}") from e
+        except (HTTPError, OSError) as e:
+            raise DriverError(f"listing {kind} {where} failed: {type(e).__name__}: {e}") from e
+        live.extend(listed.get("items") or [])
+    return live
 
 
 def _answered(error: DriverError) -> bool:
