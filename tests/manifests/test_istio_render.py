@@ -770,3 +770,27 @@ def test_render_files_error_names_the_file(tmp_path: Path) -> None:
     assert run.returncode != 0
     assert f"broken.yml.j2 -> {tmp_path}/out/broken" in run.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"files": "one.yml"}, "files = 'one.yml': must be a list of entries"),
+        ({"files": ["one.yml"]}, "files[0] = 'one.yml': must be a mapping with template and path"),
+        ({"files": [], "root": ["out"]}, "root = ['out']: must be a path"),
+        ({"files": [], "dest": "out"}, "unknown argument(s) ['dest']: allowed are ['files', 'root']"),
+    ],
+)
+def test_render_files_refuses_bad_arguments_naming_them(tmp_path: Path, arguments: dict, message: str) -> None:
+    play = {
+        "name": "Render with bad arguments",
+        "hosts": "localhost",
+        "connection": "local",
+        "gather_facts": False,
+        "tasks": [{"name": "Render", "mirror_render_files": arguments}],
+    }
+    playbook = tmp_path / "bad.yml"
+    playbook.write_text(yaml.safe_dump([play], sort_keys=False))
+    run = run_playbook(str(playbook), inventory="localhost,")
+    assert run.returncode != 0
+    assert f"mirror_render_files: {message}" in run.output, run.output[-2000:]
