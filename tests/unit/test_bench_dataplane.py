@@ -111,6 +111,17 @@ def document() -> dict[str, Any]:
         "cells": cells,
         "shares": [
             {"percent": 100, "sent": 1000, "mirrored": 1000, "observed": 1.0, "interval": [0.996, 1.0], "inside": True},
+            # 17 of 1000 at 1%: outside the 95% Wilson interval (1.06-2.71%), inside the 98.75% one
+            # (0.94-3.06%): each of the four shares is judged at 1 - 0.05/4. The JSON's own interval
+            # and inside are the old rule's: the tables judge the counts again.
+            {
+                "percent": 1,
+                "sent": 1000,
+                "mirrored": 17,
+                "observed": 0.017,
+                "interval": [0.0106, 0.0271],
+                "inside": False,
+            },
             {"percent": 5, "sent": 1000, "mirrored": 90, "observed": 0.09, "interval": [0.07, 0.11], "inside": False},
         ],
         "summary": {
@@ -169,7 +180,22 @@ def test_target_row_is_the_within_band_decision(printed_lines: list[str], candid
 def test_band_and_delivery_rows(printed_lines: list[str]) -> None:
     assert "A/A band (1 ± the A/A interval's farthest end from 1) p50 0.84-1.16x, p99 0.80-1.20x -" in printed_lines
     assert "every copy delivered at 100% 1000 of 1000 met" in printed_lines
-    assert "5%: each observed share inside its 95% Wilson interval 0 of 1 inside NOT met" in printed_lines
+    assert (
+        "1, 5%: each observed share inside its Wilson interval at 98.75% (95% for the 4 together, Bonferroni) "
+        "1 of 2 inside NOT met"
+    ) in printed_lines
+
+
+def test_each_share_is_judged_at_the_bonferroni_level_from_its_counts(printed_lines: list[str]) -> None:
+    # Reference: Wilson score interval, z = the normal quantile at 1 - 0.0125/2 = 2.4977.
+    z = 2.4977054744123737
+    for mirrored, sent, share, inside in [(17, 1000, 0.01, "yes"), (90, 1000, 0.05, "NO")]:
+        p = mirrored / sent
+        centre = (p + z * z / (2 * sent)) / (1 + z * z / sent)
+        half = z * ((p * (1 - p) / sent + z * z / (4 * sent * sent)) ** 0.5) / (1 + z * z / sent)
+        assert (centre - half <= share <= centre + half) == (inside == "yes")
+        row = f"{share:.0%} {sent} {mirrored} {p:.2%} {centre - half:.2%}-{centre + half:.2%} {inside}"
+        assert row in printed_lines, (row, [line for line in printed_lines if line.startswith(f"{share:.0%} ")])
 
 
 def test_setup_is_rows_not_a_sentence(printed_lines: list[str]) -> None:
