@@ -1,10 +1,12 @@
-"""Pure filter: the failures of the service checks of role mirror_preflight, as its messages.
+"""Pure filters: the failures of the checks of role mirror_preflight, as its messages.
 
 Each check was an assert task of its own that looped over the rows failing it, with a Jinja
 condition and a Jinja message: about 0.1 s a task at 100 services even when nothing failed (a
 forked worker, the loop expression compiled afresh, the rows walked through Ansible's lazy
-containers). Here every check is one function over the rows of filter mirror_preflight_rows, in
-the order the tasks had, and the role loops one assert over the messages: a good inventory has none.
+containers). Here every check is one function over the rows of filter mirror_preflight_rows, and
+each check file of the role (tasks/services.yml, environment.yml, mesh_api.yml, thresholds.yml,
+proxy.yml, ramp.yml) is one filter that runs its checks in the order the tasks had: the role loops
+one assert over the messages, and a good inventory has none.
 
 Each message is the one the Jinja check gave, word for word, with its values written by Ansible's
 own to_json filter and tested by Ansible's own match test. The conditions follow Jinja's tests: a
@@ -15,11 +17,12 @@ string, a key left out reads as absent (`default(none)`: null).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from math import ceil, floor
 from numbers import Number
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
-from ansible.plugins.filter.core import to_json
+from ansible.plugins.filter.core import to_bool, to_json
 from ansible.plugins.test.core import match
 
 # The documentation is mirror_preflight_checks.yml beside this file (ansible-doc -t filter).
@@ -265,6 +268,318 @@ def mirror_preflight_checks(rows: Any, dns_label: Any, dns_label_says: Any) -> l
     return [message for check in _CHECKS for message in check(rows, words)]
 
 
+# The other check files of the role, one filter each, called the same way: the rows of filter
+# mirror_preflight_rows in, the words of the rules as arguments, every failure's message out.
+
+
+def _require_rows(filter_name: str, rows: Any, kinds: tuple[str, ...]) -> None:
+    if not isinstance(rows, Mapping) or any(not isinstance(rows.get(kind), list) for kind in kinds):
+        raise AnsibleFilterError(
+            f"{filter_name}: rows = {rows!r}: must be the rows of filter mirror_preflight_rows (lists {', '.join(kinds)})"
+        )
+
+
+def _require_strings(filter_name: str, **values: Any) -> None:
+    for name, value in values.items():
+        if not isinstance(value, str):
+            raise AnsibleFilterError(f"{filter_name}: {name} = {value!r}: must be a string")
+
+
+def _require_lists(filter_name: str, **values: Any) -> None:
+    for name, value in values.items():
+        if not isinstance(value, list):
+            raise AnsibleFilterError(f"{filter_name}: {name} = {value!r}: must be a list")
+
+
+def _is_number(value: Any) -> bool:
+    """Jinja's `value is number and value is not boolean`."""
+    return isinstance(value, Number) and not isinstance(value, bool)
+
+
+def _is_on(value: Any) -> bool:
+    """`value | default(false) | bool`, value None where it is left out: every value that is false
+    reads as false (a null too, without the bool filter's warning)."""
+    return to_bool(value or False)
+
+
+def _rendered(value: Any) -> str:
+    """A value as a Jinja expression inside a message writes it: null as nothing (Ansible's finalize)."""
+    return "" if value is None else str(value)
+
+
+def _one_of(variable: str, value: Any, allowed: list[Any]) -> list[str]:
+    """The message of a variable that must be one of a list, [] when it is."""
+    return [] if value in allowed else [f"{variable} = {to_json(value)}: must be one of {_joined(allowed)}"]
+
+
+# tasks/environment.yml
+
+
+def _namespaces(rows: Rows, dns_label: str, dns_label_says: str) -> list[str]:
+    return [
+        f"{row['path']} = {to_json(row['value'])}: must be {dns_label_says}"
+        for row in rows["namespaces"]
+        if not _is_dns_label(row["value"], dns_label)
+    ]
+
+
+def mirror_preflight_environment_checks(
+    rows: Any, environment: Any, environments: Any, dns_label: Any, dns_label_says: Any
+) -> list[str]:
+    """The message of every failed check of tasks/environment.yml: the environment is a known one,
+    every namespace is a DNS-1123 label."""
+    _require_rows("mirror_preflight_environment_checks", rows, ("namespaces",))
+    _require_lists("mirror_preflight_environment_checks", environments=environments)
+    _require_strings("mirror_preflight_environment_checks", dns_label=dns_label, dns_label_says=dns_label_says)
+    return [
+        *_one_of("mirror_environment", environment, environments),
+        *_namespaces(rows, dns_label, dns_label_says),
+    ]
+
+
+# tasks/mesh_api.yml: role mirror_gateway_api renders the gateway-api services, mirror_istio the others.
+
+
+def _mesh_apis(rows: Rows, mesh_apis: list[Any]) -> list[str]:
+    return [message for row in rows["mesh_apis"] for message in _one_of(row["path"], row["value"], mesh_apis)]
+
+
+def _gateway_api_hosts(rows: Rows) -> list[str]:
+    # Gateway API routes to Services: a mirror target is a version of the service (a Service
+    # <name>-<subset>), never a host of another service.
+    return [
+        f"{mirror['path']}.host = {to_json(mirror['host'])}: must be left out for a gateway-api service, which "
+        "mirrors to its own versions (the Service <name>-<subset>), not to another host; or render this service "
+        "with mesh_api: istio"
+        for row in rows["gateway_apis"]
+        for mirror in row["mirror_hosts"]
+    ]
+
+
+def _gateway_api_matches(rows: Rows, match_keys: list[Any]) -> list[str]:
+    # An HTTPRouteMatch holds path, headers and queryParams (method is the ramp's: GET and HEAD
+    # unless mirror_all_methods). Istio's keys (uri, headers as a map) would be refused by the API server.
+    return [
+        f"{match['path']} = {to_json(match['value'])}: must be a Gateway API HTTPRouteMatch for a gateway-api "
+        f"service, with keys among {_joined(match_keys)} and headers/queryParams as lists of {{name, value, type}}"
+        + ("" if match["all_methods"] else "; method is set by the ramp (GET and HEAD) unless mirror_all_methods")
+        for row in rows["gateway_apis"]
+        for match in row["bad_matches"]
+    ]
+
+
+def mirror_preflight_mesh_api_checks(rows: Any, mesh_apis: Any, http_route_match_keys: Any) -> list[str]:
+    """The message of every failed check of tasks/mesh_api.yml: every mesh API is a known one, a
+    gateway-api service's mirrors name no host, its mirror_match entries are HTTPRouteMatch entries."""
+    _require_rows("mirror_preflight_mesh_api_checks", rows, ("mesh_apis", "gateway_apis"))
+    _require_lists("mirror_preflight_mesh_api_checks", mesh_apis=mesh_apis, http_route_match_keys=http_route_match_keys)
+    return [*_mesh_apis(rows, mesh_apis), *_gateway_api_hosts(rows), *_gateway_api_matches(rows, http_route_match_keys)]
+
+
+# tasks/thresholds.yml
+
+
+def _threshold_values(rows: Rows) -> list[str]:
+    failures = []
+    for row in rows["thresholds"]:
+        is_ratio = row["key"] == "error_ratio"
+        for severity in ("warning", "critical"):
+            value = row["value"].get(severity)
+            if not (_is_number(value) and value >= 0 and (not is_ratio or value <= 1)):
+                failures.append(
+                    f"{row['path']}.{severity} = {to_json(value)}: must be a number of at least 0"
+                    + (" and at most 1 (a ratio)" if is_ratio else "")
+                )
+    return failures
+
+
+def _threshold_order(rows: Rows) -> list[str]:
+    # Only two numbers are compared (a boolean too, as Jinja's number test takes it): the check
+    # above reports any other value.
+    return [
+        f"{row['path']} = {to_json(thresholds)}: warning ({warning}) must not be above critical ({critical})"
+        for row in rows["thresholds"]
+        if isinstance(warning := (thresholds := row["value"]).get("warning"), Number)
+        and isinstance(critical := thresholds.get("critical"), Number)
+        and not warning <= critical
+    ]
+
+
+def _durations(rows: Rows, duration: str, duration_says: str) -> list[str]:
+    return [
+        f"{row['path']} = {to_json(row['value'])}: must be {duration_says}"
+        for row in rows["durations"]
+        if not (isinstance(row["value"], str) and match(row["value"], duration))
+    ]
+
+
+def mirror_preflight_threshold_checks(rows: Any, duration: Any, duration_says: Any) -> list[str]:
+    """The message of every failed check of tasks/thresholds.yml: every threshold is a number of at
+    least 0 (an error ratio at most 1), no warning is above its critical, every duration is a Go /
+    Istio duration."""
+    _require_rows("mirror_preflight_threshold_checks", rows, ("thresholds", "durations"))
+    _require_strings("mirror_preflight_threshold_checks", duration=duration, duration_says=duration_says)
+    return [*_threshold_values(rows), *_threshold_order(rows), *_durations(rows, duration, duration_says)]
+
+
+# tasks/proxy.yml
+
+
+def _fault_in_prod(environment: Any, fault: Mapping[str, Any]) -> list[str]:
+    if not (environment == "prod" and _is_on(fault.get("enabled"))):
+        return []
+    return [
+        f"mirror_proxy.fault.enabled = {to_json(fault.get('enabled'))}: must be false in prod; fault injection is "
+        "for test environments (local, dev, staging)"
+    ]
+
+
+def _fault_percents(fault: Mapping[str, Any]) -> list[str]:
+    percents = [
+        (f"mirror_proxy.fault.{kind}.percent", settings.get("percent"))
+        for kind in ("delay", "abort")
+        if isinstance(settings := fault.get(kind), Mapping)
+    ]
+    return [
+        f"{path} = {to_json(value)}: must be a number from 0 to 100 (fractions allowed)"
+        for path, value in percents
+        if value is not None and not (_is_number(value) and 0 <= value <= 100)
+    ]
+
+
+def _fault_status(fault: Mapping[str, Any]) -> list[str]:
+    abort = fault.get("abort")
+    if not (isinstance(abort, Mapping) and "http_status" in abort):
+        return []
+    status = abort["http_status"]
+    if _is_whole_number(status) and 200 <= status <= 599:
+        return []
+    return [f"mirror_proxy.fault.abort.http_status = {to_json(status)}: must be an HTTP status from 200 to 599"]
+
+
+def _envoy_durations(rows: Rows, envoy_duration: str, envoy_duration_says: str) -> list[str]:
+    failures = []
+    for row in rows["envoy_durations"]:
+        value, minimum = row["value"], row["minimum"]
+        if isinstance(value, str) and match(value, envoy_duration):
+            seconds = float(value[:-1])
+            if seconds >= minimum if row["inclusive"] else seconds > minimum:
+                continue
+        bound = f"{'at least ' if row['inclusive'] else 'above '}{minimum}s"
+        failures.append(
+            f"{row['path']} = {to_json(value)}: must be an Envoy duration of {bound}: {envoy_duration_says}"
+        )
+    return failures
+
+
+def _gateway_hpa(hpa: Mapping[str, Any]) -> list[str]:
+    if not _is_on(hpa.get("enabled")):
+        return []
+    min_replicas, max_replicas, cpu = (hpa.get(key) for key in ("min_replicas", "max_replicas", "cpu_utilization"))
+    checks = (
+        ("min_replicas", _is_whole_number(min_replicas) and min_replicas >= 1, "a whole number of at least 1"),
+        (
+            "max_replicas",
+            _is_whole_number(max_replicas)
+            and max_replicas >= 1
+            and (not isinstance(min_replicas, Number) or max_replicas >= min_replicas),
+            f"a whole number of at least 1 and of at least min_replicas ({_rendered(min_replicas)})",
+        ),
+        ("cpu_utilization", _is_whole_number(cpu) and 1 <= cpu <= 100, "a whole percentage from 1 to 100"),
+    )
+    return [
+        f"mirror_gateway_hpa.{key} = {to_json(hpa.get(key))}: must be {allowed}"
+        for key, ok, allowed in checks
+        if not ok
+    ]
+
+
+def mirror_preflight_proxy_checks(
+    rows: Any,
+    environment: Any,
+    fault: Any,
+    envoy_duration: Any,
+    envoy_duration_says: Any,
+    monitoring: Any,
+    monitoring_kinds: Any,
+    gateway_hpa: Any,
+) -> list[str]:
+    """The message of every failed check of tasks/proxy.yml: no fault injection in prod, the fault's
+    percents and HTTP status, the Envoy durations, the monitoring kind, the gateway autoscaler."""
+    _require_rows("mirror_preflight_proxy_checks", rows, ("envoy_durations",))
+    _require_strings(
+        "mirror_preflight_proxy_checks", envoy_duration=envoy_duration, envoy_duration_says=envoy_duration_says
+    )
+    _require_lists("mirror_preflight_proxy_checks", monitoring_kinds=monitoring_kinds)
+    # The argument spec has made mirror_monitoring and mirror_gateway_hpa mappings, and
+    # __mirror_preflight_fault is {} where the fault is absent or not a mapping.
+    for name, value in (("fault", fault), ("monitoring", monitoring), ("gateway_hpa", gateway_hpa)):
+        if not isinstance(value, Mapping):
+            raise AnsibleFilterError(f"mirror_preflight_proxy_checks: {name} = {value!r}: must be a mapping")
+    return [
+        *_fault_in_prod(environment, fault),
+        *_fault_percents(fault),
+        *_fault_status(fault),
+        *_envoy_durations(rows, envoy_duration, envoy_duration_says),
+        *_one_of("mirror_monitoring.kind", monitoring.get("kind"), monitoring_kinds),
+        *_gateway_hpa(gateway_hpa),
+    ]
+
+
+# tasks/ramp.yml
+
+
+def _step_problems(step_problems: list[Mapping[str, Any]]) -> list[str]:
+    # The rows of filter mirror_ramp_step_problems: the ramp engine's own parsers answered.
+    return [f"{row['path']} = {to_json(row['value'])}: {row['says']}" for row in step_problems]
+
+
+def _driver_percents(rows: Rows, driver: Any, resolutions: Mapping[str, Any]) -> list[str]:
+    # The driver writes the percent as it can say it: envoy's runtime_fraction counts millionths,
+    # so a step of 0.12345 would pass every other check and fail only when the ramp wrote it.
+    resolution = resolutions.get(driver) if isinstance(driver, str) else None
+    if resolution is None:
+        return []
+    failures = []
+    for row in rows["percents"]:
+        steps = row["value"] / resolution
+        # Jinja's round: Python's, to the even number.
+        if abs(steps - round(steps, 0)) >= 1e-6:
+            below, above = (round(float(to_step(steps)) * resolution, 10) for to_step in (floor, ceil))
+            failures.append(
+                f"{row['path']} = {to_json(row['value'])}: must be a multiple of {resolution} with mirror_ramp_driver "
+                f"{driver} (the finest percent it can set), such as {below} or {above}"
+            )
+    return failures
+
+
+def mirror_preflight_ramp_checks(
+    rows: Any, step_problems: Any, driver: Any, driver_resolutions: Any, mode: Any, modes: Any
+) -> list[str]:
+    """The message of every failed check of tasks/ramp.yml: every value of the steps that the ramp
+    refuses (the rows of filter mirror_ramp_step_problems), the driver is a known one, every
+    percent is one the driver can set, the mode is a known one."""
+    _require_rows("mirror_preflight_ramp_checks", rows, ("percents",))
+    _require_lists("mirror_preflight_ramp_checks", step_problems=step_problems, modes=modes)
+    if not isinstance(driver_resolutions, Mapping):
+        raise AnsibleFilterError(
+            f"mirror_preflight_ramp_checks: driver_resolutions = {driver_resolutions!r}: must be a mapping"
+        )
+    return [
+        *_step_problems(step_problems),
+        *_one_of("mirror_ramp_driver", driver, list(driver_resolutions)),
+        *_driver_percents(rows, driver, driver_resolutions),
+        *_one_of("mirror_ramp_mode", mode, modes),
+    ]
+
+
 class FilterModule:
     def filters(self):
-        return {"mirror_preflight_checks": mirror_preflight_checks}
+        return {
+            "mirror_preflight_checks": mirror_preflight_checks,
+            "mirror_preflight_environment_checks": mirror_preflight_environment_checks,
+            "mirror_preflight_mesh_api_checks": mirror_preflight_mesh_api_checks,
+            "mirror_preflight_threshold_checks": mirror_preflight_threshold_checks,
+            "mirror_preflight_proxy_checks": mirror_preflight_proxy_checks,
+            "mirror_preflight_ramp_checks": mirror_preflight_ramp_checks,
+        }

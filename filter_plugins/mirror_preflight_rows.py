@@ -13,9 +13,11 @@ takes (a length and items: a mapping too) and is not a string, a key left out re
 from __future__ import annotations
 
 from collections.abc import Mapping
+from numbers import Number
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
+from ansible.plugins.filter.core import to_bool
 
 # The documentation is mirror_preflight_rows.yml beside this file (ansible-doc -t filter).
 
@@ -27,6 +29,8 @@ _POLICY_DURATION_KEYS = (
     "outlier_detection.interval",
 )
 _SEVERITIES = ("warning", "critical")
+# The lists of argument gateway_api: the keys of an HTTPRouteMatch, the settings only Istio renders.
+_GATEWAY_API_KEYS = ("http_route_match_keys", "istio_only_keys", "istio_only_subset_keys")
 
 
 def _get(value: Any, key: str) -> Any:
@@ -100,6 +104,107 @@ def _baseline_row(path: str, svc: Mapping[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def _threshold_rows(thresholds: Any) -> list[dict[str, Any]]:
+    """`thresholds | dictsort` (keys without regard to case), each value {} where it is not a mapping."""
+    if not isinstance(thresholds, Mapping):
+        return []
+    return [
+        {"path": f"mirror_thresholds.{key}", "key": key, "value": value if isinstance(value, Mapping) else {}}
+        for key, value in sorted(thresholds.items(), key=lambda item: _sort_key(item[0]))
+    ]
+
+
+def _sort_key(key: Any) -> Any:
+    """Jinja's sort of keys: strings without regard to case."""
+    return key.lower() if isinstance(key, str) else key
+
+
+def _percent_rows(steps: Any, services: list[Any]) -> list[dict[str, Any]]:
+    """The percentages the ramp driver sets, where they are numbers: every step's, then every
+    service's mirror_percent (its percent until the ramp first runs)."""
+    values = [
+        (f"mirror_ramp_steps[{index}].percent", step["percent"])
+        for index, step in enumerate(steps if _is_list(steps) else [])
+        if isinstance(step, Mapping) and "percent" in step
+    ] + [
+        (f"mirror_services[{index}].mirror_percent", svc["mirror_percent"])
+        for index, svc in enumerate(services)
+        if isinstance(svc, Mapping) and "mirror_percent" in svc
+    ]
+    return [
+        {"path": path, "value": value}
+        for path, value in values
+        if isinstance(value, Number) and not isinstance(value, bool)
+    ]
+
+
+def _envoy_duration_rows(proxy_features: Any, envoy_minimums: Any) -> list[dict[str, Any]]:
+    """The Envoy durations where they are set, each with the least value Envoy takes (seconds)."""
+    rows = []
+    for bound in envoy_minimums if _is_list(envoy_minimums) else []:
+        settings = _get(proxy_features, bound["feature"])
+        if isinstance(settings, Mapping) and bound["key"] in settings:
+            rows.append(
+                {
+                    "path": f"mirror_proxy.{bound['feature']}.{bound['key']}",
+                    "value": settings[bound["key"]],
+                    "minimum": bound["minimum"],
+                    "inclusive": bound["inclusive"],
+                }
+            )
+    return rows
+
+
+def _bad_route_matches(path: str, svc: Mapping[str, Any], match_keys: list[Any]) -> list[dict[str, Any]]:
+    """The mirror_match entries of a gateway-api service that are not HTTPRouteMatch entries: a
+    key outside `match_keys` (and method, with mirror_all_methods), or headers or queryParams given
+    as a mapping or a string instead of a list."""
+    match = svc.get("mirror_match", [])
+    if isinstance(match, Mapping):
+        entries = [(f"{path}.mirror_match", match)]
+    elif _is_list(match):
+        entries = [(f"{path}.mirror_match[{index}]", entry) for index, entry in enumerate(match)]
+    else:
+        entries = []
+    all_methods = to_bool(svc.get("mirror_all_methods", False))
+    allowed = [*match_keys, *(["method"] if all_methods else [])]
+    return [
+        {"path": entry_path, "value": entry, "all_methods": all_methods}
+        for entry_path, entry in entries
+        if not isinstance(entry, Mapping)
+        or any(key not in allowed for key in entry)
+        or any(isinstance(entry.get(key), Mapping | str) for key in ("headers", "queryParams"))
+    ]
+
+
+def _gateway_api_row(
+    path: str, svc: Mapping[str, Any], gateway_api: Mapping[str, Any], fault_enabled: bool
+) -> dict[str, Any]:
+    """A gateway-api service: its mirror targets naming a host, its mirror_match entries that are
+    not HTTPRouteMatch entries, and its settings (its subsets' too) that only Istio renders."""
+    subset_keys = [
+        f"subsets[{position}].{key}"
+        for position, sub in enumerate(_entries(svc, "subsets"))
+        if isinstance(sub, Mapping)
+        for key in gateway_api["istio_only_subset_keys"]
+        if key in sub
+    ]
+    return {
+        "path": path,
+        "name": svc.get("name", "?"),
+        # The mirror's own index (the Jinja loop counted only the mirrors that named a host).
+        "mirror_hosts": [
+            {"path": f"{path}.mirrors[{position}]", "host": mirror["host"]}
+            for position, mirror in enumerate(_entries(svc, "mirrors"))
+            if isinstance(mirror, Mapping) and "host" in mirror
+        ],
+        "bad_matches": _bad_route_matches(path, svc, gateway_api["http_route_match_keys"]),
+        "unrendered": [key for key in gateway_api["istio_only_keys"] if key in svc]
+        + subset_keys
+        + (["mirror_proxy.fault"] if fault_enabled else []),
+    }
+
+
 def mirror_preflight_rows(
     services: Any,
     namespace: Any = None,
@@ -110,9 +215,14 @@ def mirror_preflight_rows(
     alert_for: Any = None,
     monitoring: Any = None,
     fault: Any = None,
+    thresholds: Any = None,
+    ramp_steps: Any = None,
+    proxy_features: Any = None,
+    envoy_minimums: Any = None,
+    gateway_api: Any = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Every kind of row of the preflight, by kind: services, subsets, mirrors, baselines,
-    namespaces, mesh_apis, ports and durations."""
+    namespaces, mesh_apis, ports, durations, thresholds, percents, envoy_durations and gateway_apis."""
     if not _is_list(services) or isinstance(services, Mapping):
         raise AnsibleFilterError(
             f"mirror_preflight_rows: services = {services!r}: must be a list (mirror_preflight_services)"
@@ -120,6 +230,13 @@ def mirror_preflight_rows(
     if not isinstance(alert_for, Mapping):
         raise AnsibleFilterError(
             f"mirror_preflight_rows: alert_for = {alert_for!r}: must be a mapping (mirror_preflight_alert_for)"
+        )
+    if gateway_api is not None and not (
+        isinstance(gateway_api, Mapping) and all(_is_list(gateway_api.get(key)) for key in _GATEWAY_API_KEYS)
+    ):
+        raise AnsibleFilterError(
+            f"mirror_preflight_rows: gateway_api = {gateway_api!r}: must be a mapping of the lists "
+            f"{', '.join(_GATEWAY_API_KEYS)}"
         )
     services = list(services)
     rows: dict[str, list[dict[str, Any]]] = {
@@ -135,16 +252,19 @@ def mirror_preflight_rows(
             {"path": "mirror_no_traffic_for", "value": no_traffic_for},
             {"path": "mirror_monitoring.interval", "value": _get(monitoring, "interval")},
             *({"path": f"mirror_alert_for.{key}", "value": alert_for.get(key)} for key in _SEVERITIES),
-            # Jinja's sort: strings without regard to case.
             *(
                 {"path": f"mirror_alert_for.{key}", "value": alert_for[key]}
-                for key in sorted(
-                    (key for key in alert_for if key not in _SEVERITIES),
-                    key=lambda key: key.lower() if isinstance(key, str) else key,
-                )
+                for key in sorted((key for key in alert_for if key not in _SEVERITIES), key=_sort_key)
             ),
         ],
+        "thresholds": _threshold_rows(thresholds),
+        "percents": _percent_rows(ramp_steps, services),
+        "envoy_durations": _envoy_duration_rows(proxy_features, envoy_minimums),
+        "gateway_apis": [],
     }
+    # `fault.enabled | default(false) | bool`: every value that is false reads as false (a null too,
+    # without the bool filter's warning). The fault renders for no gateway-api service.
+    fault_enabled = to_bool(_get(fault, "enabled") or False)
     # The services' own connection pools and outlier detections come before every subset's.
     service_policy_durations: list[dict[str, Any]] = []
     subset_policy_durations: list[dict[str, Any]] = []
@@ -181,6 +301,8 @@ def mirror_preflight_rows(
             rows["namespaces"].append({"path": f"{path}.namespace", "value": svc["namespace"]})
         if isinstance(svc, Mapping) and "mesh_api" in svc:
             rows["mesh_apis"].append({"path": f"{path}.mesh_api", "value": svc["mesh_api"]})
+        if gateway_api is not None and isinstance(svc, Mapping) and svc.get("mesh_api", mesh_api) == "gateway-api":
+            rows["gateway_apis"].append(_gateway_api_row(path, svc, gateway_api, fault_enabled))
 
         rows["ports"].append({"path": f"{path}.port", "value": _get(svc, "port")})
         grpc = _get(svc, "grpc")

@@ -313,3 +313,485 @@ def test_the_filter_refuses_what_is_not_its_rows(rows: Any, dns_label: Any, says
     with pytest.raises(AnsibleFilterError, match="mirror_preflight_checks") as raised:
         mirror_preflight_checks(rows, dns_label=dns_label, dns_label_says=SAYS)
     assert says in str(raised.value)
+
+
+# The other check files of the role (tasks/environment.yml, mesh_api.yml, thresholds.yml, proxy.yml
+# and ramp.yml), each one filter over the same rows, called as the role calls them.
+mirror_preflight_environment_checks = _filter("mirror_preflight_checks", "mirror_preflight_environment_checks")
+mirror_preflight_mesh_api_checks = _filter("mirror_preflight_checks", "mirror_preflight_mesh_api_checks")
+mirror_preflight_threshold_checks = _filter("mirror_preflight_checks", "mirror_preflight_threshold_checks")
+mirror_preflight_proxy_checks = _filter("mirror_preflight_checks", "mirror_preflight_proxy_checks")
+mirror_preflight_ramp_checks = _filter("mirror_preflight_checks", "mirror_preflight_ramp_checks")
+mirror_ramp_step_problems = _filter("mirror_step_checks", "mirror_ramp_step_problems")
+
+DURATION_SAYS = "a duration such as 500ms, 10s, 5m, 1h or 1h30m (units ns, us, ms, s, m, h)"
+ENVOY_SAYS = (
+    'a number of seconds with an "s" suffix such as 0.1s, 1s or 60s (the EnvoyFilter takes it unchanged: write '
+    "60s, not 1m; 0.5s, not 500ms)"
+)
+GATEWAY_API_KEYS = {
+    # The role's entry is a template of __mirror_preflight_http_route_match_keys.
+    "http_route_match_keys": ROLE_VARS["__mirror_preflight_http_route_match_keys"],
+    "istio_only_keys": ROLE_VARS["__mirror_preflight_gateway_api_keys"]["istio_only_keys"],
+    "istio_only_subset_keys": ROLE_VARS["__mirror_preflight_gateway_api_keys"]["istio_only_subset_keys"],
+}
+GOOD_INVENTORY: dict[str, Any] = {
+    "environment": "dev",
+    "namespace": "shop",
+    "mesh_api": "istio",
+    "services": [GOOD_SERVICE],
+    "thresholds": {
+        "p99_latency_ms": {"warning": 300, "critical": 500},
+        "error_ratio": {"warning": 0.01, "critical": 0.05},
+    },
+    "alert_window": "5m",
+    "no_traffic_for": "10m",
+    "alert_for": {"warning": "5m", "critical": "1m"},
+    "monitoring": {"kind": "PodMonitor", "interval": "15s"},
+    "proxy": {
+        "fault": {
+            "enabled": True,
+            "delay": {"percent": 5, "fixed_delay": "1s"},
+            "abort": {"percent": 1, "http_status": 503},
+        },
+        "rate_limit": {"fill_interval": "0.05s"},
+        "adaptive_concurrency": {"concurrency_update_interval": "0.1s", "min_rtt_interval": "0.001s"},
+    },
+    "gateway_hpa": {
+        "enabled": True,
+        "namespace": "istio-gateways",
+        "min_replicas": 2,
+        "max_replicas": 2,
+        "cpu_utilization": 100,
+    },
+    "steps": [{"percent": 0.5, "hold": "5m"}, {"percent": 10, "hold": "10m"}],
+    "driver": "envoy",
+    "mode": "scheduled",
+}
+
+
+def preflight(**changes: Any) -> dict[str, list[str]]:
+    """The messages of each check file for the good inventory with `changes`, the rows built as
+    tasks/main.yml builds them (each proxy feature {} where it is not a mapping)."""
+    given = {**copy.deepcopy(GOOD_INVENTORY), **changes}
+    features = {
+        feature: value if isinstance(value := given["proxy"].get(feature, {}), dict) else {}
+        for feature in ("rate_limit", "fault", "authorization", "adaptive_concurrency", "cache")
+    }
+    rows = mirror_preflight_rows(
+        given["services"],
+        namespace=given["namespace"],
+        mesh_api=given["mesh_api"],
+        gateway_hpa=given["gateway_hpa"],
+        alert_window=given["alert_window"],
+        no_traffic_for=given["no_traffic_for"],
+        alert_for=given["alert_for"],
+        monitoring=given["monitoring"],
+        fault=features["fault"],
+        thresholds=given["thresholds"],
+        ramp_steps=given["steps"],
+        proxy_features=features,
+        envoy_minimums=ROLE_VARS["__mirror_preflight_envoy_duration_minimums"],
+        gateway_api=GATEWAY_API_KEYS,
+    )
+    return {
+        "environment": mirror_preflight_environment_checks(
+            rows,
+            environment=given["environment"],
+            environments=ROLE_VARS["__mirror_preflight_environments"],
+            dns_label=DNS_LABEL,
+            dns_label_says=SAYS,
+        ),
+        "mesh_api": mirror_preflight_mesh_api_checks(
+            rows,
+            mesh_apis=ROLE_VARS["__mirror_preflight_mesh_apis"],
+            http_route_match_keys=ROLE_VARS["__mirror_preflight_http_route_match_keys"],
+        ),
+        "thresholds": mirror_preflight_threshold_checks(
+            rows, duration=ROLE_VARS["__mirror_preflight_duration"], duration_says=DURATION_SAYS
+        ),
+        "proxy": mirror_preflight_proxy_checks(
+            rows,
+            environment=given["environment"],
+            fault=features["fault"],
+            envoy_duration=ROLE_VARS["__mirror_preflight_envoy_duration"],
+            envoy_duration_says=ENVOY_SAYS,
+            monitoring=given["monitoring"],
+            monitoring_kinds=ROLE_VARS["__mirror_preflight_monitoring_kinds"],
+            gateway_hpa=given["gateway_hpa"],
+        ),
+        "ramp": mirror_preflight_ramp_checks(
+            rows,
+            step_problems=mirror_ramp_step_problems(given["steps"], "mirror_ramp_steps"),
+            driver=given["driver"],
+            driver_resolutions=ROLE_VARS["__mirror_preflight_ramp_driver_resolutions"],
+            mode=given["mode"],
+            modes=ROLE_VARS["__mirror_preflight_ramp_modes"],
+        ),
+    }
+
+
+def with_service(**changes: Any) -> list[dict[str, Any]]:
+    """The good service with `changes`."""
+    return [{**copy.deepcopy(GOOD_SERVICE), **changes}]
+
+
+def test_the_duration_words_are_the_roles() -> None:
+    assert ROLE_VARS["__mirror_preflight_duration_says"] == DURATION_SAYS
+    assert ROLE_VARS["__mirror_preflight_envoy_duration_says"] == ENVOY_SAYS
+
+
+def test_a_good_inventory_passes_every_check_file() -> None:
+    assert preflight() == {file: [] for file in ("environment", "mesh_api", "thresholds", "proxy", "ramp")}
+
+
+def test_a_good_gateway_api_inventory_passes_every_check_file() -> None:
+    gateway_api = with_service(mirror_match=[{"path": {"type": "PathPrefix", "value": "/api"}, "method": "GET"}])
+    gateway_api[0]["mirror_all_methods"] = True
+    assert preflight(mesh_api="gateway-api", services=gateway_api, driver="gateway-api", proxy={}) == {
+        file: [] for file in ("environment", "mesh_api", "thresholds", "proxy", "ramp")
+    }
+
+
+FAULT_ENABLED = {"fault": {"enabled": "yes"}}
+FILE_CASES = [
+    (
+        "environment-unknown",
+        "environment",
+        {"environment": "qa"},
+        ['mirror_environment = "qa": must be one of local, dev, staging, prod'],
+    ),
+    (
+        "namespaces-not-labels",
+        "environment",
+        {"namespace": "Shop", "services": with_service(namespace="a" * 64)},
+        [f'mirror_namespace = "Shop": must be {SAYS}', f'{S0}.namespace = "{"a" * 64}": must be {SAYS}'],
+    ),
+    (
+        "hpa-namespace-null",
+        "environment",
+        {"gateway_hpa": {**GOOD_INVENTORY["gateway_hpa"], "namespace": None}},
+        [f"mirror_gateway_hpa.namespace = null: must be {SAYS}"],
+    ),
+    (
+        "mesh-apis-unknown",
+        "mesh_api",
+        {"mesh_api": "linkerd", "services": with_service(mesh_api=None)},
+        [
+            'mirror_mesh_api = "linkerd": must be one of istio, gateway-api',
+            f"{S0}.mesh_api = null: must be one of istio, gateway-api",
+        ],
+    ),
+    (
+        # The path is the mirror's own index.
+        "gateway-api-mirror-host",
+        "mesh_api",
+        {
+            "services": with_service(
+                mesh_api="gateway-api", mirrors=[{"subset": "candidate"}, {"subset": "c", "host": "x"}]
+            )
+        },
+        [
+            f'{S0}.mirrors[1].host = "x": must be left out for a gateway-api service, which mirrors to its own '
+            "versions (the Service <name>-<subset>), not to another host; or render this service with mesh_api: istio"
+        ],
+    ),
+    (
+        "gateway-api-istio-matches",
+        "mesh_api",
+        {
+            "mesh_api": "gateway-api",
+            "services": with_service(
+                mirror_match=[{"uri": {"prefix": "/"}}, {"headers": {"x": "1"}}, {"method": "GET"}]
+            ),
+        },
+        [
+            f"{S0}.mirror_match[{index}] = {value}: must be a Gateway API HTTPRouteMatch for a gateway-api service, "
+            "with keys among path, headers, queryParams and headers/queryParams as lists of {name, value, type}; "
+            "method is set by the ramp (GET and HEAD) unless mirror_all_methods"
+            for index, value in enumerate(('{"uri": {"prefix": "/"}}', '{"headers": {"x": "1"}}', '{"method": "GET"}'))
+        ],
+    ),
+    (
+        "gateway-api-match-a-mapping-with-every-method",
+        "mesh_api",
+        {
+            "services": with_service(
+                mesh_api="gateway-api", mirror_all_methods=True, mirror_match={"queryParams": "a=1", "method": "POST"}
+            )
+        },
+        [
+            f'{S0}.mirror_match = {{"queryParams": "a=1", "method": "POST"}}: must be a Gateway API HTTPRouteMatch '
+            "for a gateway-api service, with keys among path, headers, queryParams and headers/queryParams as lists "
+            "of {name, value, type}"
+        ],
+    ),
+    (
+        "thresholds-out-of-range",
+        "thresholds",
+        {"thresholds": {"p99_latency_ms": {"warning": -1}, "error_ratio": {"warning": True, "critical": 1.5}}},
+        [
+            "mirror_thresholds.error_ratio.warning = true: must be a number of at least 0 and at most 1 (a ratio)",
+            "mirror_thresholds.error_ratio.critical = 1.5: must be a number of at least 0 and at most 1 (a ratio)",
+            "mirror_thresholds.p99_latency_ms.warning = -1: must be a number of at least 0",
+            "mirror_thresholds.p99_latency_ms.critical = null: must be a number of at least 0",
+        ],
+    ),
+    (
+        "threshold-warning-above-critical",
+        "thresholds",
+        {"thresholds": {"error_ratio": {"warning": 0.5, "critical": 0.25}, "p99_latency_ms": "fast"}},
+        [
+            "mirror_thresholds.p99_latency_ms.warning = null: must be a number of at least 0",
+            "mirror_thresholds.p99_latency_ms.critical = null: must be a number of at least 0",
+            'mirror_thresholds.error_ratio = {"warning": 0.5, "critical": 0.25}: warning (0.5) must not be above '
+            "critical (0.25)",
+        ],
+    ),
+    (
+        "durations-not-go-durations",
+        "thresholds",
+        {
+            "alert_window": "5 minutes",
+            "alert_for": {"warning": "5m", "critical": None, "Page": "1d"},
+            "services": with_service(timeout=10, retries={"attempts": 1, "per_try_timeout": "2s"}),
+        },
+        [
+            f'mirror_alert_window = "5 minutes": must be {DURATION_SAYS}',
+            f"mirror_alert_for.critical = null: must be {DURATION_SAYS}",
+            f'mirror_alert_for.Page = "1d": must be {DURATION_SAYS}',
+            f"{S0}.timeout = 10: must be {DURATION_SAYS}",
+        ],
+    ),
+    (
+        "fault-on-in-prod",
+        "proxy",
+        {"environment": "prod", "proxy": FAULT_ENABLED},
+        [
+            'mirror_proxy.fault.enabled = "yes": must be false in prod; fault injection is for test environments '
+            "(local, dev, staging)"
+        ],
+    ),
+    (
+        "fault-percents-and-status",
+        "proxy",
+        {"proxy": {"fault": {"delay": {"percent": "5%"}, "abort": {"percent": 101, "http_status": True}}}},
+        [
+            'mirror_proxy.fault.delay.percent = "5%": must be a number from 0 to 100 (fractions allowed)',
+            "mirror_proxy.fault.abort.percent = 101: must be a number from 0 to 100 (fractions allowed)",
+            "mirror_proxy.fault.abort.http_status = true: must be an HTTP status from 200 to 599",
+        ],
+    ),
+    (
+        "fault-status-null",
+        "proxy",
+        {"proxy": {"fault": {"abort": {"http_status": None}}}},
+        ["mirror_proxy.fault.abort.http_status = null: must be an HTTP status from 200 to 599"],
+    ),
+    (
+        "envoy-durations",
+        "proxy",
+        {
+            "proxy": {
+                "rate_limit": {"fill_interval": "0.049s"},
+                "adaptive_concurrency": {"concurrency_update_interval": "0s", "min_rtt_interval": "1ms"},
+            }
+        },
+        [
+            f'mirror_proxy.rate_limit.fill_interval = "0.049s": must be an Envoy duration of at least 0.05s: {ENVOY_SAYS}',
+            'mirror_proxy.adaptive_concurrency.concurrency_update_interval = "0s": must be an Envoy duration of '
+            f"above 0s: {ENVOY_SAYS}",
+            'mirror_proxy.adaptive_concurrency.min_rtt_interval = "1ms": must be an Envoy duration of at least '
+            f"0.001s: {ENVOY_SAYS}",
+        ],
+    ),
+    (
+        "monitoring-kind-absent",
+        "proxy",
+        {"monitoring": {"interval": "15s"}},
+        ["mirror_monitoring.kind = null: must be one of PodMonitor, ServiceMonitor"],
+    ),
+    (
+        "hpa-bounds",
+        "proxy",
+        {
+            "gateway_hpa": {
+                "namespace": "gw",
+                "enabled": True,
+                "min_replicas": 3,
+                "max_replicas": 2,
+                "cpu_utilization": 0,
+            }
+        },
+        [
+            "mirror_gateway_hpa.max_replicas = 2: must be a whole number of at least 1 and of at least min_replicas (3)",
+            "mirror_gateway_hpa.cpu_utilization = 0: must be a whole percentage from 1 to 100",
+        ],
+    ),
+    (
+        # A null renders as nothing inside the message, as it did in Jinja.
+        "hpa-bounds-absent",
+        "proxy",
+        {"gateway_hpa": {"namespace": "gw", "enabled": "true", "min_replicas": 1.5}},
+        [
+            "mirror_gateway_hpa.min_replicas = 1.5: must be a whole number of at least 1",
+            "mirror_gateway_hpa.max_replicas = null: must be a whole number of at least 1 and of at least "
+            "min_replicas (1.5)",
+            "mirror_gateway_hpa.cpu_utilization = null: must be a whole percentage from 1 to 100",
+        ],
+    ),
+    (
+        "hpa-max-without-min",
+        "proxy",
+        {"gateway_hpa": {"namespace": "gw", "enabled": True, "max_replicas": 0, "cpu_utilization": 50}},
+        [
+            "mirror_gateway_hpa.min_replicas = null: must be a whole number of at least 1",
+            "mirror_gateway_hpa.max_replicas = 0: must be a whole number of at least 1 and of at least min_replicas ()",
+        ],
+    ),
+    ("hpa-off-is-not-checked", "proxy", {"gateway_hpa": {"enabled": False, "min_replicas": 0}}, []),
+    (
+        "ramp-steps-refused-by-the-engine",
+        "ramp",
+        {"steps": [{"percent": 1, "hold": "5m"}, {"percent": 0.5, "hold": "soon"}]},
+        [
+            "mirror_ramp_steps[1].hold = \"soon\": cannot read 'soon'; must be a duration such as 30s, 10m, 12h, 1d, "
+            "1.5h, 1h30m, 500ms (units ms, s, m, h, d, w) or a number of seconds (> 0)",
+            "mirror_ramp_steps[1].percent = 0.5: must be more than mirror_ramp_steps[0].percent (1): percents must "
+            "strictly increase",
+        ],
+    ),
+    (
+        "ramp-driver-and-mode-unknown",
+        "ramp",
+        {"driver": "nginx", "mode": None, "steps": [{"percent": 0.12345, "hold": "5m"}]},
+        [
+            'mirror_ramp_driver = "nginx": must be one of istio, gateway-api, envoy',
+            "mirror_ramp_mode = null: must be one of scheduled, watch",
+        ],
+    ),
+    (
+        "percents-finer-than-the-driver",
+        "ramp",
+        {
+            "steps": [{"percent": 0.12345, "hold": "5m"}, {"percent": 10, "hold": "5m"}],
+            "services": with_service(mirror_percent=33.33333),
+        },
+        [
+            "mirror_ramp_steps[0].percent = 0.12345: must be a multiple of 0.0001 with mirror_ramp_driver envoy "
+            "(the finest percent it can set), such as 0.1234 or 0.1235",
+            f"{S0}.mirror_percent = 33.33333: must be a multiple of 0.0001 with mirror_ramp_driver envoy (the "
+            "finest percent it can set), such as 33.3333 or 33.3334",
+        ],
+    ),
+    (
+        "percents-finer-than-gateway-api",
+        "ramp",
+        {"driver": "gateway-api", "steps": [{"percent": 0.123456789, "hold": "5m"}]},
+        [
+            "mirror_ramp_steps[0].percent = 0.123456789: must be a multiple of 1e-07 with mirror_ramp_driver "
+            "gateway-api (the finest percent it can set), such as 0.1234567 or 0.1234568",
+        ],
+    ),
+    ("any-percent-for-istio", "ramp", {"driver": "istio", "steps": [{"percent": 0.123456789, "hold": "5m"}]}, []),
+]
+
+
+@pytest.mark.parametrize(
+    ("file", "changes", "expected"), [case[1:] for case in FILE_CASES], ids=[case[0] for case in FILE_CASES]
+)
+def test_each_check_file_says_what_its_jinja_checks_said(
+    file: str, changes: dict[str, Any], expected: list[str]
+) -> None:
+    messages = preflight(**changes)
+    assert messages[file] == expected
+    assert {other: found for other, found in messages.items() if other != file and found} == {}
+
+
+def test_the_check_files_follow_the_checks_then_the_rows() -> None:
+    messages = preflight(
+        environment="prod",
+        proxy={"fault": {"enabled": True, "abort": {"http_status": 700}}, "rate_limit": {"fill_interval": "1m"}},
+        monitoring={"kind": "Probe", "interval": "15s"},
+        gateway_hpa={"namespace": "gw", "enabled": True, "min_replicas": 0, "max_replicas": 1, "cpu_utilization": 50},
+        steps=[{"percent": 0.00001, "hold": "5m"}],
+        mode="later",
+    )
+    assert messages["proxy"] == [
+        "mirror_proxy.fault.enabled = true: must be false in prod; fault injection is for test environments (local, "
+        "dev, staging)",
+        "mirror_proxy.fault.abort.http_status = 700: must be an HTTP status from 200 to 599",
+        f'mirror_proxy.rate_limit.fill_interval = "1m": must be an Envoy duration of at least 0.05s: {ENVOY_SAYS}',
+        'mirror_monitoring.kind = "Probe": must be one of PodMonitor, ServiceMonitor',
+        "mirror_gateway_hpa.min_replicas = 0: must be a whole number of at least 1",
+    ]
+    assert messages["ramp"] == [
+        "mirror_ramp_steps[0].percent = 1e-05: must be a multiple of 0.0001 with mirror_ramp_driver envoy (the finest "
+        "percent it can set), such as 0.0 or 0.0001",
+        'mirror_ramp_mode = "later": must be one of scheduled, watch',
+    ]
+
+
+def test_a_gateway_api_service_names_what_it_does_not_render() -> None:
+    service = with_service(mesh_api="gateway-api", retries={"attempts": 1})[0]
+    service["subsets"][1] = {**service["subsets"][1], "outlier_detection": {"interval": "10s"}}
+    rows = mirror_preflight_rows(
+        [service, GOOD_SERVICE],
+        alert_for={},
+        fault={"enabled": True},
+        gateway_api=GATEWAY_API_KEYS,
+    )
+    assert [(row["path"], row["name"], row["unrendered"]) for row in rows["gateway_apis"]] == [
+        (S0, "reviews", ["retries", "subsets[1].outlier_detection", "mirror_proxy.fault"])
+    ]
+
+
+ALL_ROWS = mirror_preflight_rows([GOOD_SERVICE], alert_for={}, gateway_api=GATEWAY_API_KEYS)
+
+
+@pytest.mark.parametrize(
+    ("check", "rows", "arguments", "says"),
+    [
+        (mirror_preflight_threshold_checks, [], {"duration": "^x$", "duration_says": "x"}, "rows = []: must be"),
+        (mirror_preflight_threshold_checks, ALL_ROWS, {"duration": None, "duration_says": "x"}, "duration = None"),
+        (
+            mirror_preflight_mesh_api_checks,
+            {"mesh_apis": []},
+            {"mesh_apis": [], "http_route_match_keys": []},
+            "(lists mesh_apis, gateway_apis)",
+        ),
+        (
+            mirror_preflight_mesh_api_checks,
+            ALL_ROWS,
+            {"mesh_apis": "istio", "http_route_match_keys": []},
+            "mesh_apis = 'istio': must be a list",
+        ),
+        (
+            mirror_preflight_ramp_checks,
+            ALL_ROWS,
+            {"step_problems": [], "driver": "istio", "driver_resolutions": [], "mode": "watch", "modes": []},
+            "driver_resolutions = []: must be a mapping",
+        ),
+        (
+            mirror_preflight_proxy_checks,
+            ALL_ROWS,
+            {
+                "environment": "dev",
+                "fault": None,
+                "envoy_duration": "^x$",
+                "envoy_duration_says": "x",
+                "monitoring": {},
+                "monitoring_kinds": [],
+                "gateway_hpa": {},
+            },
+            "fault = None: must be a mapping",
+        ),
+    ],
+    ids=["thresholds-rows", "thresholds-pattern", "mesh-api-rows", "mesh-apis", "ramp-resolutions", "proxy-fault"],
+)
+def test_each_file_filter_refuses_what_is_not_its_arguments(
+    check: Callable[..., Any], rows: Any, arguments: dict[str, Any], says: str
+) -> None:
+    with pytest.raises(AnsibleFilterError) as raised:
+        check(rows, **arguments)
+    assert says in str(raised.value)
