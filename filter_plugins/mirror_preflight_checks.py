@@ -24,6 +24,7 @@ from typing import Any
 from ansible.errors import AnsibleFilterError
 from ansible.plugins.filter.core import to_bool, to_json
 from ansible.plugins.test.core import match
+from jinja2.tests import test_sequence
 
 # The documentation is mirror_preflight_checks.yml beside this file (ansible-doc -t filter).
 
@@ -38,14 +39,7 @@ Check = Callable[[Rows, Mapping[str, str]], list[str]]
 
 def _is_list(value: Any) -> bool:
     """Jinja's `value is sequence and value is not string` (a mapping passes, as in Jinja)."""
-    if isinstance(value, str):
-        return False
-    try:
-        len(value)
-        value.__getitem__  # noqa: B018 - the attribute test is Jinja's own test_sequence
-    except (TypeError, AttributeError):
-        return False
-    return True
+    return not isinstance(value, str) and test_sequence(value)
 
 
 def _is_whole_number(value: Any) -> bool:
