@@ -19,7 +19,6 @@ tests/unit/test_filters_engine_rules.py.)
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import re
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from mirrorramp.errors import ConfigError
 from mirrorramp.gates import GATES_KEYS, parse_gates
 from mirrorramp.plan import STEP_KEYS
 from tests.support.ansible_run import REPO_ROOT, run_playbook
+from tests.support.filter_plugins import load_filter
 
 BASE_INVENTORY = REPO_ROOT / "inventories" / "local"
 GROUP_VARS = BASE_INVENTORY / "group_vars" / "all"
@@ -1033,16 +1033,8 @@ def test_driver_resolutions_are_what_each_driver_sets() -> None:
         check_percent(envoy / 2)
 
 
-def load_filter(name: str, module_name: str = "mirror_input_keys") -> Callable[..., Any]:
-    spec = importlib.util.spec_from_file_location(module_name, REPO_ROOT / "filter_plugins" / f"{module_name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.FilterModule().filters()[name]
-
-
-UNKNOWN_KEYS_FILTER = load_filter("mirror_unknown_keys")
-mirror_ramp_input_options = load_filter("mirror_ramp_input_options", "mirror_ramp_input_options")
+UNKNOWN_KEYS_FILTER = load_filter("mirror_input_keys", "mirror_unknown_keys")
+mirror_ramp_input_options = load_filter("mirror_ramp_input_options")
 FILTER_OPTIONS = {
     "svc": {"options": {"name": {}, "labels": {}, "subsets": {"type": "list", "options": {"name": {}}}}},
 }

@@ -7,9 +7,7 @@ baseline_subset; the ramp's argument spec takes it and hands it to the gates as
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,17 +17,12 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from mirrorramp.arguments import ARGUMENT_RULES, ARGUMENT_SPEC, requests_from_arguments
 from mirrorramp.errors import ConfigError
 from mirrorramp.promql import QueryContext
+from tests.support.filter_plugins import load_filter
 from tests.unit.test_adapter import arguments
-
-FILTERS = Path(__file__).resolve().parents[2] / "filter_plugins" / "mirror_filters.py"
 
 
 def _filter(name: str) -> Callable[..., Any]:
-    spec = importlib.util.spec_from_file_location("mirror_filters_under_test", FILTERS)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.FilterModule().filters()[name]
+    return load_filter("mirror_filters", name)
 
 
 def _service(**keys: Any) -> dict[str, Any]:

@@ -4,7 +4,6 @@ the filter mirror_istio_destination_rule and the sandbox harness loads into Envo
 from __future__ import annotations
 
 import copy
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from ansible.plugins.filter.core import to_nice_yaml
 
 from mirrorramp.destinationrule import destination_rule
 from mirrorramp.errors import ConfigError
+from tests.support.filter_plugins import load_filter
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = REPO_ROOT / "tests" / "manifests" / "golden" / "istio-dev"
@@ -23,16 +23,7 @@ LABELS = {"app.kubernetes.io/part-of": "mirror-ramp", "mirror-ramp.io/environmen
 RENDER_HEADER = "---\n# Rendered by the role mirror_istio.\n"
 
 
-def _filter_module() -> Any:
-    path = REPO_ROOT / "filter_plugins" / "mirror_istio_destination_rule.py"
-    spec = importlib.util.spec_from_file_location("mirror_istio_destination_rule", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-FILTER = _filter_module().FilterModule().filters()["mirror_istio_destination_rule"]
+FILTER = load_filter("mirror_istio_destination_rule")
 
 
 def service(**keys: Any) -> dict[str, Any]:

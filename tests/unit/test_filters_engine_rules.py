@@ -9,12 +9,8 @@ what is allowed.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import pytest
 from ansible.errors import AnsibleFilterError
@@ -23,20 +19,10 @@ from mirrorramp.durations import parse_duration
 from mirrorramp.errors import ConfigError
 from mirrorramp.plan import STEP_KEYS, parse_steps
 from mirrorramp.virtualservice import MirrorTarget, mirror_targets, read_mirror_percent, with_mirror_percent
+from tests.support.filter_plugins import load_filter
 
-FILTER_DIR = Path(__file__).resolve().parents[2] / "filter_plugins"
-
-
-def _filter(module_file: str, name: str) -> Callable[..., Any]:
-    spec = importlib.util.spec_from_file_location(f"{module_file}_under_test", FILTER_DIR / f"{module_file}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.FilterModule().filters()[name]
-
-
-mirror_istio_route = _filter("mirror_route_filters", "mirror_istio_route")
-mirror_ramp_step_problems = _filter("mirror_step_checks", "mirror_ramp_step_problems")
+mirror_istio_route = load_filter("mirror_route_filters", "mirror_istio_route")
+mirror_ramp_step_problems = load_filter("mirror_step_checks", "mirror_ramp_step_problems")
 
 CANDIDATE = {"host": "user-service", "subset": "v2", "port": 8080}
 BASELINE = {"host": "user-service", "subset": "v1-baseline", "port": 8080}

@@ -4,26 +4,16 @@ each with the live object of its own kind, namespace and name."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 from typing import Any
 
 import pytest
 from ansible.errors import AnsibleFilterError
 
 from mirrorramp.virtualservice import read_mirror_percent, with_mirror_percent
-from tests.support.ansible_run import REPO_ROOT
+from tests.support.filter_plugins import load_filter
 from tests.unit.test_virtualservice import ONE, virtual_service
 
-
-def _keep_live_filter():
-    spec = importlib.util.spec_from_file_location("mirror_filters", REPO_ROOT / "filter_plugins" / "mirror_filters.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.FilterModule().filters()["mirror_keep_live"]
-
-
-mirror_keep_live = _keep_live_filter()
+mirror_keep_live = load_filter("mirror_filters", "mirror_keep_live")
 
 
 def named(manifest: dict[str, Any], name: str, namespace: str = "shop") -> dict[str, Any]:

@@ -6,7 +6,6 @@ the rows, and a good inventory with no message."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 from collections.abc import Callable
 from typing import Any
 
@@ -15,18 +14,10 @@ import yaml
 from ansible.errors import AnsibleFilterError
 
 from tests.support.ansible_run import REPO_ROOT
+from tests.support.filter_plugins import load_filter
 
-
-def _filter(module_name: str, filter_name: str) -> Callable[..., Any]:
-    spec = importlib.util.spec_from_file_location(module_name, REPO_ROOT / "filter_plugins" / f"{module_name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.FilterModule().filters()[filter_name]
-
-
-mirror_preflight_rows = _filter("mirror_preflight_rows", "mirror_preflight_rows")
-mirror_preflight_checks = _filter("mirror_preflight_checks", "mirror_preflight_checks")
+mirror_preflight_rows = load_filter("mirror_preflight_rows", "mirror_preflight_rows")
+mirror_preflight_checks = load_filter("mirror_preflight_checks", "mirror_preflight_checks")
 
 # The rule's pattern and words, from the one place the role holds them.
 ROLE_VARS = yaml.safe_load((REPO_ROOT / "roles" / "mirror_preflight" / "vars" / "main.yml").read_text())
@@ -317,12 +308,12 @@ def test_the_filter_refuses_what_is_not_its_rows(rows: Any, dns_label: Any, says
 
 # The other check files of the role (tasks/environment.yml, mesh_api.yml, thresholds.yml, proxy.yml
 # and ramp.yml), each one filter over the same rows, called as the role calls them.
-mirror_preflight_environment_checks = _filter("mirror_preflight_checks", "mirror_preflight_environment_checks")
-mirror_preflight_mesh_api_checks = _filter("mirror_preflight_checks", "mirror_preflight_mesh_api_checks")
-mirror_preflight_threshold_checks = _filter("mirror_preflight_checks", "mirror_preflight_threshold_checks")
-mirror_preflight_proxy_checks = _filter("mirror_preflight_checks", "mirror_preflight_proxy_checks")
-mirror_preflight_ramp_checks = _filter("mirror_preflight_checks", "mirror_preflight_ramp_checks")
-mirror_ramp_step_problems = _filter("mirror_step_checks", "mirror_ramp_step_problems")
+mirror_preflight_environment_checks = load_filter("mirror_preflight_checks", "mirror_preflight_environment_checks")
+mirror_preflight_mesh_api_checks = load_filter("mirror_preflight_checks", "mirror_preflight_mesh_api_checks")
+mirror_preflight_threshold_checks = load_filter("mirror_preflight_checks", "mirror_preflight_threshold_checks")
+mirror_preflight_proxy_checks = load_filter("mirror_preflight_checks", "mirror_preflight_proxy_checks")
+mirror_preflight_ramp_checks = load_filter("mirror_preflight_checks", "mirror_preflight_ramp_checks")
+mirror_ramp_step_problems = load_filter("mirror_step_checks", "mirror_ramp_step_problems")
 
 DURATION_SAYS = "a duration such as 500ms, 10s, 5m, 1h or 1h30m (units ns, us, ms, s, m, h)"
 ENVOY_SAYS = (

@@ -3,27 +3,15 @@ each row with the inventory path the messages name, held to rows written out by 
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from typing import Any
 
 import pytest
 from ansible.errors import AnsibleFilterError
 
-from tests.support.ansible_run import REPO_ROOT
+from tests.support.filter_plugins import load_filter
 
-
-def _rows_filter():
-    spec = importlib.util.spec_from_file_location(
-        "mirror_preflight_rows", REPO_ROOT / "filter_plugins" / "mirror_preflight_rows.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.FilterModule().filters()["mirror_preflight_rows"]
-
-
-mirror_preflight_rows = _rows_filter()
+mirror_preflight_rows = load_filter("mirror_preflight_rows")
 
 ALERT_FOR = {"warning": "5m", "critical": "1m"}
 STABLE = {"name": "stable", "labels": {"version": "v1"}, "workload": "a-v1"}

@@ -6,8 +6,6 @@ services, a check left out where its feature is off, and a good input with no me
 from __future__ import annotations
 
 import copy
-import importlib.util
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,18 +13,10 @@ import yaml
 from ansible.errors import AnsibleFilterError
 
 from tests.support.ansible_run import REPO_ROOT
+from tests.support.filter_plugins import load_filter
 
-
-def _filter(module_name: str) -> Callable[..., Any]:
-    spec = importlib.util.spec_from_file_location(module_name, REPO_ROOT / "filter_plugins" / f"{module_name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.FilterModule().filters()[module_name]
-
-
-mirror_proxy_checks = _filter("mirror_proxy_checks")
-mirror_monitoring_checks = _filter("mirror_monitoring_checks")
+mirror_proxy_checks = load_filter("mirror_proxy_checks")
+mirror_monitoring_checks = load_filter("mirror_monitoring_checks")
 
 
 def _role_vars(role: str) -> dict[str, Any]:
