@@ -647,38 +647,47 @@ def run_rollout(s: Stack, label: str, *, ramp_only: bool, reports: bool = True) 
 
 
 class Meter:
-    """Calls and seconds of the functions it wraps, by bucket. The seconds are exclusive: a
-    wrapped call inside another wrapped call counts for its own bucket only (the grouped query
-    BatchedPrometheus sends is Prometheus's time, not the batch's). One thread: the caller's."""
+    """Calls of the functions it wraps, and the time spans they took, by bucket. A span is
+    exclusive: a wrapped call inside another wrapped call of the same thread is its own bucket's
+    (the grouped query BatchedPrometheus sends is Prometheus's time, not the batch's). The gates
+    send their queries from several threads at once (prometheus.concurrently), so a bucket's time
+    is the wall time some call of it was in progress (`busy`), not the sum of its calls' times:
+    summed, the concurrent queries counted more than the run's own time."""
 
     def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
+        self.spans: dict[str, list[tuple[float, float]]] = defaultdict(list)
         self.calls: Counter[str] = Counter()
         self._local = threading.local()
+        self._lock = threading.Lock()
 
-    def _open(self) -> list[list[float]]:
+    def _open(self) -> list[tuple[float, list[tuple[float, float]]]]:
         if not hasattr(self._local, "open"):
-            self._local.open = []  # per wrapped call in progress: [started, seconds of inner calls]
+            self._local.open = []  # per wrapped call in progress: (started, spans of its inner calls)
         return self._local.open
 
     def wrap(self, fn: Callable[..., Any], bucket: str, counter: str | None) -> Callable[..., Any]:
         @functools.wraps(fn)
         def metered(*args: Any, **kwargs: Any) -> Any:
             stack = self._open()
-            frame = [time.perf_counter(), 0.0]
-            stack.append(frame)
+            started, inner = time.perf_counter(), []
+            stack.append((started, inner))
             try:
                 return fn(*args, **kwargs)
             finally:
                 stack.pop()
-                elapsed = time.perf_counter() - frame[0]
-                self.seconds[bucket] += elapsed - frame[1]
-                if counter:
-                    self.calls[counter] += 1
+                ended = time.perf_counter()
+                with self._lock:
+                    self.spans[bucket] += without(started, ended, inner)
+                    if counter:
+                        self.calls[counter] += 1
                 if stack:
-                    stack[-1][1] += elapsed
+                    stack[-1][1].append((started, ended))
 
         return metered
+
+    def busy(self, *buckets: str) -> float:
+        """Seconds during which a call of any of `buckets` was in progress, in any thread."""
+        return covered([span for bucket in buckets for span in self.spans.get(bucket, [])])
 
     @contextlib.contextmanager
     def patched(self, owner: Any, name: str, bucket: str, counter: str | None = None) -> Iterator[None]:
@@ -693,6 +702,28 @@ class Meter:
                 setattr(owner, name, original)
             else:
                 delattr(owner, name)
+
+
+def without(start: float, end: float, inner: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """[start, end] less the spans `inner` (one thread's nested calls: in order, not overlapping)."""
+    spans, at = [], start
+    for inner_start, inner_end in inner:
+        if inner_start > at:
+            spans.append((at, inner_start))
+        at = max(at, inner_end)
+    if end > at:
+        spans.append((at, end))
+    return spans
+
+
+def covered(spans: list[tuple[float, float]]) -> float:
+    """The length of the union of `spans`: what overlaps counts once."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
 
 
 def metered_calls() -> list[tuple[Any, str, str, str | None]]:
@@ -759,12 +790,13 @@ class EngineResult:
     run: str
     total_s: float
     ms_per_service: float
-    # ms per run, where the run went (exclusive times of the metered calls):
+    # ms per run, where the run went: the wall time some metered call of each kind was in
+    # progress (Meter.busy; Kubernetes and Prometheus calls may overlap, from different threads):
     arguments_ms: float  # the argument spec's checks and requests_from_arguments
     clients_ms: float  # the Prometheus and Kubernetes clients, the drivers, the batch
     kube_ms: float  # CustomObjectsApi calls (HTTP to the test double, in its own process)
     prometheus_ms: float  # PrometheusClient calls (HTTP and parsing)
-    rest_ms: float  # gates, splitting the grouped answers, the state machine, the result
+    rest_ms: float  # no metered call in progress: gates, splitting the answers, the state machine
     queries: int  # sent by the client (PrometheusClient.query)
     queries_server: int  # answered, by Prometheus's own counter
     gate_queries: int  # asked by the services' gates (BatchedPrometheus.query)
@@ -805,7 +837,7 @@ def run_engine(s: Stack, label: str) -> EngineResult:
     for row in rows:
         if row.get("failed"):
             log(f"warning: engine, {s.n} services, {label}: {row['msg']}")
-    seconds = dict(meter.seconds) | {"arguments": parsed - started}
+    meter.spans["arguments"] = [(started, parsed)]
     named = ("arguments", "clients", "kubernetes", "prometheus")
 
     def ms(value: float) -> float:
@@ -816,11 +848,11 @@ def run_engine(s: Stack, label: str) -> EngineResult:
         run=label,
         total_s=round(total, 3),
         ms_per_service=round(total * 1000 / s.n, 1),
-        arguments_ms=ms(seconds["arguments"]),
-        clients_ms=ms(seconds.get("clients", 0.0)),
-        kube_ms=ms(seconds.get("kubernetes", 0.0)),
-        prometheus_ms=ms(seconds.get("prometheus", 0.0)),
-        rest_ms=ms(total - sum(seconds.get(name, 0.0) for name in named)),
+        arguments_ms=ms(meter.busy("arguments")),
+        clients_ms=ms(meter.busy("clients")),
+        kube_ms=ms(meter.busy("kubernetes")),
+        prometheus_ms=ms(meter.busy("prometheus")),
+        rest_ms=ms(total - meter.busy(*named)),
         queries=meter.calls["queries"],
         queries_server=queries_server,
         gate_queries=meter.calls["gate queries"],
