@@ -246,14 +246,8 @@ _CHECKS: tuple[Check, ...] = (
 
 def mirror_preflight_checks(rows: Any, dns_label: Any, dns_label_says: Any) -> list[str]:
     """The message of every failed service check, in the order of the checks, then of the rows."""
-    if not isinstance(rows, Mapping) or any(not isinstance(rows.get(kind), list) for kind in _ROW_KINDS):
-        raise AnsibleFilterError(
-            f"mirror_preflight_checks: rows = {rows!r}: must be the rows of filter mirror_preflight_rows "
-            f"(lists {', '.join(_ROW_KINDS)})"
-        )
-    for name, value in (("dns_label", dns_label), ("dns_label_says", dns_label_says)):
-        if not isinstance(value, str):
-            raise AnsibleFilterError(f"mirror_preflight_checks: {name} = {value!r}: must be a string")
+    _require_rows("mirror_preflight_checks", rows, _ROW_KINDS)
+    _require_strings("mirror_preflight_checks", dns_label=dns_label, dns_label_says=dns_label_says)
     # The services' rows hold each service as it is: role mirror_preflight's argument spec has
     # already refused a service that is not a mapping.
     if any(not isinstance(row.get("svc"), Mapping) for row in rows["services"]):
