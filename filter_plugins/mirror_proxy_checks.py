@@ -25,6 +25,7 @@ from typing import Any
 from ansible.errors import AnsibleFilterError
 from ansible.plugins.filter.core import to_json
 from ansible.plugins.test.core import match
+from jinja2.tests import test_sequence
 
 # The documentation is mirror_proxy_checks.yml beside this file (ansible-doc -t filter).
 
@@ -46,14 +47,7 @@ def _is_integer(value: Any) -> bool:
 
 def _is_list(value: Any) -> bool:
     """Jinja's `value is sequence and value is not string` (a mapping passes, as in Jinja)."""
-    if isinstance(value, str):
-        return False
-    try:
-        len(value)
-        value.__getitem__  # noqa: B018 - the attribute test is Jinja's own test_sequence
-    except (TypeError, AttributeError):
-        return False
-    return True
+    return not isinstance(value, str) and test_sequence(value)
 
 
 def _text(value: Any) -> str:
