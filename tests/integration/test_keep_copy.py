@@ -3,24 +3,14 @@ makes and removes, by its own rule against a hand-written table, and by a playbo
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
-from tests.support.ansible_run import REPO_ROOT, recap_counts, run_playbook
+from tests.support.ansible_run import recap_counts, run_playbook
+from tests.support.plugin_files import plugin_module
 
-
-def _action_module():
-    path = REPO_ROOT / "plugins" / "action" / "mirror_keep_copy.py"
-    spec = importlib.util.spec_from_file_location("mirror_keep_copy_action", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-keep_copy = _action_module()
+keep_copy = plugin_module("plugins/action/mirror_keep_copy.py")
 
 
 @pytest.mark.parametrize(

@@ -5,25 +5,15 @@ refused)."""
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-from tests.support.ansible_run import REPO_ROOT, recap_counts, run_playbook
+from tests.support.ansible_run import recap_counts, run_playbook
+from tests.support.plugin_files import plugin_module
 
-
-def _action_module():
-    path = REPO_ROOT / "plugins" / "action" / "mirror_prune_renders.py"
-    spec = importlib.util.spec_from_file_location("mirror_prune_renders_action", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-prune = _action_module()
+prune = plugin_module("plugins/action/mirror_prune_renders.py")
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,7 @@ from mirrorramp.errors import ConfigError
 from mirrorramp.gates import GATES_KEYS, parse_gates
 from mirrorramp.plan import STEP_KEYS
 from tests.support.ansible_run import REPO_ROOT, run_playbook
-from tests.support.filter_plugins import load_filter
+from tests.support.plugin_files import load_filter
 
 BASE_INVENTORY = REPO_ROOT / "inventories" / "local"
 GROUP_VARS = BASE_INVENTORY / "group_vars" / "all"

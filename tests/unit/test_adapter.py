@@ -101,15 +101,11 @@ def test_each_pass_goes_into_the_report_but_check_mode_records_nothing(tmp_path:
 
 
 def test_the_module_documentation_matches_the_argument_spec() -> None:
-    import importlib.util
-
     import yaml
 
-    path = Path(__file__).resolve().parents[2] / "plugins" / "modules" / "mirror_ramp.py"
-    spec = importlib.util.spec_from_file_location("mirror_ramp_doc", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    documented = yaml.safe_load(module.DOCUMENTATION)["options"]
+    from tests.support.plugin_files import plugin_module
+
+    documented = yaml.safe_load(plugin_module("plugins/modules/mirror_ramp.py").DOCUMENTATION)["options"]
     assert sorted(documented) == sorted(ARGUMENT_SPEC)
     for name, option in ARGUMENT_SPEC.items():
         doc = documented[name]

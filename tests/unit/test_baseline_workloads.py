@@ -17,7 +17,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from mirrorramp.arguments import ARGUMENT_RULES, ARGUMENT_SPEC, requests_from_arguments
 from mirrorramp.errors import ConfigError
 from mirrorramp.promql import QueryContext
-from tests.support.filter_plugins import load_filter
+from tests.support.plugin_files import load_filter
 from tests.unit.test_adapter import arguments
 
 

@@ -14,7 +14,7 @@ from ansible.plugins.filter.core import to_nice_yaml
 
 from mirrorramp.destinationrule import destination_rule
 from mirrorramp.errors import ConfigError
-from tests.support.filter_plugins import load_filter
+from tests.support.plugin_files import load_filter
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = REPO_ROOT / "tests" / "manifests" / "golden" / "istio-dev"

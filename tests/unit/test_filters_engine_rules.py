@@ -19,7 +19,7 @@ from mirrorramp.durations import parse_duration
 from mirrorramp.errors import ConfigError
 from mirrorramp.plan import STEP_KEYS, parse_steps
 from mirrorramp.virtualservice import MirrorTarget, mirror_targets, read_mirror_percent, with_mirror_percent
-from tests.support.filter_plugins import load_filter
+from tests.support.plugin_files import load_filter
 
 mirror_istio_route = load_filter("mirror_route_filters", "mirror_istio_route")
 mirror_ramp_step_problems = load_filter("mirror_step_checks", "mirror_ramp_step_problems")

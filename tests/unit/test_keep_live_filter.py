@@ -10,7 +10,7 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 from mirrorramp.virtualservice import read_mirror_percent, with_mirror_percent
-from tests.support.filter_plugins import load_filter
+from tests.support.plugin_files import load_filter
 from tests.unit.test_virtualservice import ONE, virtual_service
 
 mirror_keep_live = load_filter("mirror_filters", "mirror_keep_live")

@@ -14,7 +14,7 @@ import yaml
 from ansible.errors import AnsibleFilterError
 
 from tests.support.ansible_run import REPO_ROOT
-from tests.support.filter_plugins import load_filter
+from tests.support.plugin_files import load_filter
 
 mirror_preflight_rows = load_filter("mirror_preflight_rows", "mirror_preflight_rows")
 mirror_preflight_checks = load_filter("mirror_preflight_checks", "mirror_preflight_checks")

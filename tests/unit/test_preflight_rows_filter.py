@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from ansible.errors import AnsibleFilterError
 
-from tests.support.filter_plugins import load_filter
+from tests.support.plugin_files import load_filter
 
 mirror_preflight_rows = load_filter("mirror_preflight_rows")
 

@@ -13,7 +13,7 @@ import yaml
 from ansible.errors import AnsibleFilterError
 
 from tests.support.ansible_run import REPO_ROOT
-from tests.support.filter_plugins import load_filter
+from tests.support.plugin_files import load_filter
 
 mirror_proxy_checks = load_filter("mirror_proxy_checks")
 mirror_monitoring_checks = load_filter("mirror_monitoring_checks")
