@@ -22,10 +22,9 @@ from ansible.utils.display import Display
 
 display = Display()
 
-ARGUMENT_SPEC = {
-    "directories": {"type": "list", "elements": "path", "required": True},
-    "keep": {"type": "list", "elements": "path", "required": True},
-}
+# Both required, each a list of absolute paths: checked by hand (_arguments), as the argument
+# spec's list type would split a string at its commas.
+ARGUMENTS = {"directories": "the render's directories", "keep": "the rendered files"}
 RENDER_PATTERN = "*.yml"
 
 
@@ -52,10 +51,13 @@ def regular_files(directory: str) -> list[str]:
         return [os.path.join(directory, entry.name) for entry in entries if entry.is_file(follow_symlinks=False)]
 
 
-def _refuse_bad_arguments(raw: dict[str, Any]) -> None:
-    """Refuse what the argument spec would let through: its list type splits a string at commas,
-    and a relative path never equals a rendered (absolute) one, so every file would look stale."""
-    for name, meaning in (("directories", "the render's directories"), ("keep", "the rendered files")):
+def _arguments(raw: dict[str, Any]) -> dict[str, list[str]]:
+    """`directories` and `keep`, or a failure naming the one that is wrong: a relative path never
+    equals a rendered (absolute) one, so every file would look stale."""
+    unknown = sorted(set(raw) - set(ARGUMENTS))
+    if unknown:
+        raise AnsibleActionFail(f"mirror_prune_renders: unknown argument(s) {unknown}: allowed are {list(ARGUMENTS)}")
+    for name, meaning in ARGUMENTS.items():
         value = raw.get(name)
         if not isinstance(value, list):
             raise AnsibleActionFail(
@@ -66,6 +68,7 @@ def _refuse_bad_arguments(raw: dict[str, Any]) -> None:
                 raise AnsibleActionFail(
                     f"mirror_prune_renders: {name}[{index}] = {path!r}: must be an absolute path ({meaning})"
                 )
+    return {name: raw[name] for name in ARGUMENTS}
 
 
 class ActionModule(ActionBase):
@@ -77,8 +80,7 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         del tmp
-        _refuse_bad_arguments(self._task.args)
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        args = _arguments(self._task.args)
         check_mode, want_diff = bool(self._task.check_mode), bool(self._task.diff)
         found = [path for directory in args["directories"] for path in regular_files(directory)]
         removed: list[str] = []
