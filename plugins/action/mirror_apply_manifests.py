@@ -160,7 +160,8 @@ class ActionModule(ActionBase):
         engine's client, the one the ramp reads these routes with (read-only, so also in check
         mode). A kubernetes.core.k8s_info run per LIST cost about 2 s: a module process that
         imports the kubernetes client and discovers the API (docs/benchmarks.md, 3)."""
-        if not route_collections(manifests):
+        collections = route_collections(manifests)
+        if not collections:
             return []
         kubeconfig = kube.get("kubeconfig")
         if kubeconfig is not None and not isinstance(kubeconfig, str):
@@ -184,6 +185,6 @@ class ActionModule(ActionBase):
             ca_cert=kube.get("ca_cert") or None,
         )
         try:
-            return list_live_routes(api_client(connection), manifests)
+            return list_live_routes(api_client(connection), collections)
         except (ConfigError, DriverError) as e:
             raise AnsibleActionFail(f"mirror_apply_manifests: {e}") from e

@@ -16,6 +16,7 @@ import yaml
 
 from mirrorramp.drivers.kube import KubeConnection, api_client, list_live_routes
 from mirrorramp.errors import DriverError
+from mirrorramp.routes import route_collections
 from mirrorramp.virtualservice import read_mirror_percent, with_mirror_percent
 from tests.fakes.kube_api import KubeApiServer
 from tests.fakes.kube_fixtures import kube_api_server  # noqa: F401
@@ -197,7 +198,7 @@ def test_the_live_routes_are_listed_once_per_kind_and_namespace_and_a_refusal_na
     manifests = [route("listed", 1, owned=False), route("other", 1, owned=False), config_map("settings", "1")]
     kube.clear_requests()
     client = api_client(KubeConnection(host=kube.url, api_key=kube.token, validate_certs=False))
-    live = list_live_routes(client, manifests)
+    live = list_live_routes(client, route_collections(manifests))
     assert "listed" in [item["metadata"]["name"] for item in live]
     assert [(r.method, r.path) for r in kube.requests] == [
         ("GET", f"/apis/networking.istio.io/v1/namespaces/{NS}/virtualservices")
@@ -205,13 +206,13 @@ def test_the_live_routes_are_listed_once_per_kind_and_namespace_and_a_refusal_na
     # A route without a namespace: the LIST of every namespace, as kubernetes.core.k8s_info did.
     unplaced = route("listed", 1, owned=False)
     del unplaced["metadata"]["namespace"]
-    assert "listed" in [item["metadata"]["name"] for item in list_live_routes(client, [unplaced])]
+    assert "listed" in [item["metadata"]["name"] for item in list_live_routes(client, route_collections([unplaced]))]
     assert kube.requests[-1].path == "/apis/networking.istio.io/v1/virtualservices"
-    assert list_live_routes(client, [config_map("settings", "1")]) == []
+    assert list_live_routes(client, route_collections([config_map("settings", "1")])) == []
 
     refused = api_client(KubeConnection(host=kube.url, api_key="not-the-token", validate_certs=False))
     with pytest.raises(DriverError, match=rf"^listing VirtualService in {NS} failed: HTTP 401 Unauthorized$"):
-        list_live_routes(refused, manifests)
+        list_live_routes(refused, route_collections(manifests))
 
 
 def test_a_bad_connection_option_is_refused_before_anything_is_applied(apply, tmp_path: Path) -> None:

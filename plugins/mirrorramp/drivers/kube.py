@@ -30,7 +30,6 @@ from mirrorramp.routes import (
     RouteApi,
     mirror_drift,
     route_api_for_kind,
-    route_collections,
 )
 from mirrorramp.state import RampState
 
@@ -280,17 +279,19 @@ def preload_namespaces(drivers: Iterable[KubeRouteDriver]) -> None:
                 driver.preload(items[driver._name])
 
 
-def list_live_routes(api_client, manifests: Iterable[dict], timeout: float = 15.0) -> list[dict]:
-    """The live routes of the route kinds among `manifests`: one LIST per apiVersion, kind and
-    namespace (routes.route_collections), of every namespace for a manifest without one. What
-    mirror_apply_manifests reads to keep the mirrors the ramp set."""
+def list_live_routes(
+    api_client, collections: Iterable[tuple[str | None, str, str | None]], timeout: float = 15.0
+) -> list[dict]:
+    """The live routes of each route collection, (apiVersion, kind, namespace) as
+    routes.route_collections gives them: one LIST each, of every namespace where the namespace is
+    None. What mirror_apply_manifests reads to keep the mirrors the ramp set."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
     api = client.CustomObjectsApi(api_client)
     live: list[dict] = []
-    for api_version, kind, namespace in route_collections(manifests):
+    for api_version, kind, namespace in collections:
         route_api = route_api_for_kind(kind)
         assert route_api is not None  # route_collections yields route kinds only
         group, _, version = (api_version or "").rpartition("/")
